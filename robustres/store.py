@@ -1,0 +1,223 @@
+"""The results store: the only code that touches Parquet files.
+
+Layout under the store root:
+
+    runs/<run_id>.parquet         one row: the run's full config, status and results
+    epochs/<run_id>.parquet       one row per finished epoch
+    checkpoints/<run_id>.pt       the latest end-of-epoch training state (written by the engine)
+
+One file per run keeps writers independent (no shared file to rewrite), and every write goes to a
+temporary name in the same folder followed by an atomic rename, so a reader sees the old file or the
+new one, never a partial one. Readers only look at `*.parquet`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .spec import RunSpec
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "completed", "diverged", "failed")
+FINAL_STATUSES = ("completed", "diverged")  # results: re-running them reports, not retrains
+
+_CONFIG_TYPES = {
+    "dataset": pa.string(), "model": pa.string(), "depth": pa.int64(), "h": pa.float64(),
+    "seed": pa.int64(), "bn": pa.bool_(), "epochs": pa.int64(), "batch_size": pa.int64(),
+    "lr": pa.float64(), "momentum": pa.float64(), "milestones": pa.string(), "gamma": pa.float64(),
+    "weight_decay": pa.float64(), "optimizer": pa.string(), "train_noise": pa.float64(),
+    "noise_kind": pa.string(), "limit_train": pa.int64(), "limit_test": pa.int64(),
+    "n_train": pa.int64(), "n_test": pa.int64(), "moons_noise": pa.float64(),
+    "synthetic_like": pa.string(), "width": pa.int64(), "hidden": pa.int64(),
+}
+assert set(_CONFIG_TYPES) == {f.name for f in fields(RunSpec)}, "store schema out of step with RunSpec"
+
+RUNS_SCHEMA = pa.schema(
+    [("run_id", pa.string())]
+    + list(_CONFIG_TYPES.items())
+    + [
+        ("status", pa.string()),
+        ("final_test_acc", pa.float64()),  # fraction in [0, 1], after the last epoch
+        ("best_test_acc", pa.float64()),  # best over epochs (what the paper reports)
+        ("best_epoch", pa.int64()),
+        ("epochs_done", pa.int64()),
+        ("diverged_epoch", pa.int64()),
+        ("diverged_step", pa.int64()),
+        ("error", pa.string()),
+        ("params", pa.int64()),
+        ("flops_per_image", pa.int64()),
+        ("seconds", pa.float64()),
+        ("device", pa.string()),
+        ("torch_version", pa.string()),
+        ("robustres_version", pa.string()),
+        ("schema_version", pa.int32()),
+        ("created_at", pa.string()),  # ISO 8601, UTC
+        ("updated_at", pa.string()),
+    ]
+)
+
+EPOCHS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("epoch", pa.int64()),  # 1-based: the row after the first pass over the data is epoch 1
+        ("train_loss", pa.float64()),
+        ("train_acc", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("test_acc", pa.float64()),
+        ("lr", pa.float64()),
+        ("seconds", pa.float64()),
+    ]
+)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def config_columns(spec: RunSpec) -> dict:
+    row = spec.to_dict()
+    row["milestones"] = ",".join(str(m) for m in spec.milestones)
+    return row
+
+
+def spec_from_row(row: dict) -> RunSpec:
+    d = {k: (None if _is_missing(v) else v) for k, v in row.items() if k in _CONFIG_TYPES}
+    d["milestones"] = tuple(int(m) for m in str(d.get("milestones") or "").split(",") if m)
+    for k in ("depth", "seed", "epochs", "batch_size", "limit_train", "limit_test", "n_train",
+              "n_test", "width", "hidden"):
+        if d.get(k) is not None:
+            d[k] = int(d[k])
+    d["bn"] = bool(d["bn"])
+    return RunSpec.from_dict(d)
+
+
+def _is_missing(v) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+class StoreError(Exception):
+    """The store cannot be written or read as a whole."""
+
+
+class Store:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.warnings: list[str] = []
+
+    # -- paths ------------------------------------------------------------------------------
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def epochs_dir(self) -> Path:
+        return self.root / "epochs"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        return self.checkpoints_dir / f"{run_id}.pt"
+
+    def create(self) -> None:
+        try:
+            for d in (self.runs_dir, self.epochs_dir, self.checkpoints_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store at {self.root}: {exc.strerror or exc}") from None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write(self, table: pa.Table, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(table, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def put_run(self, row: dict) -> None:
+        row = dict(row)
+        row.setdefault("schema_version", SCHEMA_VERSION)
+        row["updated_at"] = now_iso()
+        row.setdefault("created_at", row["updated_at"])
+        unknown = set(row) - set(RUNS_SCHEMA.names)
+        if unknown:
+            raise ValueError(f"unknown run columns: {sorted(unknown)}")
+        table = pa.Table.from_pylist([{k: row.get(k) for k in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
+        self.create()
+        self._write(table, self.runs_dir / f"{row['run_id']}.parquet")
+
+    def put_epochs(self, run_id: str, rows: list[dict]) -> None:
+        table = pa.Table.from_pylist(
+            [{**{k: r.get(k) for k in EPOCHS_SCHEMA.names}, "run_id": run_id} for r in rows],
+            schema=EPOCHS_SCHEMA,
+        )
+        self.create()
+        self._write(table, self.epochs_dir / f"{run_id}.parquet")
+
+    def delete_run(self, run_id: str) -> None:
+        for path in (self.runs_dir / f"{run_id}.parquet", self.epochs_dir / f"{run_id}.parquet",
+                     self.checkpoint_path(run_id)):
+            path.unlink(missing_ok=True)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_all(self, folder: Path, schema: pa.Schema, columns: list[str] | None) -> pd.DataFrame:
+        cols = columns or schema.names
+        tables = []
+        for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+            try:
+                tables.append(pq.read_table(path, columns=cols, schema=schema))
+            except Exception as exc:  # damaged or foreign file: skip it, say so once
+                self._warn(f"skipping unreadable store file {path}: {type(exc).__name__}")
+        if not tables:
+            return schema.empty_table().select(cols).to_pandas()
+        return pa.concat_tables(tables).to_pandas()
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            print(f"warning: {message}", file=sys.stderr)
+
+    def runs(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return self._read_all(self.runs_dir, RUNS_SCHEMA, columns)
+
+    def epochs(self, run_id: str | None = None) -> pd.DataFrame:
+        if run_id is None:
+            return self._read_all(self.epochs_dir, EPOCHS_SCHEMA, None)
+        path = self.epochs_dir / f"{run_id}.parquet"
+        if not path.exists():
+            return EPOCHS_SCHEMA.empty_table().to_pandas()
+        return pq.read_table(path, schema=EPOCHS_SCHEMA).to_pandas()
+
+    def get_run(self, run_id: str) -> dict | None:
+        path = self.runs_dir / f"{run_id}.parquet"
+        if not path.exists():
+            return None
+        try:
+            rows = pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()
+        except Exception as exc:
+            self._warn(f"skipping unreadable store file {path}: {type(exc).__name__}")
+            return None
+        return rows[0] if rows else None
