@@ -243,21 +243,24 @@ def _image_files(root: Path) -> tuple[list[str], dict[str, list[Path]]]:
     return classes, files
 
 
-def _decode_images(paths: list[Path]) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image, read_file
+def _read_image(path: Path) -> torch.Tensor:
+    from PIL import Image
 
-    first = None
-    out = None
+    try:
+        with Image.open(path) as img:
+            return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
+    except Exception as exc:
+        raise DataError(f"imagefolder: cannot decode {path} ({type(exc).__name__})") from None
+
+
+def _decode_images(paths: list[Path]) -> torch.Tensor:
+    first = _read_image(paths[0])
+    out = torch.empty((len(paths), *first.shape), dtype=torch.uint8)
     for i, path in enumerate(paths):
-        try:
-            img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except Exception as exc:
-            raise DataError(f"imagefolder: cannot decode {path} ({exc})") from None
-        if out is None:
-            first = tuple(img.shape)
-            out = torch.empty((len(paths), *first), dtype=torch.uint8)
-        elif tuple(img.shape) != first:
-            raise DataError(f"imagefolder: {path} is {tuple(img.shape[1:])}, the others {first[1:]}; all images must share one size")
+        img = first if i == 0 else _read_image(path)
+        if img.shape != first.shape:
+            raise DataError(f"imagefolder: {path} is {tuple(img.shape[1:])}, the others "
+                            f"{tuple(first.shape[1:])}; all images must share one size")
         out[i] = img
     return out
 
@@ -441,10 +444,7 @@ def peek(spec: RunSpec, data_dir: Path) -> tuple[tuple[int, ...], int]:
         if not data_dir.is_dir():
             raise DataError(f"imagefolder: data directory {data_dir} does not exist")
         classes, files = _image_files(data_dir)
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
-        first = decode_image(read_file(str(files["train"][0])), mode=ImageReadMode.RGB)
-        return tuple(first.shape), len(classes)
+        return tuple(_read_image(files["train"][0]).shape), len(classes)
     if spec.dataset == "ag-news":
         root = _ag_news_root(data_dir)
         lines = (root / "classes.txt").read_text(encoding="utf-8").splitlines()

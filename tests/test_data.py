@@ -1,0 +1,223 @@
+import os
+import time
+
+import pytest
+import torch
+
+from robustres import data as D
+from robustres.spec import make_run_spec
+
+CODE_TO_CHAR = {i + 1: c for i, c in enumerate(D.ALPHABET)}
+
+
+def decode(codes) -> str:
+    return "".join(CODE_TO_CHAR.get(int(c), "?") for c in codes if int(c) != 0)
+
+
+# ------------------------------------------------------------------ generated data and subsets
+
+
+def test_two_moons_is_seeded_balanced_and_sized():
+    a, b = D.two_moons(300, 200, 0.2), D.two_moons(300, 200, 0.2)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert a.train_x.shape == (300, 2) and a.test_x.shape == (200, 2) and a.train_x.dtype == torch.float32
+    assert a.train_y.bincount().tolist() == [150, 150]
+    assert not torch.equal(a.train_x[:200], a.test_x)  # train and test are different draws
+
+
+def test_balanced_subset_is_fixed_and_class_balanced():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 5)
+    idx = D.balanced_subset(labels, 31, 3)
+    assert torch.equal(idx, D.balanced_subset(labels, 31, 3))
+    assert len(idx) == 31 and len(set(idx.tolist())) == 31 and torch.equal(idx, idx.sort().values)
+    counts = labels[idx].bincount(minlength=3).tolist()
+    assert counts[2] == 5  # the small class gives all it has
+    assert abs(counts[0] - counts[1]) <= 1 and sum(counts) == 31
+
+
+def test_limit_applies_to_train_and_test():
+    spec = make_run_spec(dataset="two-moons", limit_train=100, limit_test=40)
+    data = D.load(spec, ".")
+    assert len(data.train_y) == 100 and len(data.test_y) == 40
+    assert data.train_y.bincount().tolist() == [50, 50]
+
+
+def test_synthetic_data_has_the_shape_of_what_it_imitates():
+    img = D.load(make_run_spec(dataset="synthetic", n_train=64, n_test=16), ".")
+    assert img.train_x.shape == (64, 3, 32, 32) and img.train_x.dtype == torch.uint8 and img.num_classes == 10
+    txt = D.load(make_run_spec(dataset="synthetic", synthetic_like="ag-news", n_train=8, n_test=4), ".")
+    assert txt.train_x.shape == (8, 1024) and txt.train_x.dtype == torch.int16 and txt.num_classes == 4
+    assert int(txt.train_x.max()) <= D.UNKNOWN_CODE
+
+
+# ------------------------------------------------------------------ device-side transforms
+
+
+def test_crop_flip_output_is_a_padded_crop_of_its_own_image():
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (16, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding is recognisable
+    g = torch.Generator().manual_seed(1)
+    out = D.crop_flip(x, g, pad=4)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    seen_offsets, flips = set(), 0
+    for i in range(len(x)):
+        matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                   if torch.equal(out[i], (lambda c: c.flip(2) if f else c)(padded[i, :, dy:dy + 8, dx:dx + 8]))]
+        assert matches, f"sample {i} is no crop of its input"
+        seen_offsets.add(matches[0][:2])
+        flips += matches[0][2]
+    assert len(seen_offsets) > 8 and 0 < flips < len(x)
+
+
+def test_crop_flip_is_reproducible_from_the_generator():
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    a = D.crop_flip(x, torch.Generator().manual_seed(5))
+    b = D.crop_flip(x, torch.Generator().manual_seed(5))
+    c = D.crop_flip(x, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_gaussian_noise_on_images_has_the_level_as_std_and_is_clipped():
+    x = torch.full((200, 3, 32, 32), 0.5)
+    noisy = D.gaussian_noise(x, 0.1, torch.Generator().manual_seed(0), clip=True)
+    assert abs((noisy - x).std().item() - 0.1) < 0.005
+    assert D.gaussian_noise(x, 2.0, torch.Generator().manual_seed(0), clip=True).min() >= 0
+
+
+def test_char_swap_is_fixed_per_example_and_swaps_the_level_fraction():
+    codes = torch.randint(27, 69, (400, 1024), dtype=torch.int16)
+    codes[:, 700:] = 0  # padding
+    index = torch.arange(400)
+    a = D.char_swap(codes, index, 0.2, seed=3)
+    assert torch.equal(a, D.char_swap(codes, index, 0.2, seed=3))  # same noise every epoch
+    assert not torch.equal(a, D.char_swap(codes, index, 0.2, seed=4))
+    changed = a != codes
+    assert not changed[:, 700:].any()  # padding stays padding
+    assert abs(changed[:, :700].float().mean().item() - 0.2) < 0.01
+    assert a[changed].min() >= 1 and a[changed].max() <= 26  # random letters a-z
+    # A batch in another order gets the same noise per example.
+    perm = torch.randperm(400)
+    assert torch.equal(D.char_swap(codes[perm], index[perm], 0.2, seed=3), a[perm])
+
+
+# ------------------------------------------------------------------ AG-NEWS
+
+
+AG_ROWS = r'''"3","Wall St. Bears Claw Back (Reuters)","Reuters - Short-sellers, Wall Street's dwindling\band of ultra-cynics, are seeing green again."
+"4","Google IPO priced at #36;85","The search giant's shares, priced at #36;85, rose; see &lt;b&gt;here&lt;/b&gt;."
+"1","He said ""no"" to a deal","Quotes ""inside"" fields, commas, and a\\backslash; café"
+"2","Long","{long}"
+'''
+
+
+@pytest.fixture
+def ag_dir(tmp_path):
+    root = tmp_path / "ag_news_csv"
+    root.mkdir()
+    (root / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
+    (root / "train.csv").write_text(AG_ROWS.replace("{long}", "x" * 2000), encoding="utf-8")
+    (root / "test.csv").write_text(AG_ROWS.splitlines()[0] + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_ag_news_parser_handles_the_real_files_quirks(ag_dir):
+    codes, labels = D.read_ag_news_csv(ag_dir / "ag_news_csv" / "train.csv")
+    assert codes.shape == (4, 1024) and codes.dtype.name == "int16"
+    assert labels.tolist() == [2, 3, 0, 1]
+    assert decode(codes[0]) == ("wall st. bears claw back (reuters) reuters - short-sellers, wall street's "
+                                "dwindling\\band of ultra-cynics, are seeing green again. ").replace("'", "?")
+    assert decode(codes[1]).startswith("google ipo priced at #36;85 ")
+    assert "&lt;b&gt;" in decode(codes[1])  # entities are kept as characters, as in the paper's code
+    third = decode(codes[2])
+    assert third.startswith('he said "no" to a deal quotes "inside" fields, commas, and a\\\\backslash; caf? ')
+    assert int(codes[2][third.index("caf") + 3]) == D.UNKNOWN_CODE  # é is not in the alphabet
+    long_text = "long " + "x" * 2000 + " "
+    assert decode(codes[3]) == long_text[:1024] and int(codes[3][-1]) != 0  # truncated at 1024
+    n0 = len("wall st. bears claw back (reuters) reuters - short-sellers, wall street's dwindling\\band of "
+             "ultra-cynics, are seeing green again. ")
+    assert (codes[0][n0:] == 0).all() and codes[0][n0 - 1] != 0  # zero padding after the text
+
+
+def test_ag_news_dataset_loads_and_caches(ag_dir):
+    spec = make_run_spec(dataset="ag-news", depth=9)
+    data = D.load(spec, ag_dir)  # the parent of ag_news_csv/ works too
+    assert data.classes == ("World", "Sports", "Business", "Sci/Tech")
+    assert data.train_x.shape == (4, 1024) and data.test_x.shape == (1, 1024)
+    caches = list((ag_dir / "ag_news_csv").glob(".robustres-cache-ag-news-*.pt"))
+    assert len(caches) == 1
+    again = D.load(spec, ag_dir / "ag_news_csv")
+    assert torch.equal(again.train_x, data.train_x)
+
+
+def test_ag_news_missing_files_is_a_clear_error(tmp_path):
+    with pytest.raises(D.DataError, match="classes.txt, train.csv and test.csv not found"):
+        D.load(make_run_spec(dataset="ag-news", depth=9), tmp_path)
+
+
+# ------------------------------------------------------------------ image folders
+
+
+def write_png(img, path):
+    from PIL import Image
+
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+
+
+def write_folder(root, per_class=(3, 2)):
+    g = torch.Generator().manual_seed(0)
+    images = {}
+    for split, count in zip(("train", "test"), per_class):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                img = torch.randint(0, 256, (3, 8, 8), generator=g, dtype=torch.uint8)
+                path = root / split / c / f"{i:04d}.png"
+                write_png(img, str(path))
+                images[path] = img
+    return images
+
+
+def test_imagefolder_loads_pixels_labels_and_caches(tmp_path, monkeypatch):
+    images = write_folder(tmp_path)
+    spec = make_run_spec(dataset="imagefolder")
+    data = D.load(spec, tmp_path)
+    assert data.classes == ("cat", "dog") and data.train_x.shape == (6, 3, 8, 8)
+    assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1] and data.test_y.tolist() == [0, 0, 1, 1]
+    assert torch.equal(data.train_x[4], images[tmp_path / "train" / "dog" / "0001.png"])
+    caches = list(tmp_path.glob(".robustres-cache-imagefolder-*.pt"))
+    assert len(caches) == 1
+
+    def no_decoding(paths):
+        raise AssertionError("decoded although the cache is valid")
+
+    monkeypatch.setattr(D, "_decode_images", no_decoding)
+    assert torch.equal(D.load(spec, tmp_path).train_x, data.train_x)  # served from the cache
+
+    # A changed file invalidates the cache: it is decoded again.
+    path = tmp_path / "train" / "cat" / "0000.png"
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with pytest.raises(AssertionError, match="decoded although"):
+        D.load(spec, tmp_path)
+
+
+def test_imagefolder_layout_errors(tmp_path):
+    with pytest.raises(D.DataError, match="does not exist"):
+        D.load(make_run_spec(dataset="imagefolder"), tmp_path / "nope")
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(D.DataError, match="test is missing"):
+        D.load(make_run_spec(dataset="imagefolder"), tmp_path)
+
+
+def test_imagefolder_rejects_mixed_image_sizes(tmp_path):
+    write_folder(tmp_path)
+    write_png(torch.zeros(3, 9, 9, dtype=torch.uint8), str(tmp_path / "train" / "dog" / "9999.png"))
+    with pytest.raises(D.DataError, match="all images must share one size"):
+        D.load(make_run_spec(dataset="imagefolder"), tmp_path)
+
+
+def test_cifar10_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTRES_OFFLINE", "1")
+    with pytest.raises(D.DataError) as err:
+        D.load(make_run_spec(dataset="cifar10"), tmp_path)
+    assert str(tmp_path) in str(err.value) and "cifar-10-python.tar.gz" in str(err.value)

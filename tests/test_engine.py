@@ -1,0 +1,100 @@
+import time
+
+import pytest
+import torch
+
+from robustres import data as D
+from robustres import engine
+from robustres.models import init_model
+from robustres.spec import make_run_spec
+
+CPU = torch.device("cpu")
+
+
+def run(spec, checkpoint=None, **kwargs):
+    return engine.train(spec, D.load(spec, "."), CPU, checkpoint, **kwargs)
+
+
+def test_two_moons_reaches_95_percent_at_h_0_1_in_seconds():
+    spec = make_run_spec(dataset="two-moons", h=0.1)
+    started = time.perf_counter()
+    outcome = run(spec)
+    assert outcome.status == "completed" and len(outcome.history) == spec.epochs
+    assert outcome.final_test_acc > 0.95
+    assert time.perf_counter() - started < 30  # generous: it takes about a second
+
+
+def test_tiny_h_over_smooths_a_deep_mlp():
+    # "Small, but not too small": h -> 0 leaves a near-linear classifier.
+    tiny = run(make_run_spec(dataset="two-moons", depth=30, h=0.001, epochs=10))
+    good = run(make_run_spec(dataset="two-moons", depth=30, h=0.1, epochs=10))
+    assert tiny.final_test_acc < good.final_test_acc - 0.03
+
+
+def test_divergence_is_a_result_with_epoch_and_step():
+    outcome = run(make_run_spec(dataset="two-moons", depth=30, h=20.0, epochs=5))
+    assert outcome.status == "diverged"
+    assert outcome.diverged_epoch == 1 and 1 <= outcome.diverged_step <= 16
+    assert outcome.final_test_acc is None and outcome.history == []
+
+
+def test_learning_rate_schedule_steps_at_the_milestones():
+    spec = make_run_spec(dataset="cifar10")
+    assert [engine.lr_at(spec, e) for e in (0, 39, 40, 59, 60, 79)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_runs_differing_only_in_h_start_from_the_same_weights():
+    a = init_model(make_run_spec(dataset="cifar10", h=0.1, seed=3), 10, (3, 32, 32))
+    b = init_model(make_run_spec(dataset="cifar10", h=1.0, seed=3), 10, (3, 32, 32))
+    c = init_model(make_run_spec(dataset="cifar10", h=0.1, seed=4), 10, (3, 32, 32))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(dataset="two-moons", epochs=6),
+    dict(dataset="synthetic", n_train=96, n_test=32, depth=8, epochs=4, batch_size=32, train_noise=0.1, milestones=(2,)),
+])
+def test_resume_after_an_interruption_equals_the_uninterrupted_run_bitwise(tmp_path, kwargs):
+    spec = make_run_spec(**kwargs)
+    whole = run(spec, tmp_path / "whole.pt")
+
+    def stop_after_two(record):
+        if record.epoch == 2:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run(spec, tmp_path / "cut.pt", on_epoch=stop_after_two)
+    assert len(torch.load(tmp_path / "cut.pt", weights_only=True)["history"]) == 2
+    resumed = run(spec, tmp_path / "cut.pt")
+
+    strip = lambda h: [(r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr) for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history)  # exact, not approximate
+    a = torch.load(tmp_path / "whole.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_checkpoint_means_training_from_scratch(tmp_path):
+    spec = make_run_spec(dataset="two-moons", epochs=3)
+    (tmp_path / "c.pt").write_bytes(b"\x00garbage")
+    outcome = run(spec, tmp_path / "c.pt")
+    assert outcome.status == "completed" and len(outcome.history) == 3
+
+
+def test_training_noise_changes_training_but_not_the_test_data():
+    clean = run(make_run_spec(dataset="two-moons", epochs=3))
+    noisy = run(make_run_spec(dataset="two-moons", epochs=3, train_noise=0.5))
+    assert clean.history[-1].train_loss != noisy.history[-1].train_loss
+
+
+def test_the_text_model_trains_end_to_end_with_char_swap_noise():
+    spec = make_run_spec(dataset="synthetic", synthetic_like="ag-news", depth=9, n_train=16, n_test=8,
+                         batch_size=8, epochs=1, train_noise=0.1)
+    outcome = run(spec)
+    assert outcome.status == "completed" and 0 <= outcome.history[0].test_acc <= 1

@@ -1,0 +1,85 @@
+import pyarrow.parquet as pq
+import pytest
+
+from robustres.spec import make_run_spec
+from robustres.store import RUNS_SCHEMA, Store, StoreError, config_columns, spec_from_row
+
+
+def row_for(spec, **extra):
+    return {"run_id": spec.run_id, **config_columns(spec), "status": "completed", "final_test_acc": 0.9,
+            "best_test_acc": 0.95, "best_epoch": 3, "epochs_done": 4, "seconds": 1.5, **extra}
+
+
+def test_runs_and_epochs_round_trip(tmp_path):
+    store = Store(tmp_path / "s")
+    specs = [make_run_spec(dataset="cifar10", depth=20, h=h, limit_train=64) for h in (0.1, 1.0)]
+    for spec in specs:
+        store.put_run(row_for(spec))
+    epochs = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5, "test_loss": 1.1, "test_acc": 0.4 + e / 100,
+               "lr": 0.1, "seconds": 0.2} for e in (1, 2, 3)]
+    store.put_epochs(specs[0].run_id, epochs)
+
+    runs = store.runs()
+    assert list(runs.columns) == RUNS_SCHEMA.names
+    assert sorted(runs.h.tolist()) == [0.1, 1.0] and set(runs.status) == {"completed"}
+    got = store.get_run(specs[1].run_id)
+    assert got["milestones"] == "40,60" and got["limit_train"] == 64 and got["n_train"] is None
+    assert got["schema_version"] == 1 and got["created_at"] and got["updated_at"]
+    assert spec_from_row(got) == specs[1]  # every config field survives the store
+
+    ep = store.epochs(specs[0].run_id)
+    assert ep.epoch.tolist() == [1, 2, 3] and ep.test_acc.tolist() == pytest.approx([0.41, 0.42, 0.43])
+    assert set(store.epochs().run_id) == {specs[0].run_id}
+    assert store.runs(columns=["run_id", "h"]).shape == (2, 2)
+
+
+def test_put_run_replaces_the_row_and_keeps_created_at(tmp_path):
+    store = Store(tmp_path)
+    spec = make_run_spec()
+    store.put_run({**row_for(spec), "status": "running", "created_at": "2026-01-01T00:00:00+00:00"})
+    store.put_run({**store.get_run(spec.run_id), "status": "completed"})
+    assert len(store.runs()) == 1
+    row = store.get_run(spec.run_id)
+    assert row["status"] == "completed" and row["created_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    spec = make_run_spec()
+    store.put_run(row_for(spec, final_test_acc=0.5))
+    before = (store.runs_dir / f"{spec.run_id}.parquet").read_bytes()
+
+    def broken_write(table, where, **kwargs):
+        where.write(b"PAR1 partial")  # half a file, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", broken_write)
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.put_run(row_for(spec, final_test_acc=0.99))
+    assert (store.runs_dir / f"{spec.run_id}.parquet").read_bytes() == before
+    assert [p.name for p in store.runs_dir.iterdir()] == [f"{spec.run_id}.parquet"]
+    monkeypatch.undo()
+    assert store.get_run(spec.run_id)["final_test_acc"] == 0.5
+
+
+def test_readers_skip_damaged_files_with_a_warning(tmp_path, capsys):
+    store = Store(tmp_path)
+    spec = make_run_spec()
+    store.put_run(row_for(spec))
+    (store.runs_dir / "garbage.parquet").write_bytes(b"not parquet at all")
+    (store.runs_dir / ".half-written.parquet.123.tmp").write_bytes(b"PAR1")
+    runs = store.runs()
+    assert runs.run_id.tolist() == [spec.run_id]
+    assert "garbage.parquet" in capsys.readouterr().err
+
+
+def test_empty_store_reads_as_empty_frames(tmp_path):
+    store = Store(tmp_path / "nothing-here")
+    assert store.runs().empty and list(store.runs().columns) == RUNS_SCHEMA.names
+    assert store.epochs().empty and store.get_run("0" * 16) is None
+    assert not (tmp_path / "nothing-here").exists()  # reading never creates the store
+
+
+def test_unknown_columns_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown run columns"):
+        Store(tmp_path).put_run({**row_for(make_run_spec()), "colour": "blue"})
