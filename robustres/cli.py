@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except click_exceptions.NoArgsIsHelpError:
+        return EXIT_BAD_INPUT  # the help text was shown
     except click_exceptions.UsageError as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -19,7 +19,7 @@ from . import __version__
 from . import data as D
 from . import engine
 from .spec import Execution, RunSpec
-from .store import FINAL_STATUSES, Store, config_columns
+from .store import FINAL_STATUSES, Store, config_columns, now_iso
 
 
 class Reporter(Protocol):
@@ -91,9 +91,8 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
             "device": str(device),
             "torch_version": torch.__version__,
             "robustres_version": __version__,
-            "created_at": existing["created_at"] if existing else None,
+            "created_at": existing["created_at"] if existing else now_iso(),
         }
-        base = {k: v for k, v in base.items() if v is not None}
         checkpoint = store.checkpoint_path(spec.run_id)
         resumed = engine.load_checkpoint(checkpoint)
         done_before = len(resumed["history"]) if resumed else 0
@@ -102,9 +101,11 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
 
         history: list[dict] = [dict(r) for r in resumed["history"]] if resumed else []
 
-        def on_epoch(record: engine.EpochRecord, spec=spec, history=history) -> None:
+        def on_epoch(record: engine.EpochRecord, spec=spec, history=history, base=base) -> None:
             history.append(asdict(record))
             store.put_epochs(spec.run_id, history)
+            store.put_run({**result_row(spec, None, base), "status": "running", "epochs_done": len(history),
+                           "seconds": sum(r["seconds"] for r in history)})
             reporter.epoch(spec, record)
 
         started = time.perf_counter()

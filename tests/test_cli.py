@@ -1,0 +1,175 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from robustres.store import Store
+
+ROBUSTRES = [sys.executable, "-m", "robustres"]
+
+
+def test_train_json_reports_every_run_and_stores_them(cli, tmp_path):
+    code, out, err = cli("train", "--dataset", "two-moons", "--depth", "4", "--epochs", "5",
+                         "--h", "0.1,1", "--seed", "0,1", "--json")
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    assert len(runs) == 4 and {(r["h"], r["seed"]) for r in runs} == {(0.1, 0), (1.0, 0), (0.1, 1), (1.0, 1)}
+    assert set(runs[0]) == {"run_id", "dataset", "depth", "h", "seed", "status", "final_test_acc",
+                            "best_test_acc", "epochs_done", "params", "seconds"}
+    assert all(r["status"] == "completed" and r["epochs_done"] == 5 and 0.5 < r["final_test_acc"] <= 1 for r in runs)
+    assert "epoch 5/5" in err  # progress lines go to stderr with --json
+
+    store = Store(tmp_path / "store")
+    assert sorted(store.runs().run_id) == sorted(r["run_id"] for r in runs)
+    assert len(store.epochs()) == 4 * 5
+    assert all(store.checkpoint_path(r["run_id"]).exists() for r in runs)
+
+
+def test_a_finished_run_is_reported_from_the_store_not_retrained(cli, tmp_path):
+    args = ("train", "--depth", "4", "--epochs", "3", "--json")
+    code, out, _ = cli(*args)
+    first = json.loads(out)["runs"][0]
+    store = Store(tmp_path / "store")
+    stamp = store.get_run(first["run_id"])["updated_at"]
+    time.sleep(1.1)
+    code, out, err = cli(*args)
+    assert code == 0 and json.loads(out)["runs"][0] == first
+    assert "not retrained" in err and store.get_run(first["run_id"])["updated_at"] == stamp
+    code, out, err = cli(*args, "--force")
+    assert code == 0 and "not retrained" not in err
+    assert store.get_run(first["run_id"])["updated_at"] != stamp
+
+
+def test_diverged_runs_exit_zero_and_are_recorded(cli, tmp_path):
+    code, out, err = cli("train", "--depth", "30", "--h", "20", "--epochs", "3", "--json")
+    assert code == 0, err
+    run = json.loads(out)["runs"][0]
+    assert run["status"] == "diverged" and run["final_test_acc"] is None
+    row = Store(tmp_path / "store").get_run(run["run_id"])
+    assert row["diverged_epoch"] == 1 and row["diverged_step"] >= 1
+
+
+def test_plain_output_ends_with_a_summary_table(cli):
+    code, out, _ = cli("train", "--depth", "30", "--h", "1,0.1", "--epochs", "4")
+    assert code == 0
+    assert "epoch 4/4" in out and "robustres train: 2 run(s)" in out
+    assert "diverged" in out and "completed" in out
+
+
+def test_dry_run_json_resolves_the_config_and_writes_nothing(cli, tmp_path):
+    code, out, err = cli("train", "--dataset", "cifar10", "--depth", "110", "--h", "0.1,1", "--dry-run", "--json")
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    assert [r["h"] for r in runs] == [0.1, 1.0]
+    r = runs[0]
+    assert r["params"] == 1_730_714 and 250e6 < r["flops_per_image"] < 256e6
+    assert (r["epochs"], r["batch_size"], r["lr"], r["milestones"]) == (80, 128, 0.1, [40, 60])
+    assert r["device"] == "cpu" and len(r["run_id"]) == 16
+    assert not (tmp_path / "store").exists() and not (tmp_path / "data").exists()
+    code, out, _ = cli("train", "--dataset", "cifar10", "--dry-run")
+    assert code == 0 and "nothing trained" in out
+
+
+def test_a_failing_run_exits_one_and_is_recorded_as_failed(cli, tmp_path, monkeypatch):
+    from robustres import engine
+
+    real = engine.train
+
+    def flaky(spec, *args, **kwargs):
+        if spec.h == 1.0:
+            raise RuntimeError("simulated CUDA error")
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train", flaky)
+    code, out, _ = cli("train", "--depth", "4", "--epochs", "2", "--h", "1,0.1", "--json")
+    assert code == 1
+    status = {r["h"]: r["status"] for r in json.loads(out)["runs"]}
+    assert status == {1.0: "failed", 0.1: "completed"}
+    failed = [r for _, r in Store(tmp_path / "store").runs().iterrows() if r.status == "failed"]
+    assert "simulated CUDA error" in failed[0].error
+
+
+BAD_INPUTS = [
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--dataset", "cifar10", "--depth", "100"], "nearest: 98, 104"),
+    (["--dataset", "ag-news", "--depth", "20"], "choose one of: 9, 17, 29, 49"),
+    (["--h", "abc"], "'abc' is not a number"),
+    (["--h", "nan"], "h must be finite"),
+    (["--h", "-1"], "h must be >= 0"),
+    (["--seed", "x"], "'x' is not a whole number"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--epochs", "ten"], "Invalid value for '--epochs'"),
+    (["--milestones", "60,40"], "strictly increasing"),
+    (["--optimizer", "rmsprop"], "unknown optimizer"),
+    (["--train-noise", "2"], "level in [0, 1]"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--dataset", "imagefolder", "--data-dir", "/nonexistent/robustres"], "does not exist"),
+    (["--dataset", "ag-news", "--depth", "9", "--data-dir", "/nonexistent"], "not found in /nonexistent"),
+    (["--dataset", "cifar10", "--limit-train", "10", "--epochs", "1"], "cifar-10-python.tar.gz"),
+    (["--no-such-option"], "No such option"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[a[1] for a in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, args, message):
+    code, out, err = cli("train", *args)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert out == ""
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_cuda_is_bad_input(cli, tmp_path):
+    code, _, err = cli("train", "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err and not (tmp_path / "store").exists()
+
+
+def test_version_and_help(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("robustres ")
+    code, out, _ = cli("train", "--help")
+    assert code == 0 and "--h" in out and "--dry-run" in out
+
+
+def _env(tmp_path: Path, store: str) -> dict:
+    env = dict(os.environ, ROBUSTRES_STORE=str(tmp_path / store), ROBUSTRES_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_sigkill_mid_run_then_rerun_finishes_like_an_uninterrupted_run(tmp_path):
+    args = ROBUSTRES + ["train", "--depth", "10", "--epochs", "60", "--n-train", "2000", "--json"]
+    whole = subprocess.run(args, env=_env(tmp_path, "whole"), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    expected = json.loads(whole.stdout)["runs"][0]
+
+    store = Store(tmp_path / "cut")
+    proc = subprocess.Popen(args, env=_env(tmp_path, "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_id = expected["run_id"]
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until some, not all, epochs are done
+        if len(store.epochs(run_id)) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    row = store.get_run(run_id)
+    assert row["status"] == "running" and 5 <= row["epochs_done"] < 60, "the kill came too late to test anything"
+
+    again = subprocess.run(args, env=_env(tmp_path, "cut"), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming after epoch" in again.stderr
+    resumed = json.loads(again.stdout)["runs"][0]
+    assert resumed["status"] == "completed" and resumed["epochs_done"] == 60
+    assert resumed["final_test_acc"] == expected["final_test_acc"]
+    assert resumed["best_test_acc"] == expected["best_test_acc"]
+    a, b = Store(tmp_path / "whole").epochs(run_id), store.epochs(run_id)
+    assert b.epoch.tolist() == list(range(1, 61))
+    assert a.test_acc.tolist() == b.test_acc.tolist() and a.train_loss.tolist() == b.train_loss.tolist()
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
