@@ -110,6 +110,7 @@ class RichReporter:
             self.progress.console.print(f"{_label(spec)}: {row['status']} in the store, not retrained")
         elif self.task is not None:
             self.progress.update(self.task, stats=_status_text(row))
+            self.progress.stop_task(self.task)
 
 
 def _status_text(row: dict) -> str:
