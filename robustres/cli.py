@@ -62,6 +62,10 @@ class PlainReporter:
         pass
 
     def epoch(self, spec, r):
+        # About ten lines per run: the first epoch, every tenth of the run, and the last.
+        every = max(1, spec.epochs // 10)
+        if r.epoch != 1 and r.epoch % every and r.epoch != spec.epochs:
+            return
         self._say(f"{self.prefix}: epoch {r.epoch}/{spec.epochs} loss {r.train_loss:.4f} "
                   f"train {100 * r.train_acc:.1f}% test {100 * r.test_acc:.1f}% ({r.seconds:.1f}s)")
 
@@ -209,7 +213,7 @@ def train(
     datasets = executor.load_all(runs, execution)
     started = time.perf_counter()
     interactive = sys.stdout.isatty() and not as_json
-    console = Console() if interactive else Console(width=120)
+    console = _console()
     try:
         if interactive:
             with RichReporter(console) as reporter:
@@ -235,8 +239,13 @@ def _json_value(v):
     return v
 
 
+def _console() -> Console:
+    # Wide enough for the tables when the output goes to a file or a CI log.
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _print_dry_run(out: list[dict]) -> None:
-    console = Console()
+    console = _console()
     table = Table(title=f"robustres train --dry-run: {len(out)} run(s), nothing trained")
     for col in ("run_id", "dataset", "model", "depth", "h", "seed", "epochs", "batch", "lr", "params", "MFLOPs/img"):
         table.add_column(col, justify="left" if col in ("run_id", "dataset", "model") else "right")
