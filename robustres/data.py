@@ -181,10 +181,13 @@ def cifar10(data_dir: Path) -> Data:
         if os.environ.get("ROBUSTRES_OFFLINE"):
             parts = None
         else:
+            created = not data_dir.exists()
             try:
                 data_dir.mkdir(parents=True, exist_ok=True)
                 parts = [CIFAR10(str(data_dir), train=t, download=True) for t in (True, False)]
             except Exception as exc:  # no network, a proxy, a full disk: all end the same way
+                if created and not any(data_dir.iterdir()):
+                    data_dir.rmdir()  # leave nothing behind for a failed attempt
                 raise DataError(
                     f"cifar10: not found in {data_dir} and the download failed ({type(exc).__name__}); "
                     f"put cifar-10-python.tar.gz or its cifar-10-batches-py/ folder there"
