@@ -43,20 +43,27 @@ def _label(spec) -> str:
     return f"{spec.dataset} depth {spec.depth} h {spec.h:g} seed {spec.seed}"
 
 
+def _members(pack) -> str:
+    hs = ",".join(dict.fromkeys(f"{s.h:g}" for s in pack.runs))
+    seeds = ",".join(dict.fromkeys(str(s.seed) for s in pack.runs))
+    first = pack.runs[0]
+    return f"{first.dataset} depth {first.depth} h {hs} seed {seeds}"
+
+
 class PlainReporter:
     """Timestamped lines, for logs and CI (stdout is not a terminal)."""
 
     def __init__(self, stream):
         self.stream = stream
-        self.prefix = ""
 
     def _say(self, text: str) -> None:
         print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}", file=self.stream, flush=True)
 
-    def run_started(self, spec, index, total, resumed_epochs):
-        self.prefix = f"run {index + 1}/{total} {spec.run_id[:8]} {_label(spec)}"
-        more = f", resuming after epoch {resumed_epochs}" if resumed_epochs else ""
-        self._say(f"{self.prefix}: training {spec.epochs} epochs{more}")
+    def pack_started(self, pack, index, total, fused):
+        how = "fused" if fused or pack.k == 1 else "in turn"
+        more = f", resuming after epoch {pack.start_epoch}" if pack.start_epoch else ""
+        self._say(f"pack {index + 1}/{total}: {pack.k} run(s) ({how}), {_members(pack)}, "
+                  f"{pack.runs[0].epochs} epochs{more}")
 
     def step(self, done, total):
         pass
@@ -66,18 +73,18 @@ class PlainReporter:
         every = max(1, spec.epochs // 10)
         if r.epoch != 1 and r.epoch % every and r.epoch != spec.epochs:
             return
-        self._say(f"{self.prefix}: epoch {r.epoch}/{spec.epochs} loss {r.train_loss:.4f} "
+        self._say(f"{spec.run_id[:8]} {_label(spec)}: epoch {r.epoch}/{spec.epochs} loss {r.train_loss:.4f} "
                   f"train {100 * r.train_acc:.1f}% test {100 * r.test_acc:.1f}% ({r.seconds:.1f}s)")
 
     def run_finished(self, spec, row, reused):
         if reused:
             self._say(f"{spec.run_id[:8]} {_label(spec)}: {row['status']} in the store, not retrained (--force retrains)")
         else:
-            self._say(f"{self.prefix}: {_status_text(row)}")
+            self._say(f"{spec.run_id[:8]} {_label(spec)}: {_status_text(row)}")
 
 
 class RichReporter:
-    """A live progress bar per run: epochs done, with loss and accuracy of the last one."""
+    """A live progress bar per pack: epochs done, with the range of its runs' test accuracy."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -86,6 +93,7 @@ class RichReporter:
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
         )
         self.task = None
+        self.last: dict[str, float] = {}
 
     def __enter__(self):
         self.progress.start()
@@ -94,27 +102,31 @@ class RichReporter:
     def __exit__(self, *exc):
         self.progress.stop()
 
-    def run_started(self, spec, index, total, resumed_epochs):
-        desc = f"[{index + 1}/{total}] {_label(spec)}"
-        self.task = self.progress.add_task(desc, total=spec.epochs, completed=resumed_epochs, stats="")
-        self.steps = 0
+    def pack_started(self, pack, index, total, fused):
+        if self.task is not None:
+            self.progress.stop_task(self.task)
+        how = "fused" if fused or pack.k == 1 else "in turn"
+        desc = f"[{index + 1}/{total}] {pack.k} run(s), {how}: {_members(pack)}"
+        self.task = self.progress.add_task(desc, total=pack.runs[0].epochs, completed=pack.start_epoch, stats="")
+        self.last = {}
 
     def step(self, done, total):
-        # Show progress inside long epochs as a fraction of an epoch.
+        # Progress inside long epochs, as a fraction of an epoch.
         if self.task is not None and total > 20 and done % max(1, total // 20) == 0:
             task = self.progress.tasks[-1]
             self.progress.update(self.task, completed=int(task.completed) + done / total)
 
     def epoch(self, spec, r):
-        self.progress.update(self.task, completed=r.epoch,
-                             stats=f"loss {r.train_loss:.3f} test {100 * r.test_acc:.1f}%")
+        self.last[spec.run_id] = r.test_acc
+        low, high = min(self.last.values()), max(self.last.values())
+        stats = f"test {100 * low:.1f}%" if low == high else f"test {100 * low:.1f}-{100 * high:.1f}%"
+        self.progress.update(self.task, completed=r.epoch, stats=stats)
 
     def run_finished(self, spec, row, reused):
         if reused:
             self.progress.console.print(f"{_label(spec)}: {row['status']} in the store, not retrained")
-        elif self.task is not None:
-            self.progress.update(self.task, stats=_status_text(row))
-            self.progress.stop_task(self.task)
+        elif row["status"] != "completed":
+            self.progress.console.print(f"{spec.run_id[:8]} {_label(spec)}: {_status_text(row)}")
 
 
 def _status_text(row: dict) -> str:
@@ -165,23 +177,42 @@ def train(
     width: Optional[int] = typer.Option(None, help="MLP ResNet: feature width [2]."),
     hidden: Optional[int] = typer.Option(None, help="MLP ResNet: hidden width inside a block [16]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("auto", help="fp32, or bf16 autocast [auto: bf16 on CUDA, fp32 on the CPU]."),
+    pack_size: str = typer.Option("auto", help="Most runs trained together as one network; auto: as many as fit."),
+    fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help="Fused network or models in turn [default: measured]."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    checkpoint_every: float = typer.Option(10.0, help="Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always after the last epoch."),
     store: Optional[Path] = typer.Option(None, help="Store folder [default: $ROBUSTRES_STORE, else ./robustres-store]."),
     force: bool = typer.Option(False, "--force", help="Retrain runs that the store already holds."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print the configuration; train nothing."),
 ) -> None:
-    """Train runs (one per h x seed) and record them in the store."""
+    """Train runs (one per h x seed) and record them in the store.
+
+    Runs that differ only in h, seed and training noise train together as one fused network (a
+    pack); each is stored as its own run.
+    """
     from . import data as D
     from . import engine, executor
 
     hs = parse_floats("--h", h)
     seeds = parse_ints("--seed", seed)
+    kwargs = {"device": check_device(device)}
+    torch_device = engine.resolve_device(kwargs["device"])
+    if precision == "auto":
+        precision = "bf16" if torch_device.type == "cuda" else "fp32"
+    if pack_size != "auto":
+        sizes = parse_ints("--pack-size", pack_size)
+        if len(sizes) != 1 or sizes[0] < 1:
+            raise SpecError(f"--pack-size must be auto or a whole number >= 1, got {pack_size!r}")
+        kwargs["pack_size"] = sizes[0]
     milestone_list = None if milestones is None else parse_ints("--milestones", milestones, allow_empty=True)
     runs = [
         make_run_spec(
             dataset=dataset, depth=depth, h=hv, seed=sv, bn=bn, epochs=epochs, batch_size=batch_size,
             lr=lr, momentum=momentum, milestones=milestone_list, gamma=gamma, weight_decay=weight_decay,
-            optimizer=optimizer, train_noise=train_noise, noise_kind=noise_kind, limit_train=limit_train,
+            optimizer=optimizer, train_noise=train_noise, noise_kind=noise_kind, precision=precision,
+            limit_train=limit_train,
             limit_test=limit_test, n_train=n_train, n_test=n_test, moons_noise=moons_noise,
             synthetic_like=like, width=width, hidden=hidden,
         )
@@ -189,13 +220,13 @@ def train(
     ]
     # The same config twice would be one run: keep the first.
     runs = list({spec.run_id: spec for spec in runs}.values())
-    kwargs = {"device": check_device(device)}
     if store is not None:
         kwargs["store"] = store
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
-    execution = Execution(force=force, **kwargs)
-    torch_device = engine.resolve_device(execution.device)
+    if not checkpoint_every >= 0:
+        raise SpecError(f"--checkpoint-every must be >= 0 seconds, got {checkpoint_every:g}")
+    execution = Execution(force=force, fuse=fuse, compile=compile_, checkpoint_seconds=checkpoint_every, **kwargs)
 
     if dry_run:
         input_shape, num_classes = D.peek(runs[0], execution.data_dir)

@@ -384,16 +384,55 @@ def ag_news(data_dir: Path) -> Data:
 # ---------------------------------------------------------------------------------------------
 
 
-def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+# Every random choice of training (data order, crop, flip, noise) is a hash of (the run's seed, a
+# stream name, epoch, step, position): the same numbers whichever pack a run trains in and however
+# the pack is executed, on any device, with no generator state to carry or checkpoint.
+STREAM_ORDER, STREAM_CROP, STREAM_NOISE, STREAM_TEXT = 1, 2, 3, 4
+
+
+def _mix(v: torch.Tensor) -> torch.Tensor:
+    """A splitmix64-style integer hash on int64 tensors (wrapping arithmetic)."""
+    v = v ^ (v >> 31)
+    v = v * -4658895280553007687  # 0xBF58476D1CE4E5B9 as a signed int64
+    v = v ^ (v >> 27)
+    v = v * -7723592293110705685  # 0x94D049BB133111EB
+    return v ^ (v >> 31)
+
+
+def keyed_bits(seeds: torch.Tensor, stream: int, epoch: int, step: int, n: int) -> torch.Tensor:
+    """[K, n] random int64 words for K runs' seeds, a function of (seed, stream, epoch, step, i)."""
+    base = _mix(seeds.long() * 1_000_003 + (stream * 1_000_033 + epoch) * 998_244_353 + step)
+    return _mix(base[:, None] + torch.arange(n, device=seeds.device) * -7046029254386353131)  # 0x9E3779B97F4A7C15
+
+
+def uniform(bits: torch.Tensor) -> torch.Tensor:
+    """int64 words -> float32 uniform in [0, 1), from 24 of their bits."""
+    return ((bits >> 20) & ((1 << 24) - 1)).float() * (1.0 / (1 << 24))
+
+
+def normal(bits: torch.Tensor) -> torch.Tensor:
+    """int64 words -> standard normal float32 (Box-Muller on two 24-bit halves of each word)."""
+    u1 = (((bits >> 8) & ((1 << 24) - 1)).float() + 1) * (1.0 / (1 << 24))  # (0, 1]: log is finite
+    u2 = ((bits >> 36) & ((1 << 24) - 1)).float() * (1.0 / (1 << 24))
+    return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
+
+
+def order(seeds: torch.Tensor, epoch: int, n: int) -> torch.Tensor:
+    """[K, n]: each run's own permutation of the training set for this epoch."""
+    return torch.argsort(keyed_bits(seeds, STREAM_ORDER, epoch, 0, n), dim=1, stable=True)
+
+
+def crop_flip(x: torch.Tensor, u: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Pad-`pad` random crop and random horizontal flip, per sample, as one gather.
 
-    Padding is zero (black), as torchvision's RandomCrop pads the raw image before normalisation.
+    x: [N, C, H, W]; u: [N, 3] uniforms choosing the row offset, column offset and flip. Padding is
+    zero (black), as torchvision's RandomCrop pads the raw image before normalisation.
     """
     b, c, hgt, wid = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=g, device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=g, device=x.device)
-    flip = torch.rand(b, 1, generator=g, device=x.device) < 0.5
+    dy = (u[:, 0:1] * (2 * pad + 1)).long()
+    dx = (u[:, 1:2] * (2 * pad + 1)).long()
+    flip = u[:, 2:3] < 0.5
     cols = torch.arange(wid, device=x.device).expand(b, wid)
     cols = torch.where(flip, wid - 1 - cols, cols) + dx
     rows = torch.arange(hgt, device=x.device).expand(b, hgt) + dy
@@ -408,34 +447,29 @@ def to_float_images(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x - mean[None, :, None, None]) / std[None, :, None, None]
+    shape = (1,) * (x.dim() - 3) + (-1, 1, 1)
+    return (x - mean.view(shape)) / std.view(shape)
 
 
-def gaussian_noise(x: torch.Tensor, level: float, g: torch.Generator, clip: bool) -> torch.Tensor:
-    noisy = x + level * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+def gaussian_noise(x: torch.Tensor, level: torch.Tensor, bits: torch.Tensor, clip: bool) -> torch.Tensor:
+    """x [K, ...] plus level[k] * N(0, 1) noise from `bits` (same shape as x); clipped to [0, 1]."""
+    level = level.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    noisy = x + level * normal(bits).view(x.shape)
     return noisy.clamp_(0, 1) if clip else noisy
 
 
-def _mix(v: torch.Tensor) -> torch.Tensor:
-    """A splitmix64-style integer hash on int64 tensors (wrapping arithmetic)."""
-    v = v ^ (v >> 31)
-    v = v * -4658895280553007687  # 0xBF58476D1CE4E5B9 as a signed int64
-    v = v ^ (v >> 27)
-    v = v * -7723592293110705685  # 0x94D049BB133111EB
-    return v ^ (v >> 31)
-
-
-def char_swap(codes: torch.Tensor, index: torch.Tensor, level: float, seed: int) -> torch.Tensor:
+def char_swap(codes: torch.Tensor, index: torch.Tensor, level: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     """Replace a `level` fraction of each text's characters by random letters a-z.
 
-    As in the paper's code the noise is fixed per example (the same in every epoch); it is a hash
-    of (seed, example index, position), so no noisy copy of the dataset is kept.
+    codes [..., L], index [...] (example numbers), level and seed broadcastable to index. As in the
+    paper's code the noise is fixed per example (the same in every epoch): a hash of
+    (seed, example index, position), so no noisy copy of the dataset is kept.
     """
-    pos = torch.arange(codes.shape[1], device=codes.device)
-    key = _mix(_mix(index.long()[:, None] * 1_000_003 + seed * 7_919) + pos[None, :])
-    u = ((key >> 11) & ((1 << 24) - 1)).float() / (1 << 24)
-    letter = (key >> 40).remainder(26) + 1
-    swap = (u < level) & (codes != 0)
+    pos = torch.arange(codes.shape[-1], device=codes.device)
+    key = _mix(_mix(index.long() * 1_000_003 + seed.long() * 7_919 + STREAM_TEXT)[..., None] + pos)
+    u = uniform(key)
+    letter = (key >> 44).remainder(26) + 1
+    swap = (u < level[..., None]) & (codes != 0)
     return torch.where(swap, letter.to(codes.dtype), codes)
 
 

@@ -1,31 +1,54 @@
-"""Training and evaluation of one run, with its data already on the device.
+"""Training of a pack: K runs of one architecture and schedule, trained together.
 
-`train()` reads top to bottom: build the model from the run's seed, resume from the checkpoint if
-one exists, then for each epoch draw the data order and augmentation from a generator seeded by
-(seed, epoch) alone, step, evaluate, record and checkpoint atomically. Because every source of
-randomness is re-derived from (seed, epoch), resuming after an interruption continues exactly as an
-uninterrupted run would (bitwise on the CPU). The engine knows nothing of sweeps, stores or the CLI:
-it is handed a checkpoint path and callbacks.
+A pack is executed as one or more *units*. A unit is one network holding some of the pack's models
+fused along the channel axis (grouped convolutions, per-model h, see models.py) with one optimizer;
+`fuse=True` makes the whole pack one unit, `fuse=False` makes every model its own unit, stepped in
+turn. Both compute the same thing: each model sees its own minibatch, its own augmentation and
+noise, and gets the gradient of its own loss. Which one is faster depends on the device, so by
+default it is measured (`choose_fuse`).
+
+Every random choice is a hash of (seed, epoch, step, ...), see data.py, and every model is
+initialised from its own seed; so a run trains identically alone or in any pack, and resuming from
+an end-of-epoch checkpoint continues exactly as an uninterrupted run would (bitwise on the CPU).
+
+A model whose loss becomes non-finite is *diverged*: its loss is masked out of the sum at once (on
+the device, no synchronisation), and at the end of the epoch its slices are zeroed and frozen.
+Nothing crosses between models, so its NaNs never reach its pack-mates.
+
+The engine knows nothing of sweeps, stores or the CLI: it is handed checkpoint paths and callbacks.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from . import data as D
-from .models import count_flops, count_params, init_model
+from .models import build_pack, count_flops, count_params, init_model, split_state, stack_states
 from .spec import RunSpec, SpecError
 
 EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to execute a pack; none of this changes what a run computes beyond float rounding."""
+
+    fuse: bool | None = None  # None: measure both ways on this device, take the faster
+    channels_last: bool = True  # image models: NHWC activations (faster convolutions on CPU and GPU)
+    compile: bool = False  # torch.compile the network
+    # Checkpoint at the end of an epoch when this many seconds passed since the last checkpoint,
+    # and always after the last epoch. Epochs of minutes checkpoint every epoch; sub-second epochs
+    # (two-moons) do not spend more time saving than training. 0: after every epoch.
+    checkpoint_seconds: float = 10.0
 
 
 @dataclass
@@ -56,6 +79,11 @@ class Outcome:
         return max(self.history, key=lambda r: r.test_acc) if self.history else None
 
 
+# ---------------------------------------------------------------------------------------------
+# Devices, descriptions, schedules
+# ---------------------------------------------------------------------------------------------
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,49 +109,21 @@ def lr_at(spec: RunSpec, epoch: int) -> float:
     return spec.lr * spec.gamma ** sum(1 for m in spec.milestones if epoch >= m)
 
 
-def stream_seed(seed: int, epoch: int, stream: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{epoch}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
-def prepare(spec: RunSpec, data: D.Data, x: torch.Tensor, index: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-    """Raw stored inputs -> model inputs. With a generator (training) augment and add noise."""
-    training = g is not None
-    if data.modality == "image":
-        if training:
-            x = D.crop_flip(x, g)
-        x = D.to_float_images(x)
-        if training and spec.train_noise > 0:
-            x = D.gaussian_noise(x, spec.train_noise, g, clip=True)
-        return D.normalize(x, data.mean, data.std)
-    if data.modality == "text":
-        if training and spec.train_noise > 0:
-            x = D.char_swap(x, index, spec.train_noise, spec.seed)
-        return x.long()
-    if training and spec.train_noise > 0:
-        x = D.gaussian_noise(x, spec.train_noise, g, clip=False)
-    return x
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
-@torch.no_grad()
-def evaluate(spec: RunSpec, model: torch.nn.Module, data: D.Data) -> tuple[float, float]:
-    model.eval()
-    loss_sum = torch.zeros((), device=data.test_y.device)
-    correct = torch.zeros((), device=data.test_y.device, dtype=torch.long)
-    for start in range(0, len(data.test_y), EVAL_BATCH):
-        index = torch.arange(start, min(start + EVAL_BATCH, len(data.test_y)), device=data.test_y.device)
-        out = model(prepare(spec, data, data.test_x[index], index, None))
-        y = data.test_y[index]
-        loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
-    n = len(data.test_y)
-    return loss_sum.item() / n, correct.item() / n
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: one per run, holding that run's model alone (never a pack's fused tensors)
+# ---------------------------------------------------------------------------------------------
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -136,85 +136,381 @@ def save_checkpoint(path: Path, state: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    if not path.exists():
+def load_checkpoint(path: Path | None, run_id: str | None = None) -> dict | None:
+    """The checkpoint at `path`, or None when there is none, it is damaged or it is another run's."""
+    if path is None or not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return None  # a damaged checkpoint means training from scratch, never a crash
+    if run_id is not None and state.get("run_id") != run_id:
+        return None
+    return state
+
+
+def _split_optimizer(state: dict, k: int, count: int) -> dict:
+    return {"state": {i: split_state(s, k, count) for i, s in state["state"].items()},
+            "param_groups": state["param_groups"]}
+
+
+def _stack_optimizers(states: list[dict]) -> dict:
+    return {"state": {i: stack_states([s["state"][i] for s in states]) for i in states[0]["state"]},
+            "param_groups": states[0]["param_groups"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------------
+
+
+class Unit:
+    """Some members of a pack as one network with one optimizer, and their per-model counters."""
+
+    def __init__(self, members: list[int], specs: Sequence[RunSpec], data: D.Data, device: torch.device,
+                 options: Options, states: list[dict] | None = None):
+        self.members = members
+        self.specs = [specs[i] for i in members]
+        first = self.specs[0]
+        self.modality, self.precision = first.modality, first.precision
+        model = build_pack(self.specs, data.num_classes, data.input_shape)
+        if states is not None:
+            model.load_state_dict(stack_states([s["model"] for s in states]))
+        self.channels_last = options.channels_last and self.modality == "image" and device.type == "cuda"
+        model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
+        self.model = model
+        self.forward = torch.compile(model) if options.compile else model
+        self.optimizer = make_optimizer(first, model.parameters())
+        if states is not None and all(s["optimizer"]["state"] for s in states):
+            self.optimizer.load_state_dict(_stack_optimizers([s["optimizer"] for s in states]))
+        k = len(members)
+        self.k = k
+        self.index = torch.tensor(members, device=device)
+        self.seeds = torch.tensor([s.seed for s in self.specs], device=device)
+        self.noise = torch.tensor([s.train_noise for s in self.specs], device=device)
+        self.any_noise = any(s.train_noise > 0 for s in self.specs)
+        self.alive = torch.ones(k, dtype=torch.bool, device=device)
+        self.frozen: list[int] = []  # positions in this unit whose divergence the host has seen
+
+    def start_epoch(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros(self.k, device=device)
+        self.correct = torch.zeros(self.k, dtype=torch.long, device=device)
+        self.bad_step = torch.full((self.k,), -1, dtype=torch.long, device=device)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def train_inputs(self, data: D.Data, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """idx [K, b] -> the unit's input, each model's own augmented, noisy batch."""
+        k, b = idx.shape
+        x = data.train_x[idx]  # [K, b, ...]
+        if self.modality == "image":
+            shape = x.shape[2:]
+            u = D.uniform(D.keyed_bits(self.seeds, D.STREAM_CROP, epoch, step, 3 * b)).view(k * b, 3)
+            x = D.to_float_images(D.crop_flip(x.view(k * b, *shape), u)).view(k, b, *shape)
+            if self.any_noise:
+                bits = D.keyed_bits(self.seeds, D.STREAM_NOISE, epoch, step, x[0].numel())
+                x = D.gaussian_noise(x, self.noise, bits, clip=True)
+            x = D.normalize(x, data.mean, data.std)
+            x = x.transpose(0, 1).reshape(b, k * shape[0], *shape[1:])
+            return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if self.modality == "text":
+            if self.any_noise:
+                x = D.char_swap(x, idx, self.noise[:, None], self.seeds[:, None])
+            return x.transpose(0, 1)  # [b, K, L]
+        if self.any_noise:
+            bits = D.keyed_bits(self.seeds, D.STREAM_NOISE, epoch, step, x[0].numel())
+            x = D.gaussian_noise(x, self.noise, bits, clip=False)
+        return x.transpose(0, 1).reshape(b, -1)
+
+    def test_inputs(self, data: D.Data, index: torch.Tensor) -> torch.Tensor:
+        """The same clean test batch for every model of the unit."""
+        x = data.test_x[index]
+        if self.modality == "image":
+            x = D.normalize(D.to_float_images(x), data.mean, data.std).repeat(1, self.k, 1, 1)
+            return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if self.modality == "text":
+            return x.unsqueeze(1).expand(-1, self.k, -1)
+        return x.repeat(1, self.k)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def train_step(self, data: D.Data, order: torch.Tensor, epoch: int, step: int, batch_size: int) -> torch.Tensor:
+        """One SGD step of every model of the unit; returns their losses [K] (on the device)."""
+        idx = order[self.index, step * batch_size:(step + 1) * batch_size]  # [K, b]
+        x = self.train_inputs(data, idx, epoch, step)
+        y = data.train_y[idx].t()  # [b, K]
+        with autocast(x.device, self.precision):
+            out = self.forward(x)  # [b, K, classes]
+        losses = F.cross_entropy(out.float().permute(0, 2, 1), y, reduction="none").mean(0)  # [K]
+        finite = torch.isfinite(losses)
+        self.bad_step = torch.where(self.alive & ~finite & (self.bad_step < 0), step + 1, self.bad_step)
+        self.alive &= finite
+        # Only the living contribute; where() (not a product) keeps a NaN loss out of the sum.
+        loss = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.frozen:
+            for p in self.model.parameters():
+                p.grad.view(self.k, -1)[self.frozen] = 0
+        self.optimizer.step()
+        live = self.alive.to(losses.dtype)
+        self.loss_sum += torch.where(self.alive, losses.detach(), 0.0) * len(y)
+        self.correct += (out.argmax(2) == y).sum(0) * live.long()
+        return losses.detach()
+
+    def freeze(self, positions: list[int]) -> None:
+        """Zero and freeze diverged models' slices (parameters, buffers, optimizer state)."""
+        with torch.no_grad():
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                if t.dim() > 0 and t.shape[0] % self.k == 0:
+                    t.view(self.k, -1)[positions] = 0
+            for state in self.optimizer.state.values():
+                for t in state.values():
+                    if torch.is_tensor(t) and t.dim() > 0:
+                        t.view(self.k, -1)[positions] = 0
+        self.frozen = sorted(set(self.frozen) | set(positions))
+
+    @torch.no_grad()
+    def evaluate(self, data: D.Data) -> tuple[list[float], list[float]]:
+        self.model.eval()
+        device = data.test_y.device
+        loss_sum = torch.zeros(self.k, device=device)
+        correct = torch.zeros(self.k, dtype=torch.long, device=device)
+        n = len(data.test_y)
+        for start in range(0, n, EVAL_BATCH):
+            index = torch.arange(start, min(start + EVAL_BATCH, n), device=device)
+            with autocast(device, self.precision):
+                out = self.forward(self.test_inputs(data, index))
+            y = data.test_y[index].unsqueeze(1).expand(-1, self.k)
+            loss_sum += F.cross_entropy(out.float().permute(0, 2, 1), y, reduction="none").sum(0)
+            correct += (out.argmax(2) == y).sum(0)
+        self.model.train()
+        return (loss_sum / n).tolist(), (correct.double() / n).tolist()
+
+    def checkpoint_state(self, position: int) -> tuple[dict, dict]:
+        model = split_state(self.model.state_dict(), position, self.k)
+        optimizer = _split_optimizer(self.optimizer.state_dict(), position, self.k)
+        return model, optimizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing fused or in-turn execution, by measurement
+# ---------------------------------------------------------------------------------------------
+
+_FUSE_CHOICE: dict[tuple, bool] = {}
+
+
+def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3) -> float:
+    order = D.order(units[0].seeds.new_tensor([s.seed for u in units for s in u.specs]), 0, len(data.train_y))
+    for unit in units:
+        unit.start_epoch(order.device)
+    sync = torch.cuda.synchronize if order.device.type == "cuda" else (lambda: None)
+    for i in range(steps + 1):  # one step of warm-up
+        if i == 1:
+            sync()
+            started = time.perf_counter()
+        for unit in units:
+            unit.train_step(data, order, 0, i, batch_size)
+    sync()
+    return (time.perf_counter() - started) / steps
+
+
+def choose_fuse(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> bool:
+    """True when one fused network steps the pack faster than its models in turn, on this device."""
+    if options.fuse is not None:
+        return options.fuse
+    if len(specs) == 1:
+        return True
+    first = specs[0]
+    key = (str(device), first.model, first.depth, first.width, first.hidden, first.bn, first.batch_size,
+           first.precision, len(specs), data.input_shape, options.channels_last, options.compile)
+    if key not in _FUSE_CHOICE:
+        n = len(data.train_y)
+        steps = max(1, min(3, n // first.batch_size))
+        fused = _time_steps([Unit(list(range(len(specs))), specs, data, device, options)], data,
+                            first.batch_size, steps)
+        alone = _time_steps([Unit([i], specs, data, device, options) for i in range(len(specs))], data,
+                            first.batch_size, steps)
+        _FUSE_CHOICE[key] = fused <= alone
+    return _FUSE_CHOICE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# How many models fit on the device
+# ---------------------------------------------------------------------------------------------
+
+MAX_PACK = 64
+
+
+def _peak_bytes_of_a_step(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    unit = Unit(list(range(len(specs))), specs, data, device, Options(fuse=True, channels_last=options.channels_last))
+    order = D.order(unit.seeds, 0, len(data.train_y))
+    unit.start_epoch(device)
+    unit.train_step(data, order, 0, 0, specs[0].batch_size)
+    unit.train_step(data, order, 0, 1 % max(1, len(data.train_y) // specs[0].batch_size), specs[0].batch_size)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del unit, order
+    torch.cuda.empty_cache()
+    return peak
+
+
+def _activation_bytes_per_input(spec: RunSpec, data: D.Data) -> int:
+    """Bytes of every layer output for one input: what backward keeps, roughly, per sample."""
+    model = init_model(spec, data.num_classes, data.input_shape)
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if torch.is_tensor(output):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    dtype = torch.long if spec.modality == "text" else torch.float32
+    with torch.no_grad():
+        model(torch.zeros((2, *data.input_shape), dtype=dtype))
+    for handle in handles:
+        handle.remove()
+    return total // 2 + count_params(model) * 4 * 4 // max(1, spec.batch_size)
+
+
+def _available_host_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def auto_pack_size(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> int:
+    """The most models of this kind that fit in free device memory, with a 20 % safety margin.
+
+    On CUDA this is measured: the peak memory of real training steps with packs of 1 and 2 gives
+    the cost of one more model. On the CPU it is estimated from the layer outputs of one input.
+    """
+    n = len(specs)
+    if n == 1:
+        return 1
+    if device.type == "cuda":
+        one = _peak_bytes_of_a_step(specs[:1], data, device, options)
+        two = _peak_bytes_of_a_step(specs[:2], data, device, options)
+        per_model = max(two - one, 1)
+        free, _ = torch.cuda.mem_get_info(device)
+        fits = int((0.8 * free - (one - per_model)) // per_model)
+    else:
+        per_model = _activation_bytes_per_input(specs[0], data) * specs[0].batch_size * 2
+        fits = int(0.5 * _available_host_bytes() // max(per_model, 1))
+    return max(1, min(n, fits, MAX_PACK))
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
 
 
 def train(
-    spec: RunSpec,
+    specs: Sequence[RunSpec],
     data: D.Data,
     device: torch.device,
-    checkpoint: Path | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    checkpoints: Sequence[Path | None] | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
-) -> Outcome:
-    """Train `spec` on `data` (already on `device`); resume from `checkpoint` when it holds a state."""
-    model = init_model(spec, data.num_classes, data.input_shape).to(device)
-    optimizer = make_optimizer(spec, model.parameters())
-    outcome = Outcome(status="completed")
+    options: Options = Options(),
+) -> list[Outcome]:
+    """Train a pack of runs on `data` (already on `device`); one Outcome per run, in order.
 
-    state = load_checkpoint(checkpoint) if checkpoint is not None else None
-    if state is not None and state.get("run_id") == spec.run_id:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        outcome.history = [EpochRecord(**r) for r in state["history"]]
-        outcome.seconds = float(state["seconds"])
+    The runs must share everything but h, seed and training noise, and their checkpoints (if any)
+    must be at the same epoch: resume works per pack.
+    """
+    specs = list(specs)
+    first = specs[0]
+    checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(specs)
+    saved = [load_checkpoint(path, spec.run_id) for spec, path in zip(specs, checkpoints)]
+    done = {len(s["history"]) if s else 0 for s in saved}
+    if len(done) > 1:
+        raise ValueError(f"a pack resumes together: its runs' checkpoints are at epochs {sorted(done)}")
+    start_epoch = done.pop()
+    states = saved if start_epoch > 0 else None
 
+    outcomes = [Outcome(status="completed") for _ in specs]
+    if states is not None:
+        for outcome, state in zip(outcomes, states):
+            outcome.history = [EpochRecord(**r) for r in state["history"]]
+            outcome.seconds = float(state["seconds"])
+
+    fuse = choose_fuse(specs, data, device, options)
+    groups = [list(range(len(specs)))] if fuse else [[i] for i in range(len(specs))]
+    units = [Unit(g, specs, data, device, options, [states[i] for i in g] if states else None) for g in groups]
+    seeds = torch.tensor([s.seed for s in specs], device=device)
     n = len(data.train_y)
-    steps = math.ceil(n / spec.batch_size)
-    for epoch in range(len(outcome.history), spec.epochs):
-        started = time.perf_counter()
-        lr = lr_at(spec, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        g = torch.Generator(device=device).manual_seed(stream_seed(spec.seed, epoch, "train"))
-        order = torch.randperm(n, generator=g, device=device)
+    steps = math.ceil(n / first.batch_size)
+    dead: set[int] = set()
+    last_save = time.perf_counter()
 
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        # First non-finite step, tracked on the device so the loop never waits for the GPU.
-        bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    for epoch in range(start_epoch, first.epochs):
+        started = time.perf_counter()
+        lr = lr_at(first, epoch)
+        order = D.order(seeds, epoch, n)  # [K, n]: each run's own data order
+        for unit in units:
+            for group in unit.optimizer.param_groups:
+                group["lr"] = lr
+            unit.start_epoch(device)
         for step in range(steps):
-            index = order[step * spec.batch_size:(step + 1) * spec.batch_size]
-            x = prepare(spec, data, data.train_x[index], index, g)
-            y = data.train_y[index]
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(index)
-            correct += (out.argmax(1) == y).sum()
-            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step + 1, bad_step)
+            for unit in units:
+                if len(unit.frozen) < unit.k:
+                    unit.train_step(data, order, epoch, step, first.batch_size)
             if on_step is not None:
                 on_step(step + 1, steps)
 
-        if bad_step.item() >= 0 or not math.isfinite(loss_sum.item()):
-            outcome.status = "diverged"
-            outcome.diverged_epoch = epoch + 1
-            outcome.diverged_step = int(bad_step.item()) if bad_step.item() >= 0 else steps
-            outcome.seconds += time.perf_counter() - started
-            return outcome
+        train_seconds = time.perf_counter() - started
+        for unit in units:
+            alive = unit.alive.tolist()
+            newly_dead = [j for j, ok in enumerate(alive) if not ok and j not in unit.frozen]
+            for j in newly_dead:
+                i = unit.members[j]
+                outcomes[i].status = "diverged"
+                outcomes[i].diverged_epoch = epoch + 1
+                outcomes[i].diverged_step = int(unit.bad_step[j].item())
+                outcomes[i].seconds += train_seconds / len(specs)
+                dead.add(i)
+            if newly_dead:
+                unit.freeze(newly_dead)
+        if len(dead) == len(specs):
+            break
 
-        test_loss, test_acc = evaluate(spec, model, data)
-        seconds = time.perf_counter() - started
-        record = EpochRecord(epoch + 1, loss_sum.item() / n, correct.item() / n, test_loss, test_acc, lr, seconds)
-        outcome.history.append(record)
-        outcome.seconds += seconds
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "run_id": spec.run_id,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": [asdict(r) for r in outcome.history],
-                "seconds": outcome.seconds,
-            })
+        save = epoch + 1 == first.epochs or time.perf_counter() - last_save >= options.checkpoint_seconds
+        for unit in units:
+            test_loss, test_acc = unit.evaluate(data)
+            train_loss = (unit.loss_sum / n).tolist()
+            train_acc = (unit.correct.double() / n).tolist()
+            for j, i in enumerate(unit.members):
+                if i in dead:
+                    continue
+                seconds = (time.perf_counter() - started) / len(specs)  # a pack's time, shared out
+                record = EpochRecord(epoch + 1, train_loss[j], train_acc[j], test_loss[j], test_acc[j], lr, seconds)
+                outcomes[i].history.append(record)
+                outcomes[i].seconds += seconds
+                if save and checkpoints[i] is not None:
+                    model_state, optimizer_state = unit.checkpoint_state(j)
+                    save_checkpoint(checkpoints[i], {
+                        "run_id": specs[i].run_id,
+                        "model": model_state,
+                        "optimizer": optimizer_state,
+                        "history": [asdict(r) for r in outcomes[i].history],
+                        "seconds": outcomes[i].seconds,
+                    })
+        if save:
+            last_save = time.perf_counter()
         if on_epoch is not None:
-            on_epoch(record)
-    return outcome
+            for i, outcome in enumerate(outcomes):
+                if i not in dead:
+                    on_epoch(i, outcome.history[-1], save)
+    return outcomes
+

@@ -1,9 +1,10 @@
-"""Run a list of RunSpecs through the engine and record everything in the store.
+"""Run a list of RunSpecs through the engine, pack by pack, and record everything in the store.
 
-The order of work per run: skip it if the store already holds its result, otherwise mark it
-`running`, train (resuming from its checkpoint), write its epoch rows after every epoch and its
-final row at the end. An exception inside one run marks that run `failed` and the next one starts;
-Ctrl-C propagates after the last finished epoch is safely checkpointed.
+Per run: skip it if the store already holds its result; otherwise it joins a pack (plan.py), is
+marked `running`, trains (resuming from its checkpoint), gets its epoch rows written after every
+epoch and its final row at the end. An exception inside a pack marks that pack's runs `failed` and
+the next pack starts; a CUDA out-of-memory error first retries the pack split in halves. Ctrl-C
+propagates after the last finished epoch is safely checkpointed.
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ import torch
 from . import __version__
 from . import data as D
 from . import engine
+from .plan import Pack, make_packs
 from .spec import Execution, RunSpec
 from .store import FINAL_STATUSES, Store, config_columns, now_iso
 
 
 class Reporter(Protocol):
-    def run_started(self, spec: RunSpec, index: int, total: int, resumed_epochs: int) -> None: ...
+    def pack_started(self, pack: Pack, index: int, total: int, fused: bool) -> None: ...
     def step(self, done: int, total: int) -> None: ...
     def epoch(self, spec: RunSpec, record: engine.EpochRecord) -> None: ...
     def run_finished(self, spec: RunSpec, row: dict, reused: bool) -> None: ...
 
 
 class Silent:
-    def run_started(self, spec, index, total, resumed_epochs): pass
+    def pack_started(self, pack, index, total, fused): pass
     def step(self, done, total): pass
     def epoch(self, spec, record): pass
     def run_finished(self, spec, row, reused): pass
@@ -44,6 +46,11 @@ def load_all(runs: list[RunSpec], execution: Execution) -> dict[tuple, D.Data]:
         if key not in loaded:
             loaded[key] = D.load(spec, execution.data_dir)
     return loaded
+
+
+def engine_options(execution: Execution) -> engine.Options:
+    return engine.Options(fuse=execution.fuse, compile=execution.compile,
+                          checkpoint_seconds=execution.checkpoint_seconds)
 
 
 def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dict:
@@ -63,67 +70,111 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
     return row
 
 
-def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
-            reporter: Reporter | None = None) -> list[dict]:
-    """Train (or reuse) every run; return one store row per run, in order."""
-    reporter = reporter or Silent()
-    device = engine.resolve_device(execution.device)
-    store = Store(execution.store)
-    on_device: dict[tuple, D.Data] = {}
-    rows = []
-    for i, spec in enumerate(runs):
-        existing = store.get_run(spec.run_id)
-        if existing and existing["status"] in FINAL_STATUSES and not execution.force:
-            reporter.run_finished(spec, existing, reused=True)
-            rows.append(existing)
-            continue
-        if execution.force:
-            store.delete_run(spec.run_id)
-            existing = None
+class _PackRunner:
+    """Trains one pack and keeps the store in step with it."""
 
-        key = D.data_key(spec)
-        if key not in on_device:
-            on_device.clear()  # keep one dataset on the device at a time
-            on_device[key] = datasets[key].to(device)
-        data = on_device[key]
-        base = {
-            **engine.describe(spec, data.input_shape, data.num_classes),
-            "device": str(device),
-            "torch_version": torch.__version__,
-            "robustres_version": __version__,
-            "created_at": existing["created_at"] if existing else now_iso(),
-        }
-        checkpoint = store.checkpoint_path(spec.run_id)
-        resumed = engine.load_checkpoint(checkpoint)
-        done_before = len(resumed["history"]) if resumed else 0
-        store.put_run({**result_row(spec, None, base), "status": "running", "epochs_done": done_before})
-        reporter.run_started(spec, i, len(runs), done_before)
+    def __init__(self, store: Store, device: torch.device, options: engine.Options, reporter: Reporter):
+        self.store, self.device, self.options, self.reporter = store, device, options, reporter
 
-        history: list[dict] = [dict(r) for r in resumed["history"]] if resumed else []
+    def run(self, pack: Pack, data: D.Data, cpu_data: D.Data) -> list[dict]:
+        store, specs = self.store, list(pack.runs)
+        bases, histories = [], []
+        for spec in specs:
+            existing = store.get_run(spec.run_id)
+            bases.append({
+                **engine.describe(spec, cpu_data.input_shape, cpu_data.num_classes),
+                "device": str(self.device),
+                "torch_version": torch.__version__,
+                "robustres_version": __version__,
+                "created_at": existing["created_at"] if existing else now_iso(),
+            })
+            saved = engine.load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
+            histories.append([dict(r) for r in saved["history"]] if saved else [])
+            store.put_run({**result_row(spec, None, bases[-1]), "status": "running",
+                           "epochs_done": len(histories[-1])})
 
-        def on_epoch(record: engine.EpochRecord, spec=spec, history=history, base=base) -> None:
-            history.append(asdict(record))
-            store.put_epochs(spec.run_id, history)
-            store.put_run({**result_row(spec, None, base), "status": "running", "epochs_done": len(history),
-                           "seconds": sum(r["seconds"] for r in history)})
-            reporter.epoch(spec, record)
+        def on_epoch(i: int, record: engine.EpochRecord, checkpointed: bool) -> None:
+            spec = specs[i]
+            histories[i].append(asdict(record))
+            self.reporter.epoch(spec, record)
+            if not checkpointed:  # the store follows the checkpoints: both or neither
+                return
+            store.put_epochs(spec.run_id, histories[i])
+            store.put_run({**result_row(spec, None, bases[i]), "status": "running",
+                           "epochs_done": len(histories[i]),
+                           "seconds": sum(r["seconds"] for r in histories[i])})
 
         started = time.perf_counter()
         try:
-            outcome = engine.train(spec, data, device, checkpoint, on_epoch=on_epoch, on_step=reporter.step)
+            outcomes = engine.train(specs, data, self.device, [store.checkpoint_path(s.run_id) for s in specs],
+                                    on_epoch=on_epoch, on_step=self.reporter.step, options=self.options)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # one broken run must not take the others down
+        except torch.cuda.OutOfMemoryError:
+            if len(specs) == 1:
+                return self._failed(specs, bases, histories, "CUDA out of memory with a pack of one", started)
+            torch.cuda.empty_cache()
+            half = len(specs) // 2
+            return (self.run(Pack(pack.runs[:half], pack.start_epoch), data, cpu_data)
+                    + self.run(Pack(pack.runs[half:], pack.start_epoch), data, cpu_data))
+        except Exception as exc:  # one broken pack must not take the others down
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return self._failed(specs, bases, histories, detail, started)
+        rows = []
+        for spec, outcome, base in zip(specs, outcomes, bases):
+            row = result_row(spec, outcome, base)
+            store.put_epochs(spec.run_id, [asdict(r) for r in outcome.history])
+            store.put_run(row)
+            self.reporter.run_finished(spec, row, reused=False)
+            rows.append(store.get_run(spec.run_id) or row)
+        return rows
+
+    def _failed(self, specs, bases, histories, detail: str, started: float) -> list[dict]:
+        rows = []
+        for spec, base, history in zip(specs, bases, histories):
             row = {**result_row(spec, None, base), "status": "failed", "error": detail,
                    "epochs_done": len(history), "seconds": time.perf_counter() - started}
-            store.put_run(row)
-            reporter.run_finished(spec, row, reused=False)
-            rows.append(store.get_run(spec.run_id) or row)
+            self.store.put_run(row)
+            self.reporter.run_finished(spec, row, reused=False)
+            rows.append(self.store.get_run(spec.run_id) or row)
+        return rows
+
+
+def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
+            reporter: Reporter | None = None) -> list[dict]:
+    """Train (or reuse) every run; return one store row per run, in the order given."""
+    reporter = reporter or Silent()
+    device = engine.resolve_device(execution.device)
+    store = Store(execution.store)
+    options = engine_options(execution)
+
+    rows: dict[str, dict] = {}
+    todo = []
+    for spec in runs:
+        existing = store.get_run(spec.run_id)
+        if existing and existing["status"] in FINAL_STATUSES and not execution.force:
+            reporter.run_finished(spec, existing, reused=True)
+            rows[spec.run_id] = existing
             continue
-        row = result_row(spec, outcome, base)
-        store.put_epochs(spec.run_id, [asdict(r) for r in outcome.history])
-        store.put_run(row)
-        reporter.run_finished(spec, row, reused=False)
-        rows.append(store.get_run(spec.run_id) or row)
-    return rows
+        if execution.force:
+            store.delete_run(spec.run_id)
+        todo.append(spec)
+
+    done = {}
+    for spec in todo:
+        saved = engine.load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
+        done[spec.run_id] = len(saved["history"]) if saved else 0
+
+    runner = _PackRunner(store, device, options, reporter)
+    for key in dict.fromkeys(D.data_key(s) for s in todo):  # one dataset on the device at a time
+        group = [s for s in todo if D.data_key(s) == key]
+        data = datasets[key].to(device)
+        size = execution.pack_size or engine.auto_pack_size(group, data, device, options)
+        packs = make_packs(group, size, done)
+        for index, pack in enumerate(packs):
+            fused = engine.choose_fuse(pack.runs, data, device, options)
+            reporter.pack_started(pack, index, len(packs), fused)
+            for row in runner.run(pack, data, datasets[key]):
+                rows[row["run_id"]] = row
+        del data
+    return [rows[spec.run_id] for spec in runs]

@@ -8,6 +8,9 @@ keep theirs, and shapes change through a 1x1 convolution + BN projection.
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,53 +26,111 @@ def _norm(kind: type[nn.Module], channels: int, bn: bool) -> nn.Module:
     return kind(channels) if bn else nn.Identity()
 
 
+def _hs(h: float | Sequence[float]) -> list[float]:
+    return [float(h)] if isinstance(h, (int, float)) else [float(v) for v in h]
+
+
+class GroupedLinear(nn.Module):
+    """K independent Linear(cin, cout) maps on [B, K*cin] -> [B, K*cout].
+
+    The weight is [K*cout, cin], so model k's slice is exactly nn.Linear's weight, and with K = 1
+    the initialisation draws the same numbers as nn.Linear from the same random state.
+    """
+
+    def __init__(self, k: int, cin: int, cout: int, bias: bool = True):
+        super().__init__()
+        self.k, self.cin, self.cout = k, cin, cout
+        self.weight = nn.Parameter(torch.empty(k * cout, cin))
+        self.bias = nn.Parameter(torch.empty(k * cout)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's own scheme
+        if self.bias is not None:
+            bound = 1 / math.sqrt(cin)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.k == 1:
+            return F.linear(x, self.weight, self.bias)
+        b = x.shape[0]
+        out = torch.bmm(x.view(b, self.k, self.cin).transpose(0, 1),
+                        self.weight.view(self.k, self.cout, self.cin).transpose(1, 2))  # [K, B, cout]
+        out = out.transpose(0, 1)
+        if self.bias is not None:
+            out = out + self.bias.view(1, self.k, self.cout)
+        return out.reshape(b, self.k * self.cout)
+
+
+class StepScale(nn.Module):
+    """Holds each model's h, repeated over its channels: the `h` of  x + h * F(x)."""
+
+    def __init__(self, hs: list[float], channels: int, dims: int):
+        super().__init__()
+        self.channels, self.dims = channels, dims
+        self.register_buffer("scale", torch.empty(0), persistent=False)
+        self.set(hs)
+
+    def set(self, hs: list[float]) -> None:
+        scale = torch.tensor(hs, dtype=torch.float32).repeat_interleave(self.channels)
+        self.scale = scale.view(1, -1, *([1] * self.dims)).to(self.scale.device)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.scale * f
+
+
 # ---------------------------------------------------------------------------------------------
 # CIFAR ResNet, depth 6n+2
 # ---------------------------------------------------------------------------------------------
 
 
 class ImageBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN = F(x); out = ReLU(shortcut(x) + h * F(x))."""
+    """conv3x3-BN-ReLU-conv3x3-BN = F(x); out = ReLU(shortcut(x) + h * F(x)). K models as groups."""
 
-    def __init__(self, cin: int, cout: int, stride: int, h: float, bn: bool):
+    def __init__(self, cin: int, cout: int, stride: int, hs: list[float], bn: bool):
         super().__init__()
-        self.h = h
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = _norm(nn.BatchNorm2d, cout, bn)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = _norm(nn.BatchNorm2d, cout, bn)
+        k = len(hs)
+        self.conv1 = nn.Conv2d(k * cin, k * cout, 3, stride, 1, bias=False, groups=k)
+        self.bn1 = _norm(nn.BatchNorm2d, k * cout, bn)
+        self.conv2 = nn.Conv2d(k * cout, k * cout, 3, 1, 1, bias=False, groups=k)
+        self.bn2 = _norm(nn.BatchNorm2d, k * cout, bn)
+        self.h = StepScale(hs, cout, 2)
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(nn.BatchNorm2d, cout, bn)
+                nn.Conv2d(k * cin, k * cout, 1, stride, bias=False, groups=k), _norm(nn.BatchNorm2d, k * cout, bn)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(self.shortcut(x) + self.h * f)
+        return F.relu(self.shortcut(x) + self.h(f))
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, h: float, bn: bool = True, num_classes: int = 10, in_channels: int = 3):
+    """Input [B, K*C, H, W] (model k's images in channel group k), output [B, K, classes]."""
+
+    def __init__(self, depth: int, h: float | Sequence[float], bn: bool = True, num_classes: int = 10,
+                 in_channels: int = 3):
         super().__init__()
+        hs = _hs(h)
+        self.k, self.num_classes = len(hs), num_classes
         n = (depth - 2) // 6
+        k = self.k
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), _norm(nn.BatchNorm2d, 16, bn), nn.ReLU()
+            nn.Conv2d(k * in_channels, k * 16, 3, 1, 1, bias=False, groups=k), _norm(nn.BatchNorm2d, k * 16, bn),
+            nn.ReLU(),
         )
         blocks, cin = [], 16
         for stage, cout in enumerate((16, 32, 64)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(ImageBlock(cin, cout, stride, h, bn))
+                blocks.append(ImageBlock(cin, cout, stride, hs, bn))
                 cin = cout
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Linear(64, num_classes)
+        self.head = GroupedLinear(k, 64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        return self.head(x.mean(dim=(2, 3)))
+        return self.head(x.mean(dim=(2, 3))).view(x.shape[0], self.k, self.num_classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,42 +138,71 @@ class CifarResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+class GroupedEmbedding(nn.Module):
+    """K embedding tables [V, E] stacked as [K*V, E]; code 0 is padding (zero row, no gradient)."""
+
+    def __init__(self, k: int, vocab: int, dim: int):
+        super().__init__()
+        self.k, self.vocab, self.dim = k, vocab, dim
+        weight = torch.empty(k * vocab, dim)
+        nn.init.normal_(weight)  # nn.Embedding's scheme, padding rows zeroed
+        weight[:: vocab] = 0
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, L] -> [B, K*E, L]."""
+        codes = codes.long()
+        offset = torch.arange(self.k, device=codes.device).view(1, self.k, 1) * self.vocab
+        out = F.embedding(codes + offset, self.weight)  # [B, K, L, E]
+        # Masking the padding rows' output keeps their gradient zero, as padding_idx does.
+        out = out * (codes != 0).unsqueeze(-1).to(out.dtype)
+        b, k, length, e = out.shape
+        return out.permute(0, 1, 3, 2).reshape(b, k * e, length)
+
+
 class TextBlock(nn.Module):
     """conv1d-BN-ReLU-conv1d-BN = F(x); out = ReLU(shortcut(x) + h * F(x)). Convs keep biases."""
 
-    def __init__(self, cin: int, cout: int, h: float, bn: bool):
+    def __init__(self, cin: int, cout: int, hs: list[float], bn: bool):
         super().__init__()
-        self.h = h
-        self.conv1 = nn.Conv1d(cin, cout, 3, padding=1)
-        self.bn1 = _norm(nn.BatchNorm1d, cout, bn)
-        self.conv2 = nn.Conv1d(cout, cout, 3, padding=1)
-        self.bn2 = _norm(nn.BatchNorm1d, cout, bn)
+        k = len(hs)
+        self.conv1 = nn.Conv1d(k * cin, k * cout, 3, padding=1, groups=k)
+        self.bn1 = _norm(nn.BatchNorm1d, k * cout, bn)
+        self.conv2 = nn.Conv1d(k * cout, k * cout, 3, padding=1, groups=k)
+        self.bn2 = _norm(nn.BatchNorm1d, k * cout, bn)
+        self.h = StepScale(hs, cout, 1)
         self.shortcut = nn.Identity()
         if cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), _norm(nn.BatchNorm1d, cout, bn))
+            self.shortcut = nn.Sequential(nn.Conv1d(k * cin, k * cout, 1, bias=False, groups=k),
+                                          _norm(nn.BatchNorm1d, k * cout, bn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(self.shortcut(x) + self.h * f)
+        return F.relu(self.shortcut(x) + self.h(f))
 
 
 class TextResNet(nn.Module):
-    def __init__(self, depth: int, h: float, bn: bool = True, num_classes: int = 4):
+    """Input codes [B, K, L] (or [B, L] when K = 1), output [B, K, classes]."""
+
+    def __init__(self, depth: int, h: float | Sequence[float], bn: bool = True, num_classes: int = 4):
         super().__init__()
-        self.embed = nn.Embedding(TEXT_VOCAB, TEXT_EMBED, padding_idx=0)
-        self.stem = nn.Conv1d(TEXT_EMBED, 64, 3, padding=1)
+        hs = _hs(h)
+        k = len(hs)
+        self.k, self.num_classes = k, num_classes
+        self.embed = GroupedEmbedding(k, TEXT_VOCAB, TEXT_EMBED)
+        self.stem = nn.Conv1d(k * TEXT_EMBED, k * 64, 3, padding=1, groups=k)
         stages = []
         cin = 64
         for cout, count in zip((64, 128, 256, 512), TEXT_DEPTHS[depth]):
             stage = []
             for _ in range(count):
-                stage.append(TextBlock(cin, cout, h, bn))
+                stage.append(TextBlock(cin, cout, hs, bn))
                 cin = cout
             stages.append(nn.ModuleList(stage))
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Sequential(
-            nn.Linear(8 * 512, TEXT_FC), nn.ReLU(), nn.Linear(TEXT_FC, TEXT_FC), nn.ReLU(),
-            nn.Linear(TEXT_FC, num_classes),
+            GroupedLinear(k, 8 * 512, TEXT_FC), nn.ReLU(), GroupedLinear(k, TEXT_FC, TEXT_FC), nn.ReLU(),
+            GroupedLinear(k, TEXT_FC, num_classes),
         )
 
     @property
@@ -120,14 +210,16 @@ class TextResNet(nn.Module):
         return [b for stage in self.stages for b in stage]
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        x = self.stem(self.embed(codes.long()).transpose(1, 2))
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(1)
+        x = self.stem(self.embed(codes))
         for i, stage in enumerate(self.stages):
             if i > 0:  # halve the sequence between stages
                 x = F.max_pool1d(x, 3, stride=2, padding=1)
             for block in stage:
                 x = block(x)
-        x = F.adaptive_max_pool1d(x, 8)
-        return self.fc(x.flatten(1))
+        x = F.adaptive_max_pool1d(x, 8)  # [B, K*512, 8]: flattening keeps each model's features together
+        return self.fc(x.reshape(x.shape[0], -1)).view(x.shape[0], self.k, self.num_classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,32 +234,37 @@ class MlpBlock(nn.Module):
     two moons could no longer be told apart; the residual flow itself stays the paper's Euler step.
     """
 
-    def __init__(self, width: int, hidden: int, h: float, bn: bool):
+    def __init__(self, width: int, hidden: int, hs: list[float], bn: bool):
         super().__init__()
-        self.h = h
-        self.fc1 = nn.Linear(width, hidden)
-        self.bn1 = _norm(nn.BatchNorm1d, hidden, bn)
-        self.fc2 = nn.Linear(hidden, width)
-        self.bn2 = _norm(nn.BatchNorm1d, width, bn)
+        k = len(hs)
+        self.fc1 = GroupedLinear(k, width, hidden)
+        self.bn1 = _norm(nn.BatchNorm1d, k * hidden, bn)
+        self.fc2 = GroupedLinear(k, hidden, width)
+        self.bn2 = _norm(nn.BatchNorm1d, k * width, bn)
+        self.h = StepScale(hs, width, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.h * self.bn2(self.fc2(F.relu(self.bn1(self.fc1(x)))))
+        return x + self.h(self.bn2(self.fc2(F.relu(self.bn1(self.fc1(x))))))
 
 
 class MlpResNet(nn.Module):
-    def __init__(self, depth: int, h: float, width: int = 2, hidden: int = 16, bn: bool = False,
-                 in_features: int = 2, num_classes: int = 2):
+    """Input [B, K*2] (model k's points in columns 2k, 2k+1), output [B, K, classes]."""
+
+    def __init__(self, depth: int, h: float | Sequence[float], width: int = 2, hidden: int = 16,
+                 bn: bool = False, in_features: int = 2, num_classes: int = 2):
         super().__init__()
+        hs = _hs(h)
+        self.k, self.num_classes = len(hs), num_classes
         # At the default width the points themselves are the features, so they can be plotted.
-        self.stem = nn.Identity() if width == in_features else nn.Linear(in_features, width)
-        self.blocks = nn.ModuleList(MlpBlock(width, hidden, h, bn) for _ in range(depth))
-        self.head = nn.Linear(width, num_classes)
+        self.stem = nn.Identity() if width == in_features else GroupedLinear(self.k, in_features, width)
+        self.blocks = nn.ModuleList(MlpBlock(width, hidden, hs, bn) for _ in range(depth))
+        self.head = GroupedLinear(self.k, width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        return self.head(x)
+        return self.head(x).view(x.shape[0], self.k, self.num_classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,14 +272,17 @@ class MlpResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_model(spec: RunSpec, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """The model of `spec`, freshly initialised from torch's current random state."""
+def build_model(spec: RunSpec, num_classes: int, input_shape: tuple[int, ...],
+                hs: Sequence[float] | None = None) -> nn.Module:
+    """The model of `spec` (or K such models with step factors `hs`), initialised from torch's
+    current random state."""
+    h = list(hs) if hs is not None else spec.h
     if spec.model == "resnet":
-        return CifarResNet(spec.depth, spec.h, spec.bn, num_classes, in_channels=input_shape[0])
+        return CifarResNet(spec.depth, h, spec.bn, num_classes, in_channels=input_shape[0])
     if spec.model == "vdcnn":
-        return TextResNet(spec.depth, spec.h, spec.bn, num_classes)
+        return TextResNet(spec.depth, h, spec.bn, num_classes)
     if spec.model == "mlp":
-        return MlpResNet(spec.depth, spec.h, spec.width, spec.hidden, spec.bn, input_shape[0], num_classes)
+        return MlpResNet(spec.depth, h, spec.width, spec.hidden, spec.bn, input_shape[0], num_classes)
     raise ValueError(f"unknown model family {spec.model!r}")
 
 
@@ -191,6 +291,41 @@ def init_model(spec: RunSpec, num_classes: int, input_shape: tuple[int, ...]) ->
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         return build_model(spec, num_classes, input_shape)
+
+
+# Fusing: every parameter and buffer of a K-model network holds the K models' tensors stacked
+# along dim 0 in equal chunks (conv weights [K*Cout, Cin, k, k], BN [K*C], linear [K*Cout, Cin],
+# embeddings [K*V, E]), so fusing is a concatenation and unfusing a chunk. 0-d tensors (BN's
+# batch counter, Adam's step) are shared.
+
+
+def stack_states(states: list[dict]) -> dict:
+    return {key: value if value.dim() == 0 else torch.cat([s[key] for s in states])
+            for key, value in states[0].items()}
+
+
+def split_state(state: dict, k: int, count: int) -> dict:
+    return {key: value if value.dim() == 0 else value.chunk(count)[k].clone() for key, value in state.items()}
+
+
+def build_pack(specs: Sequence[RunSpec], num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """K models, each initialised from its own seed exactly as it would be alone, fused into one."""
+    singles = [init_model(spec, num_classes, input_shape) for spec in specs]
+    if len(specs) == 1:
+        return singles[0]
+    with torch.random.fork_rng(devices=[]):  # the fused model's own draws are overwritten
+        pack = build_model(specs[0], num_classes, input_shape, hs=[s.h for s in specs])
+    pack.load_state_dict(stack_states([m.state_dict() for m in singles]))
+    return pack
+
+
+def unfuse(pack: nn.Module, specs: Sequence[RunSpec], k: int, num_classes: int,
+           input_shape: tuple[int, ...]) -> nn.Module:
+    """Model k of a pack as an ordinary single model (for checkpoints, evaluation, plots)."""
+    with torch.random.fork_rng(devices=[]):
+        single = build_model(specs[k], num_classes, input_shape)
+    single.load_state_dict(split_state(pack.state_dict(), k, len(specs)))
+    return single.to(next(pack.parameters()).device)
 
 
 def count_params(model: nn.Module) -> int:
@@ -208,11 +343,11 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
             for k in module.kernel_size:
                 per_output *= k
             total += output.numel() * per_output
-        elif isinstance(module, nn.Linear):
-            total += output.numel() * module.in_features
+        elif isinstance(module, GroupedLinear):
+            total += output.numel() * module.cin
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+               if isinstance(m, (nn.Conv1d, nn.Conv2d, GroupedLinear))]
     was_training = model.training
     model.eval()
     try:

@@ -53,6 +53,7 @@ PROTOCOLS = {
 TEXT_DEPTHS = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
 NOISE_KINDS = {"image": ("gaussian",), "text": ("char-swap",), "points": ("gaussian",)}
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("fp32", "bf16")
 
 
 def modality_of(dataset: str, synthetic_like: str | None = None) -> str:
@@ -112,6 +113,7 @@ class RunSpec:
     optimizer: str
     train_noise: float
     noise_kind: str
+    precision: str = "fp32"  # fp32 | bf16 (autocast); part of the identity: it changes results
     limit_train: int | None = None
     limit_test: int | None = None
     # Only for generated datasets (two-moons, synthetic).
@@ -187,6 +189,7 @@ def make_run_spec(
     optimizer: str = "sgd",
     train_noise: float = 0.0,
     noise_kind: str | None = None,
+    precision: str = "fp32",
     limit_train: int | None = None,
     limit_test: int | None = None,
     n_train: int | None = None,
@@ -232,6 +235,8 @@ def make_run_spec(
     noise_kind = noise_kind or kinds[0]
     if noise_kind not in kinds:
         raise SpecError(f"noise kind {noise_kind!r} does not apply to {modality} data; choose: {', '.join(kinds)}")
+    if precision not in PRECISIONS:
+        raise SpecError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if limit_train is not None:
         _count("limit-train", limit_train)
     if limit_test is not None:
@@ -263,7 +268,7 @@ def make_run_spec(
         dataset=dataset, model=family, depth=depth, h=h, seed=seed, bn=bn, epochs=epochs,
         batch_size=batch_size, lr=lr, momentum=momentum, milestones=milestones, gamma=gamma,
         weight_decay=weight_decay, optimizer=optimizer, train_noise=train_noise,
-        noise_kind=noise_kind, limit_train=limit_train, limit_test=limit_test, n_train=n_train,
+        noise_kind=noise_kind, precision=precision, limit_train=limit_train, limit_test=limit_test, n_train=n_train,
         n_test=n_test, moons_noise=moons_noise, synthetic_like=synthetic_like, width=width,
         hidden=hidden,
     )
@@ -289,6 +294,10 @@ class Execution:
     store: Path = field(default_factory=default_store)
     data_dir: Path = field(default_factory=default_data_dir)
     force: bool = False
+    pack_size: int | None = None  # None: as many as fit in free device memory
+    fuse: bool | None = None  # None: measure fused against in-turn execution, take the faster
+    compile: bool = False
+    checkpoint_seconds: float = 10.0  # see engine.Options
 
 
 def check_device(device: str) -> str:

@@ -34,7 +34,7 @@ _CONFIG_TYPES = {
     "seed": pa.int64(), "bn": pa.bool_(), "epochs": pa.int64(), "batch_size": pa.int64(),
     "lr": pa.float64(), "momentum": pa.float64(), "milestones": pa.string(), "gamma": pa.float64(),
     "weight_decay": pa.float64(), "optimizer": pa.string(), "train_noise": pa.float64(),
-    "noise_kind": pa.string(), "limit_train": pa.int64(), "limit_test": pa.int64(),
+    "noise_kind": pa.string(), "precision": pa.string(), "limit_train": pa.int64(), "limit_test": pa.int64(),
     "n_train": pa.int64(), "n_test": pa.int64(), "moons_noise": pa.float64(),
     "synthetic_like": pa.string(), "width": pa.int64(), "hidden": pa.int64(),
 }

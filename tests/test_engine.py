@@ -11,8 +11,12 @@ from robustres.spec import make_run_spec
 CPU = torch.device("cpu")
 
 
+EVERY_EPOCH = engine.Options(checkpoint_seconds=0)
+
+
 def run(spec, checkpoint=None, **kwargs):
-    return engine.train(spec, D.load(spec, "."), CPU, checkpoint, **kwargs)
+    """One run alone: a pack of one."""
+    return engine.train([spec], D.load(spec, "."), CPU, [checkpoint], options=EVERY_EPOCH, **kwargs)[0]
 
 
 def test_two_moons_reaches_95_percent_at_h_0_1_in_seconds():
@@ -64,7 +68,7 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run_bitwise(tmp_p
     spec = make_run_spec(**kwargs)
     whole = run(spec, tmp_path / "whole.pt")
 
-    def stop_after_two(record):
+    def stop_after_two(i, record, saved):
         if record.epoch == 2:
             raise Interrupt()
 
