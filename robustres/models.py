@@ -48,8 +48,7 @@ class GroupedLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.k == 1:
-            return F.linear(x, self.weight, self.bias)
+        # The same batched product for any K (also K = 1), so a model computes alike alone or packed.
         b = x.shape[0]
         out = torch.bmm(x.view(b, self.k, self.cin).transpose(0, 1),
                         self.weight.view(self.k, self.cout, self.cin).transpose(1, 2))  # [K, B, cout]
@@ -322,10 +321,11 @@ def build_pack(specs: Sequence[RunSpec], num_classes: int, input_shape: tuple[in
 def unfuse(pack: nn.Module, specs: Sequence[RunSpec], k: int, num_classes: int,
            input_shape: tuple[int, ...]) -> nn.Module:
     """Model k of a pack as an ordinary single model (for checkpoints, evaluation, plots)."""
+    like = next(pack.parameters())
     with torch.random.fork_rng(devices=[]):
-        single = build_model(specs[k], num_classes, input_shape)
+        single = build_model(specs[k], num_classes, input_shape).to(like.dtype)
     single.load_state_dict(split_state(pack.state_dict(), k, len(specs)))
-    return single.to(next(pack.parameters()).device)
+    return single.to(like.device)
 
 
 def count_params(model: nn.Module) -> int:
