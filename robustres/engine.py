@@ -431,6 +431,10 @@ def train(
     """
     specs = list(specs)
     first = specs[0]
+    if device.type == "cuda":
+        # fp32 means fp32: no TF32 inside "float32" convolutions and matmuls. bf16 is --precision bf16.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(specs)
     saved = [load_checkpoint(path, spec.run_id) for spec, path in zip(specs, checkpoints)]
     done = {len(s["history"]) if s else 0 for s in saved}

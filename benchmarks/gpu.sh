@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU benchmark, for a lent H100/H200, in under 8 minutes. From the repository root:
+#   mkdir -p .gpu && cp ../shared/data/cifar10-jpeg.tar.gz .gpu/   # real CIFAR; else synthetic
+#   bash benchmarks/gpu.sh          (device tool: carry [".gpu"]; results under $OUT)
+# Needs python3 with torch, torchvision, typer, rich, pandas, pyarrow, pyyaml (the device image has them).
+set -uo pipefail
+OUT=${OUT:-/tmp/robustres-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchvision, typer; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'typer', typer.__version__)" | tee -a "$OUT/gpu.txt"
+
+DATA=synthetic
+if [ -f .gpu/cifar10-jpeg.tar.gz ]; then
+  mkdir -p /tmp/rr-data && tar -xzf .gpu/cifar10-jpeg.tar.gz -C /tmp/rr-data && DATA=/tmp/rr-data/cifar10-jpeg
+fi
+echo "data: $DATA"
+
+# 1. correctness on the device
+timeout 120 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
+
+# 2. throughput: the paper's script against the engine with packs of 1, 4 and 10
+timeout 330 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 --in-turn \
+  --data "$DATA" --images 20480 --steps 20 --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
+
+# 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
+if [ "$DATA" != synthetic ]; then
+  timeout 150 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
+    --h 0.1,0.2,0.5,1,2 --seed 0,1 --epochs 1 --store /tmp/rr-store --json > "$OUT/train.json" 2> "$OUT/train.txt"
+  echo "train exit $?"; tail -n 4 "$OUT/train.txt"
+  python3 -c "import json; r=json.load(open('$OUT/train.json'))['runs']; print('ResNet-110 x10, 1 epoch:', [round(x['final_test_acc'] or 0, 3) for x in r], 'seconds per run', round(r[0]['seconds'], 1))"
+fi
+
+echo "== summary"
+cat "$OUT/gpu.txt"; grep -E "ok|FAIL|drift" "$OUT/checks.txt"
+grep -E "^ *[0-9]+ |projection|depth [0-9]+:|total:" "$OUT/throughput.txt"
