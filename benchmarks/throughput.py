@@ -136,11 +136,11 @@ def baseline(depth: int, images, labels, device, steps: int) -> float:
 
 
 def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: bool, steps: int,
-                compile_: bool = False) -> float:
+                compile_: bool = False, graphs: bool = True) -> float:
     """Aggregate images per second (all K models) of the engine's training step."""
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=BATCH, precision=precision)
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
-    options = engine.Options(fuse=fuse, compile=compile_)
+    options = engine.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs)
     units = ([engine.Unit(list(range(k)), specs, data, device, options)] if fuse
              else [engine.Unit([i], specs, data, device, options) for i in range(k)])
     order = D.order(torch.tensor([s.seed for s in specs], device=device), 0, len(data.train_y))
@@ -148,7 +148,7 @@ def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: 
         unit.start_epoch(device)
     per_epoch = len(data.train_y) // BATCH
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    warm = 10 if compile_ else 3
+    warm = 10 if compile_ else 6  # CUDA graphs: 3 eager steps, the capture, replays
     for i in range(warm + steps):
         if i == warm:
             sync()
@@ -178,6 +178,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=10_240)
     p.add_argument("--in-turn", action="store_true", help="also time K models stepped in turn")
     p.add_argument("--compile", action="store_true", help="also time the fused pack under torch.compile")
+    p.add_argument("--eager", action="store_true", help="CUDA: also time each pack without CUDA graphs")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -205,6 +206,9 @@ def main() -> None:
         for k in ks:
             configs.append((f"(b) engine K=1" if k == 1 else f"(c) engine K={k} fused", k,
                             engine_rate(depth, k, data, device, precision, True, args.steps)))
+            if device.type == "cuda" and args.eager:
+                configs.append((f"    K={k} fused, no graphs", k,
+                                engine_rate(depth, k, data, device, precision, True, args.steps, graphs=False)))
             if k > 1 and args.in_turn:
                 configs.append((f"(c) engine K={k} in turn", k,
                                 engine_rate(depth, k, data, device, precision, False, args.steps)))

@@ -399,9 +399,13 @@ def _mix(v: torch.Tensor) -> torch.Tensor:
     return v ^ (v >> 31)
 
 
-def keyed_bits(seeds: torch.Tensor, stream: int, epoch: int, step: int, n: int) -> torch.Tensor:
-    """[K, n] random int64 words for K runs' seeds, a function of (seed, stream, epoch, step, i)."""
-    base = _mix(seeds.long() * 1_000_003 + (stream * 1_000_033 + epoch) * 998_244_353 + step)
+def keyed_bits(seeds: torch.Tensor, stream: int, epoch: int | torch.Tensor, step: int | torch.Tensor,
+               n: int) -> torch.Tensor:
+    """[K, n] random int64 words for K runs' seeds, a function of (seed, stream, epoch, step, i).
+
+    epoch and step may be 0-d int64 device tensors (so a captured CUDA graph can advance them).
+    """
+    base = _mix(seeds.long() * 1_000_003 + (epoch + stream * 1_000_033) * 998_244_353 + step)
     return _mix(base[:, None] + torch.arange(n, device=seeds.device) * -7046029254386353131)  # 0x9E3779B97F4A7C15
 
 

@@ -45,6 +45,9 @@ class Options:
     fuse: bool | None = None  # None: measure both ways on this device, take the faster
     channels_last: bool = True  # image models: NHWC activations (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the network
+    # CUDA: capture the whole training step (data, forward, backward, update) as one CUDA graph
+    # and replay it; a ResNet-110 step is ~2,000 small kernels whose launches otherwise dominate.
+    cuda_graphs: bool = True
     # Checkpoint at the end of an epoch when this many seconds passed since the last checkpoint,
     # and always after the last epoch. Epochs of minutes checkpoint every epoch; sub-second epochs
     # (two-moons) do not spend more time saving than training. 0: after every epoch.
@@ -110,14 +113,18 @@ def lr_at(spec: RunSpec, epoch: int) -> float:
 
 
 def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
+    params = list(params)
     if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        # capturable: Adam keeps its step count on the device, so a CUDA graph can replay it.
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, capturable=params[0].is_cuda)
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        # No weight-cast cache: it must not outlive a captured graph, and each weight is cast once
+        # per step anyway.
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -191,15 +198,26 @@ class Unit:
         self.any_noise = any(s.train_noise > 0 for s in self.specs)
         self.alive = torch.ones(k, dtype=torch.bool, device=device)
         self.frozen: list[int] = []  # positions in this unit whose divergence the host has seen
+        # Per-epoch counters and the step's inputs live in fixed tensors, updated in place, so
+        # that a captured CUDA graph reads and writes the same memory at every replay.
+        self.loss_sum = torch.zeros(k, device=device)
+        self.correct = torch.zeros(k, dtype=torch.long, device=device)
+        self.bad_step = torch.full((k,), -1, dtype=torch.long, device=device)
+        self.epoch_t = torch.zeros((), dtype=torch.long, device=device)
+        self.step_t = torch.zeros((), dtype=torch.long, device=device)
+        self.idx = torch.zeros((k, first.batch_size), dtype=torch.long, device=device)
+        self.use_graphs = options.cuda_graphs and device.type == "cuda" and not options.compile
+        self.graph: tuple | None = None  # (key, torch.cuda.CUDAGraph, static losses)
+        self.eager_steps = 0
 
     def start_epoch(self, device: torch.device) -> None:
-        self.loss_sum = torch.zeros(self.k, device=device)
-        self.correct = torch.zeros(self.k, dtype=torch.long, device=device)
-        self.bad_step = torch.full((self.k,), -1, dtype=torch.long, device=device)
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.bad_step.fill_(-1)
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def train_inputs(self, data: D.Data, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+    def train_inputs(self, data: D.Data, idx: torch.Tensor, epoch, step) -> torch.Tensor:
         """idx [K, b] -> the unit's input, each model's own augmented, noisy batch."""
         k, b = idx.shape
         x = data.train_x[idx]  # [K, b, ...]
@@ -235,15 +253,43 @@ class Unit:
     # -- one step -----------------------------------------------------------------------------
 
     def train_step(self, data: D.Data, order: torch.Tensor, epoch: int, step: int, batch_size: int) -> torch.Tensor:
-        """One SGD step of every model of the unit; returns their losses [K] (on the device)."""
+        """One SGD step of every model of the unit; returns their losses [K] (on the device).
+
+        On CUDA a full-size batch replays a captured graph of `_step` after a few eager warm-up
+        steps; the graph is captured again when the learning rate or the frozen set changes.
+        """
         idx = order[self.index, step * batch_size:(step + 1) * batch_size]  # [K, b]
-        x = self.train_inputs(data, idx, epoch, step)
+        self.epoch_t.fill_(epoch)
+        self.step_t.fill_(step)
+        if not self.use_graphs or idx.shape[1] != self.idx.shape[1]:
+            return self._step(data, idx).clone()
+        self.idx.copy_(idx)
+        if self.eager_steps < 3:  # warm-up: cuDNN picks its algorithms, momentum buffers appear
+            self.eager_steps += 1
+            return self._step(data, self.idx).clone()
+        key = (self.optimizer.param_groups[0]["lr"], tuple(self.frozen), id(data))
+        if self.graph is None or self.graph[0] != key:
+            self.graph = None
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    losses = self._step(data, self.idx)
+                self.graph = (key, graph, losses)
+            except Exception as exc:  # capture is an optimisation: fall back to eager steps
+                self.use_graphs = False
+                print(f"warning: CUDA graph capture failed ({type(exc).__name__}: {exc}); training eagerly")
+                return self._step(data, self.idx).clone()
+        self.graph[1].replay()
+        return self.graph[2].clone()
+
+    def _step(self, data: D.Data, idx: torch.Tensor) -> torch.Tensor:
+        x = self.train_inputs(data, idx, self.epoch_t, self.step_t)
         y = data.train_y[idx].t()  # [b, K]
         with autocast(x.device, self.precision):
             out = self.forward(x)  # [b, K, classes]
         losses = F.cross_entropy(out.float().permute(0, 2, 1), y, reduction="none").mean(0)  # [K]
         finite = torch.isfinite(losses)
-        self.bad_step = torch.where(self.alive & ~finite & (self.bad_step < 0), step + 1, self.bad_step)
+        self.bad_step.copy_(torch.where(self.alive & ~finite & (self.bad_step < 0), self.step_t + 1, self.bad_step))
         self.alive &= finite
         # Only the living contribute; where() (not a product) keeps a NaN loss out of the sum.
         loss = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
@@ -251,11 +297,10 @@ class Unit:
         loss.backward()
         if self.frozen:
             for p in self.model.parameters():
-                p.grad.view(self.k, -1)[self.frozen] = 0
+                p.grad.view(self.k, -1).index_fill_(0, self.frozen_t, 0)
         self.optimizer.step()
-        live = self.alive.to(losses.dtype)
-        self.loss_sum += torch.where(self.alive, losses.detach(), 0.0) * len(y)
-        self.correct += (out.argmax(2) == y).sum(0) * live.long()
+        self.loss_sum += torch.where(self.alive, losses.detach(), 0.0) * y.shape[0]
+        self.correct += (out.argmax(2) == y).sum(0) * self.alive.long()
         return losses.detach()
 
     def freeze(self, positions: list[int]) -> None:
@@ -269,6 +314,7 @@ class Unit:
                     if torch.is_tensor(t) and t.dim() > 0:
                         t.view(self.k, -1)[positions] = 0
         self.frozen = sorted(set(self.frozen) | set(positions))
+        self.frozen_t = torch.tensor(self.frozen, device=self.alive.device)
 
     @torch.no_grad()
     def evaluate(self, data: D.Data) -> tuple[list[float], list[float]]:
@@ -305,8 +351,9 @@ def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3
     for unit in units:
         unit.start_epoch(order.device)
     sync = torch.cuda.synchronize if order.device.type == "cuda" else (lambda: None)
-    for i in range(steps + 1):  # one step of warm-up
-        if i == 1:
+    warm = 5 if order.device.type == "cuda" else 1  # on CUDA: 3 eager steps, the capture, a replay
+    for i in range(steps + warm):
+        if i == warm:
             sync()
             started = time.perf_counter()
         for unit in units:
