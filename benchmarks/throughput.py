@@ -136,14 +136,15 @@ def baseline(depth: int, images, labels, device, steps: int) -> float:
 
 
 def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: bool, steps: int,
-                compile_: bool = False, graphs: bool = True) -> float:
+                compile_: bool = False, graphs: bool = True, channels_last: bool = True) -> float:
     """Aggregate images per second (all K models) of the engine's training step."""
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=BATCH, precision=precision)
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
-    options = engine.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs)
+    options = engine.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs, channels_last=channels_last)
     units = ([engine.Unit(list(range(k)), specs, data, device, options)] if fuse
              else [engine.Unit([i], specs, data, device, options) for i in range(k)])
     order = D.order(torch.tensor([s.seed for s in specs], device=device), 0, len(data.train_y))
+    streams = engine.make_streams(units, device, options)
     for unit in units:
         unit.start_epoch(device)
     per_epoch = len(data.train_y) // BATCH
@@ -153,8 +154,7 @@ def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: 
         if i == warm:
             sync()
             started = time.perf_counter()
-        for unit in units:
-            unit.train_step(data, order, 0, i % per_epoch, BATCH)
+        engine.step_all(units, data, order, 0, i % per_epoch, BATCH, streams)
     sync()
     return k * BATCH * steps / (time.perf_counter() - started)
 
@@ -179,6 +179,7 @@ def main() -> None:
     p.add_argument("--in-turn", action="store_true", help="also time K models stepped in turn")
     p.add_argument("--compile", action="store_true", help="also time the fused pack under torch.compile")
     p.add_argument("--eager", action="store_true", help="CUDA: also time each pack without CUDA graphs")
+    p.add_argument("--nchw", action="store_true", help="CUDA: also time fused packs without channels_last")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -204,13 +205,16 @@ def main() -> None:
         a = baseline(depth, cpu_data.train_x, cpu_data.train_y, device, args.baseline_steps)
         configs = [("(a) paper script fp32", 1, a)]
         for k in ks:
-            configs.append((f"(b) engine K=1" if k == 1 else f"(c) engine K={k} fused", k,
+            configs.append(("(b) engine K=1" if k == 1 else f"(c) engine K={k} fused", k,
                             engine_rate(depth, k, data, device, precision, True, args.steps)))
+            if device.type == "cuda" and args.nchw and k > 1:
+                configs.append((f"    K={k} fused, NCHW", k,
+                                engine_rate(depth, k, data, device, precision, True, args.steps, channels_last=False)))
             if device.type == "cuda" and args.eager:
                 configs.append((f"    K={k} fused, no graphs", k,
                                 engine_rate(depth, k, data, device, precision, True, args.steps, graphs=False)))
             if k > 1 and args.in_turn:
-                configs.append((f"(c) engine K={k} in turn", k,
+                configs.append((f"(c) engine K={k} in turn" + (", streams" if device.type == "cuda" else ""), k,
                                 engine_rate(depth, k, data, device, precision, False, args.steps)))
             if args.compile:
                 configs.append((f"    K={k} fused, compiled", k,

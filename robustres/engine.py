@@ -48,6 +48,9 @@ class Options:
     # CUDA: capture the whole training step (data, forward, backward, update) as one CUDA graph
     # and replay it; a ResNet-110 step is ~2,000 small kernels whose launches otherwise dominate.
     cuda_graphs: bool = True
+    # CUDA, models in turn: each unit steps on its own stream, so the small kernels of several
+    # models run side by side on the GPU instead of one model at a time.
+    streams: bool = True
     # Checkpoint at the end of an epoch when this many seconds passed since the last checkpoint,
     # and always after the last epoch. Epochs of minutes checkpoint every epoch; sub-second epochs
     # (two-moons) do not spend more time saving than training. 0: after every epoch.
@@ -339,6 +342,29 @@ class Unit:
         return model, optimizer
 
 
+def step_all(units: list[Unit], data: D.Data, order: torch.Tensor, epoch: int, step: int, batch_size: int,
+             streams: list | None = None) -> None:
+    """One step of every unit that still has a living model; on side streams when given."""
+    live = [u for u in units if len(u.frozen) < u.k]
+    if not streams or len(live) < 2:
+        for unit in live:
+            unit.train_step(data, order, epoch, step, batch_size)
+        return
+    main = torch.cuda.current_stream()
+    for unit, stream in zip(live, streams):
+        stream.wait_stream(main)
+        with torch.cuda.stream(stream):
+            unit.train_step(data, order, epoch, step, batch_size)
+    for stream in streams[:len(live)]:
+        main.wait_stream(stream)
+
+
+def make_streams(units: list[Unit], device: torch.device, options: Options) -> list | None:
+    if device.type != "cuda" or not options.streams or len(units) < 2:
+        return None
+    return [torch.cuda.Stream(device) for _ in units]
+
+
 # ---------------------------------------------------------------------------------------------
 # Choosing fused or in-turn execution, by measurement
 # ---------------------------------------------------------------------------------------------
@@ -346,18 +372,20 @@ class Unit:
 _FUSE_CHOICE: dict[tuple, bool] = {}
 
 
-def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3) -> float:
+def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3,
+                options: Options = Options()) -> float:
     order = D.order(units[0].seeds.new_tensor([s.seed for u in units for s in u.specs]), 0, len(data.train_y))
+    streams = make_streams(units, order.device, options)
     for unit in units:
         unit.start_epoch(order.device)
     sync = torch.cuda.synchronize if order.device.type == "cuda" else (lambda: None)
     warm = 5 if order.device.type == "cuda" else 1  # on CUDA: 3 eager steps, the capture, a replay
+    per_epoch = max(1, len(data.train_y) // batch_size)
     for i in range(steps + warm):
         if i == warm:
             sync()
             started = time.perf_counter()
-        for unit in units:
-            unit.train_step(data, order, 0, i, batch_size)
+        step_all(units, data, order, 0, i % per_epoch, batch_size, streams)
     sync()
     return (time.perf_counter() - started) / steps
 
@@ -375,9 +403,9 @@ def choose_fuse(specs: Sequence[RunSpec], data: D.Data, device: torch.device, op
         n = len(data.train_y)
         steps = max(1, min(3, n // first.batch_size))
         fused = _time_steps([Unit(list(range(len(specs))), specs, data, device, options)], data,
-                            first.batch_size, steps)
+                            first.batch_size, steps, options)
         alone = _time_steps([Unit([i], specs, data, device, options) for i in range(len(specs))], data,
-                            first.batch_size, steps)
+                            first.batch_size, steps, options)
         _FUSE_CHOICE[key] = fused <= alone
     return _FUSE_CHOICE[key]
 
@@ -499,6 +527,7 @@ def train(
     fuse = choose_fuse(specs, data, device, options)
     groups = [list(range(len(specs)))] if fuse else [[i] for i in range(len(specs))]
     units = [Unit(g, specs, data, device, options, [states[i] for i in g] if states else None) for g in groups]
+    streams = make_streams(units, device, options)
     seeds = torch.tensor([s.seed for s in specs], device=device)
     n = len(data.train_y)
     steps = math.ceil(n / first.batch_size)
@@ -514,9 +543,7 @@ def train(
                 group["lr"] = lr
             unit.start_epoch(device)
         for step in range(steps):
-            for unit in units:
-                if len(unit.frozen) < unit.k:
-                    unit.train_step(data, order, epoch, step, first.batch_size)
+            step_all(units, data, order, epoch, step, first.batch_size, streams)
             if on_step is not None:
                 on_step(step + 1, steps)
 
