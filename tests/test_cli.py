@@ -183,3 +183,28 @@ def test_sigkill_mid_run_then_rerun_finishes_like_an_uninterrupted_run(tmp_path)
     assert b.epoch.tolist() == list(range(1, 61))
     assert a.test_acc.tolist() == b.test_acc.tolist() and a.train_loss.tolist() == b.train_loss.tolist()
     assert not list((tmp_path / "cut").rglob("*.tmp"))
+
+
+def test_h_and_seed_lists_train_as_one_pack_stored_as_separate_runs(cli, tmp_path):
+    code, out, err = cli("train", "--depth", "5", "--epochs", "3", "--h", "0.1,1", "--seed", "1,2,3", "--json")
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    assert len(runs) == 6 and len({r["run_id"] for r in runs}) == 6
+    assert "pack 1/1: 6 run(s)" in err
+    store = Store(tmp_path / "store")
+    assert len(store.runs()) == 6 and len(store.epochs()) == 18
+    assert all(store.checkpoint_path(r["run_id"]).exists() for r in runs)
+    # Each run's result is its own: the same config trained alone gives the same run and numbers.
+    code, out, _ = cli("train", "--depth", "5", "--epochs", "3", "--h", "1", "--seed", "2", "--json",
+                       "--store", tmp_path / "alone")
+    alone = json.loads(out)["runs"][0]
+    packed = next(r for r in runs if r["h"] == 1.0 and r["seed"] == 2)
+    assert alone["run_id"] == packed["run_id"]
+    assert alone["final_test_acc"] == pytest.approx(packed["final_test_acc"], abs=0.01)
+
+
+def test_pack_size_caps_the_pack(cli):
+    code, out, err = cli("train", "--depth", "3", "--epochs", "1", "--h", "0.1,0.5,1", "--seed", "0,1",
+                         "--pack-size", "4", "--no-fuse", "--json")
+    assert code == 0, err
+    assert "pack 1/2: 3 run(s) (in turn)" in err and "pack 2/2: 3 run(s) (in turn)" in err
