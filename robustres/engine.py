@@ -44,7 +44,7 @@ class Options:
 
     fuse: bool | None = None  # None: measure both ways on this device, take the faster
     channels_last: bool = True  # image models: NHWC activations (faster convolutions on CPU and GPU)
-    compile: bool = False  # torch.compile the network
+    compile: bool = False  # torch.compile the network (inside the CUDA graph on CUDA)
     # CUDA: capture the whole training step (data, forward, backward, update) as one CUDA graph
     # and replay it; a ResNet-110 step is ~2,000 small kernels whose launches otherwise dominate.
     cuda_graphs: bool = True
@@ -209,7 +209,7 @@ class Unit:
         self.epoch_t = torch.zeros((), dtype=torch.long, device=device)
         self.step_t = torch.zeros((), dtype=torch.long, device=device)
         self.idx = torch.zeros((k, first.batch_size), dtype=torch.long, device=device)
-        self.use_graphs = options.cuda_graphs and device.type == "cuda" and not options.compile
+        self.use_graphs = options.cuda_graphs and device.type == "cuda"
         self.graph: tuple | None = None  # (key, torch.cuda.CUDAGraph, static losses)
         self.eager_steps = 0
 
