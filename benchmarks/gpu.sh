@@ -23,6 +23,11 @@ timeout 90 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
 timeout 300 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 --eager \
   --data "$DATA" --images 20480 --steps 20 --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
 
+# 2b. does torch.compile (inductor's fused elementwise kernels, inside the CUDA graph) cut the
+#     memory traffic that bounds the fused packs? (not measured yet: compiling takes minutes)
+timeout 240 python3 benchmarks/throughput.py --depths 110 --ks 10 --compile --baseline-steps 5 \
+  --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
+
 # 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
 if [ "$DATA" != synthetic ]; then
   timeout 120 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \

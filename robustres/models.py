@@ -72,6 +72,8 @@ class StepScale(nn.Module):
         self.scale = scale.view(1, -1, *([1] * self.dims)).to(self.scale.device)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        # Under bf16 autocast this promotes h * F(x), and with it the residual stream, to float32:
+        # at h = 0.001 a bf16 sum x + h * F(x) would round the update away (8-bit mantissa).
         return self.scale * f
 
 
