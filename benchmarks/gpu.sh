@@ -17,20 +17,20 @@ fi
 echo "data: $DATA"
 
 # 1. correctness on the device
-timeout 90 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
+timeout 60 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
 
 # 2. throughput: the paper's script against the engine with packs of 1, 4 and 10
-timeout 300 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 --eager \
+timeout 150 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 \
   --data "$DATA" --images 20480 --steps 20 --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
 
 # 2b. does torch.compile (inductor's fused elementwise kernels, inside the CUDA graph) cut the
 #     memory traffic that bounds the fused packs? (not measured yet: compiling takes minutes)
-timeout 240 python3 benchmarks/throughput.py --depths 110 --ks 10 --compile --baseline-steps 5 \
+timeout 180 python3 benchmarks/throughput.py --depths 110 --ks 10 --compile --baseline-steps 5 \
   --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
 
 # 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
 if [ "$DATA" != synthetic ]; then
-  timeout 120 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
+  timeout 90 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
     --h 0.1,0.2,0.5,1,2 --seed 0,1 --epochs 1 --store /tmp/rr-store --json > "$OUT/train.json" 2> "$OUT/train.txt"
   echo "train exit $?"; tail -n 4 "$OUT/train.txt"
   python3 -c "import json; r=json.load(open('$OUT/train.json'))['runs']; print('ResNet-110 x10, 1 epoch:', [round(x['final_test_acc'] or 0, 3) for x in r], 'seconds per run', round(r[0]['seconds'], 1))"
