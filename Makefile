@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The embedded default job: two-moons at depth 30, the plain ResNet (h = 1) against h = 0.1.
+# The embedded default job: the quick-moons sweep (two-moons, 3 depths x 8 values of h x 3 seeds).
 run: $(STAMP)
-	$(BIN)/robustres train --dataset two-moons --depth 30 --h 1,0.1 --seed 0
+	$(BIN)/robustres sweep --config sweeps/quick-moons.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

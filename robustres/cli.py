@@ -10,11 +10,12 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 try:  # typer >= 0.29 vendors click
@@ -24,7 +25,8 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from . import __version__
 from .data import DataError
-from .spec import Execution, SpecError, check_device, make_run_spec, parse_floats, parse_ints
+from .spec import (EXECUTION_KEYS, Execution, SpecError, check_device, load_sweep_file, make_run_spec,
+                   make_sweep_spec, parse_floats, parse_ints)
 from .store import StoreError
 
 app = typer.Typer(
@@ -57,8 +59,9 @@ def _members(pack) -> str:
 class PlainReporter:
     """Timestamped lines, for logs and CI (stdout is not a terminal)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, total_runs: int = 0):
         self.stream = stream
+        self.total, self.done = total_runs, 0
 
     def _say(self, text: str) -> None:
         print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}", file=self.stream, flush=True)
@@ -81,23 +84,28 @@ class PlainReporter:
                   f"train {100 * r.train_acc:.1f}% test {100 * r.test_acc:.1f}% ({r.seconds:.1f}s)")
 
     def run_finished(self, spec, row, reused):
+        self.done += 1
+        count = f"[{self.done}/{self.total}] " if self.total > 1 else ""
         if reused:
-            self._say(f"{spec.run_id[:8]} {_label(spec)}: {row['status']} in the store, not retrained (--force retrains)")
+            self._say(f"{count}{spec.run_id[:8]} {_label(spec)}: {row['status']} in the store, not retrained (--force retrains)")
         else:
-            self._say(f"{spec.run_id[:8]} {_label(spec)}: {_status_text(row)}")
+            self._say(f"{count}{spec.run_id[:8]} {_label(spec)}: {_status_text(row)}")
 
 
 class RichReporter:
     """A live progress bar per pack: epochs done, with the range of its runs' test accuracy."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, total_runs: int = 0):
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
         )
         self.task = None
         self.last: dict[str, float] = {}
+        self.counts = {"diverged": 0, "failed": 0}
+        self.overall = (self.progress.add_task("all runs", total=total_runs, stats="")
+                        if total_runs > 1 else None)
 
     def __enter__(self):
         self.progress.start()
@@ -127,8 +135,14 @@ class RichReporter:
         self.progress.update(self.task, completed=r.epoch, stats=stats)
 
     def run_finished(self, spec, row, reused):
+        if row["status"] in self.counts:
+            self.counts[row["status"]] += 1
+        if self.overall is not None:
+            self.progress.update(self.overall, advance=1, stats=f"{self.counts['diverged']} diverged, "
+                                                               f"{self.counts['failed']} failed")
         if reused:
-            self.progress.console.print(f"{_label(spec)}: {row['status']} in the store, not retrained")
+            if self.overall is None:
+                self.progress.console.print(f"{_label(spec)}: {row['status']} in the store, not retrained")
         elif row["status"] != "completed":
             self.progress.console.print(f"{spec.run_id[:8]} {_label(spec)}: {_status_text(row)}")
 
@@ -150,46 +164,137 @@ def _pct(value) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Options shared by train and sweep (sweep's defaults are None: a flag given overrides the config)
+# ---------------------------------------------------------------------------------------------
+
+Dataset = Annotated[Optional[str], typer.Option(help="two-moons, cifar10, imagefolder, ag-news or synthetic.")]
+DataDir = Annotated[Optional[Path], typer.Option(help="Data folder (default: $ROBUSTRES_DATA, else ~/.cache/robustres).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Epochs (default: the paper's protocol for the dataset).")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Batch size (default: per dataset).")]
+Lr = Annotated[Optional[float], typer.Option(help="Initial learning rate (default: 0.1).")]
+Momentum = Annotated[Optional[float], typer.Option(help="SGD momentum (0.9).")]
+Milestones = Annotated[Optional[str], typer.Option(help="Epochs after which lr is multiplied by gamma, e.g. 40,60; 'none' for a fixed lr.")]
+Gamma = Annotated[Optional[float], typer.Option(help="Learning-rate factor at each milestone (0.1).")]
+WeightDecay = Annotated[Optional[float], typer.Option(help="Weight decay (the paper uses none) (0).")]
+Optimizer = Annotated[Optional[str], typer.Option(help="sgd or adam (sgd).")]
+Bn = Annotated[Optional[bool], typer.Option("--bn/--no-bn", help="BatchNorm in every block (default: on, off for two-moons).")]
+NoiseKind = Annotated[Optional[str], typer.Option(help="gaussian (images, points) or char-swap (text).")]
+LimitTrain = Annotated[Optional[int], typer.Option(help="Train on a fixed, class-balanced subset of N examples.")]
+LimitTest = Annotated[Optional[int], typer.Option(help="Test on a fixed, class-balanced subset of N examples.")]
+NTrain = Annotated[Optional[int], typer.Option(help="Generated datasets: training examples (two-moons 1000).")]
+NTest = Annotated[Optional[int], typer.Option(help="Generated datasets: test examples (two-moons 1000).")]
+MoonsNoise = Annotated[Optional[float], typer.Option(help="Two-moons: std of the points' noise (0.2).")]
+Like = Annotated[Optional[str], typer.Option(help="Synthetic data: the dataset whose shape it imitates (cifar10).")]
+Width = Annotated[Optional[int], typer.Option(help="MLP ResNet: feature width (2).")]
+Hidden = Annotated[Optional[int], typer.Option(help="MLP ResNet: hidden width inside a block (16).")]
+Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (auto).")]
+Precision = Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (auto: bf16 on CUDA, fp32 on the CPU).")]
+PackSize = Annotated[Optional[str], typer.Option(help="Most runs trained together as one network (auto: as many as fit).")]
+Fuse = Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help="Fused network or models in turn (default: measured).")]
+Compile = Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the network.")]
+CheckpointEvery = Annotated[Optional[float], typer.Option(help="Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always after the last epoch (10).")]
+Store_ = Annotated[Optional[Path], typer.Option("--store", help="Store folder (default: $ROBUSTRES_STORE, else ./robustres-store).")]
+Force = Annotated[bool, typer.Option("--force", help="Retrain runs that the store already holds.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress goes to stderr).")]
+
+
+def _execution(device, precision, pack_size, fuse, compile_, checkpoint_every, store, data_dir, force):
+    """The Execution and the resolved precision; validates before anything is touched."""
+    kwargs = {"device": check_device(device or "auto")}
+    torch_device_type = _device_type(kwargs["device"])
+    precision = precision or "auto"
+    if precision == "auto":
+        precision = "bf16" if torch_device_type == "cuda" else "fp32"
+    if pack_size not in (None, "auto"):
+        sizes = parse_ints("--pack-size", pack_size)
+        if len(sizes) != 1 or sizes[0] < 1:
+            raise SpecError(f"--pack-size must be auto or a whole number >= 1, got {pack_size!r}")
+        kwargs["pack_size"] = sizes[0]
+    checkpoint_every = 10.0 if checkpoint_every is None else checkpoint_every
+    if not checkpoint_every >= 0:
+        raise SpecError(f"--checkpoint-every must be >= 0 seconds, got {checkpoint_every:g}")
+    if store is not None:
+        kwargs["store"] = Path(store)
+    if data_dir is not None:
+        kwargs["data_dir"] = Path(data_dir)
+    return Execution(force=force, fuse=fuse, compile=bool(compile_), checkpoint_seconds=checkpoint_every,
+                     **kwargs), precision
+
+
+def _device_type(device: str) -> str:
+    from . import engine
+
+    return engine.resolve_device(device).type
+
+
+def _run_all(runs, execution, as_json: bool, total_label: str):
+    """Load data, train everything, print the summary; returns the rows and the seconds taken."""
+    from . import executor
+
+    datasets = executor.load_all(runs, execution)
+    started = time.perf_counter()
+    interactive = sys.stdout.isatty() and not as_json
+    console = _console()
+    try:
+        if interactive:
+            with RichReporter(console, len(runs)) as reporter:
+                rows = executor.execute(runs, execution, datasets, reporter)
+        else:
+            rows = executor.execute(runs, execution, datasets,
+                                    PlainReporter(sys.stderr if as_json else sys.stdout, len(runs)))
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    return rows, time.perf_counter() - started, console
+
+
+def _json_runs(rows: list[dict], extra: tuple[str, ...] = ()) -> list[dict]:
+    keys = ("run_id", "dataset", "depth", "h", "seed", *extra, "status", "final_test_acc",
+            "best_test_acc", "epochs_done", "params", "seconds")
+    return [{k: _json_value(r.get(k)) for k in keys} for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
 
 
 @app.command()
 def train(
-    dataset: str = typer.Option("two-moons", help="two-moons, cifar10, imagefolder, ag-news or synthetic."),
-    data_dir: Optional[Path] = typer.Option(None, help="Data folder [default: $ROBUSTRES_DATA, else ~/.cache/robustres]."),
-    depth: Optional[int] = typer.Option(None, help="Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons)."),
-    h: str = typer.Option("0.1", "--h", help="Step factor(s), comma-separated: one run per value."),
-    seed: str = typer.Option("0", help="Seed(s), comma-separated: one run per value."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [default: the paper's protocol for the dataset]."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size [default: per dataset]."),
-    lr: Optional[float] = typer.Option(None, help="Initial learning rate [default: 0.1]."),
-    momentum: float = typer.Option(0.9, help="SGD momentum."),
-    milestones: Optional[str] = typer.Option(None, help="Epochs after which lr is multiplied by gamma, e.g. 40,60; 'none' for a fixed lr."),
-    gamma: float = typer.Option(0.1, help="Learning-rate factor at each milestone."),
-    weight_decay: float = typer.Option(0.0, help="Weight decay (the paper uses none)."),
-    optimizer: str = typer.Option("sgd", help="sgd or adam."),
-    bn: Optional[bool] = typer.Option(None, "--bn/--no-bn", help="BatchNorm in every block [default: on, off for two-moons]."),
-    train_noise: float = typer.Option(0.0, help="Noise level in [0, 1] on the training inputs (test data stay clean)."),
-    noise_kind: Optional[str] = typer.Option(None, help="gaussian (images, points) or char-swap (text)."),
-    limit_train: Optional[int] = typer.Option(None, help="Train on a fixed, class-balanced subset of N examples."),
-    limit_test: Optional[int] = typer.Option(None, help="Test on a fixed, class-balanced subset of N examples."),
-    n_train: Optional[int] = typer.Option(None, help="Generated datasets: training examples [two-moons 1000]."),
-    n_test: Optional[int] = typer.Option(None, help="Generated datasets: test examples [two-moons 1000]."),
-    moons_noise: Optional[float] = typer.Option(None, help="Two-moons: std of the points' noise [0.2]."),
-    like: Optional[str] = typer.Option(None, help="Synthetic data: the dataset whose shape it imitates [cifar10]."),
-    width: Optional[int] = typer.Option(None, help="MLP ResNet: feature width [2]."),
-    hidden: Optional[int] = typer.Option(None, help="MLP ResNet: hidden width inside a block [16]."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", help="fp32, or bf16 autocast [auto: bf16 on CUDA, fp32 on the CPU]."),
-    pack_size: str = typer.Option("auto", help="Most runs trained together as one network; auto: as many as fit."),
-    fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help="Fused network or models in turn [default: measured]."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the network."),
-    checkpoint_every: float = typer.Option(10.0, help="Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always after the last epoch."),
-    store: Optional[Path] = typer.Option(None, help="Store folder [default: $ROBUSTRES_STORE, else ./robustres-store]."),
-    force: bool = typer.Option(False, "--force", help="Retrain runs that the store already holds."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (progress goes to stderr)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print the configuration; train nothing."),
+    dataset: Dataset = "two-moons",
+    data_dir: DataDir = None,
+    depth: Annotated[Optional[int], typer.Option(help="Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).")] = None,
+    h: Annotated[str, typer.Option("--h", help="Step factor(s), comma-separated: one run per value.")] = "0.1",
+    seed: Annotated[str, typer.Option(help="Seed(s), comma-separated: one run per value.")] = "0",
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    momentum: Momentum = 0.9,
+    milestones: Milestones = None,
+    gamma: Gamma = 0.1,
+    weight_decay: WeightDecay = 0.0,
+    optimizer: Optimizer = "sgd",
+    bn: Bn = None,
+    train_noise: Annotated[float, typer.Option(help="Noise level in (0, 1) on the training inputs (test data stay clean).")] = 0.0,
+    noise_kind: NoiseKind = None,
+    limit_train: LimitTrain = None,
+    limit_test: LimitTest = None,
+    n_train: NTrain = None,
+    n_test: NTest = None,
+    moons_noise: MoonsNoise = None,
+    like: Like = None,
+    width: Width = None,
+    hidden: Hidden = None,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    pack_size: PackSize = "auto",
+    fuse: Fuse = None,
+    compile_: Compile = False,
+    checkpoint_every: CheckpointEvery = 10.0,
+    store: Store_ = None,
+    force: Force = False,
+    as_json: AsJson = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and print the configuration; train nothing.")] = False,
 ) -> None:
     """Train runs (one per h x seed) and record them in the store.
 
@@ -197,42 +302,28 @@ def train(
     pack); each is stored as its own run.
     """
     from . import data as D
-    from . import engine, executor
+    from . import engine
 
     hs = parse_floats("--h", h)
     seeds = parse_ints("--seed", seed)
-    kwargs = {"device": check_device(device)}
-    torch_device = engine.resolve_device(kwargs["device"])
-    if precision == "auto":
-        precision = "bf16" if torch_device.type == "cuda" else "fp32"
-    if pack_size != "auto":
-        sizes = parse_ints("--pack-size", pack_size)
-        if len(sizes) != 1 or sizes[0] < 1:
-            raise SpecError(f"--pack-size must be auto or a whole number >= 1, got {pack_size!r}")
-        kwargs["pack_size"] = sizes[0]
     milestone_list = None if milestones is None else parse_ints("--milestones", milestones, allow_empty=True)
+    execution, precision = _execution(device, precision, pack_size, fuse, compile_, checkpoint_every, store,
+                                      data_dir, force)
     runs = [
         make_run_spec(
             dataset=dataset, depth=depth, h=hv, seed=sv, bn=bn, epochs=epochs, batch_size=batch_size,
             lr=lr, momentum=momentum, milestones=milestone_list, gamma=gamma, weight_decay=weight_decay,
             optimizer=optimizer, train_noise=train_noise, noise_kind=noise_kind, precision=precision,
-            limit_train=limit_train,
-            limit_test=limit_test, n_train=n_train, n_test=n_test, moons_noise=moons_noise,
-            synthetic_like=like, width=width, hidden=hidden,
+            limit_train=limit_train, limit_test=limit_test, n_train=n_train, n_test=n_test,
+            moons_noise=moons_noise, synthetic_like=like, width=width, hidden=hidden,
         )
         for sv in seeds for hv in hs
     ]
     # The same config twice would be one run: keep the first.
     runs = list({spec.run_id: spec for spec in runs}.values())
-    if store is not None:
-        kwargs["store"] = store
-    if data_dir is not None:
-        kwargs["data_dir"] = data_dir
-    if not checkpoint_every >= 0:
-        raise SpecError(f"--checkpoint-every must be >= 0 seconds, got {checkpoint_every:g}")
-    execution = Execution(force=force, fuse=fuse, compile=compile_, checkpoint_seconds=checkpoint_every, **kwargs)
 
     if dry_run:
+        torch_device = engine.resolve_device(execution.device)
         input_shape, num_classes = D.peek(runs[0], execution.data_dir)
         out = []
         for spec in runs:
@@ -245,27 +336,204 @@ def train(
             _print_dry_run(out)
         raise typer.Exit(EXIT_OK)
 
-    datasets = executor.load_all(runs, execution)
-    started = time.perf_counter()
-    interactive = sys.stdout.isatty() and not as_json
-    console = _console()
-    try:
-        if interactive:
-            with RichReporter(console) as reporter:
-                rows = executor.execute(runs, execution, datasets, reporter)
-        else:
-            rows = executor.execute(runs, execution, datasets, PlainReporter(sys.stderr if as_json else sys.stdout))
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    rows, seconds, console = _run_all(runs, execution, as_json, "train")
     failed = any(r["status"] == "failed" for r in rows)
     if as_json:
-        keys = ("run_id", "dataset", "depth", "h", "seed", "status", "final_test_acc", "best_test_acc",
-                "epochs_done", "params", "seconds")
-        print(json.dumps({"runs": [{k: _json_value(r.get(k)) for k in keys} for r in rows]}, indent=2))
+        print(json.dumps({"runs": _json_runs(rows)}, indent=2))
     else:
-        _print_summary(console, rows, execution.store, time.perf_counter() - started)
+        _print_summary(console, rows, execution.store, seconds)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def sweep(
+    config: Annotated[Optional[Path], typer.Option(help="A sweep preset (YAML), e.g. sweeps/quick-moons.yaml; flags override its keys.")] = None,
+    depths: Annotated[Optional[str], typer.Option(help="Depths, comma-separated, e.g. 20,110,218.")] = None,
+    h: Annotated[Optional[str], typer.Option("--h", help="h grid: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 log-spaced).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="5 (seeds 0..4), 7,8,9 (those) or 3..6 (a range).")] = None,
+    train_noise: Annotated[Optional[str], typer.Option(help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    momentum: Momentum = None,
+    milestones: Milestones = None,
+    gamma: Gamma = None,
+    weight_decay: WeightDecay = None,
+    optimizer: Optimizer = None,
+    bn: Bn = None,
+    noise_kind: NoiseKind = None,
+    limit_train: LimitTrain = None,
+    limit_test: LimitTest = None,
+    n_train: NTrain = None,
+    n_test: NTest = None,
+    moons_noise: MoonsNoise = None,
+    like: Like = None,
+    width: Width = None,
+    hidden: Hidden = None,
+    device: Device = None,
+    precision: Precision = None,
+    pack_size: PackSize = None,
+    fuse: Fuse = None,
+    compile_: Compile = None,
+    checkpoint_every: CheckpointEvery = None,
+    store: Store_ = None,
+    force: Force = False,
+    as_json: AsJson = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
+) -> None:
+    """Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record.
+
+    Runs already completed or diverged in the store are skipped; an interrupted sweep resumes
+    where it stopped when the same command runs again.
+    """
+    from . import executor
+
+    values = load_sweep_file(config) if config is not None else {}
+    flags = dict(depths=depths, h=h, seeds=seeds, train_noise=train_noise, dataset=dataset, epochs=epochs,
+                 batch_size=batch_size, lr=lr, momentum=momentum, milestones=milestones, gamma=gamma,
+                 weight_decay=weight_decay, optimizer=optimizer, bn=bn, noise_kind=noise_kind,
+                 limit_train=limit_train, limit_test=limit_test, n_train=n_train, n_test=n_test,
+                 moons_noise=moons_noise, synthetic_like=like, width=width, hidden=hidden, device=device,
+                 precision=precision, pack_size=pack_size, fuse=fuse, compile=compile_,
+                 checkpoint_every=checkpoint_every, store=store, data_dir=data_dir)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(values.get("seeds"), str) and values["seeds"].isdigit():
+        values["seeds"] = int(values["seeds"])
+    execution, resolved_precision = _execution(
+        values.get("device"), values.get("precision"), None if values.get("pack_size") is None else str(values["pack_size"]),
+        values.get("fuse"), values.get("compile"), values.get("checkpoint_every"), values.get("store"),
+        values.get("data_dir"), force)
+    values["precision"] = resolved_precision
+    grid = make_sweep_spec({k: v for k, v in values.items() if k not in EXECUTION_KEYS},
+                           str(config) if config is not None else "flags")
+    runs = list({spec.run_id: spec for spec in grid.runs()}.values())
+
+    if dry_run:
+        plan = _sweep_plan(runs, execution)
+        if as_json:
+            print(json.dumps(plan, indent=2))
+        else:
+            _print_plan(plan)
+        raise typer.Exit(EXIT_OK)
+
+    executor.load_all(runs, execution)  # missing data is bad input: fail before writing anything
+    rows, seconds, console = _run_all(runs, execution, as_json, "sweep")
+    failed = sum(r["status"] == "failed" for r in rows)
+    if as_json:
+        print(json.dumps({"runs": _json_runs(rows, ("train_noise",)), "counts": _counts(rows)}, indent=2))
+    else:
+        _print_sweep_summary(console, rows, execution.store, seconds)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _counts(rows: list[dict]) -> dict:
+    out = {s: 0 for s in ("completed", "diverged", "failed", "running")}
+    for r in rows:
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return out
+
+
+def _sweep_plan(runs, execution) -> dict:
+    """The dry-run plan: runs total / done / to do, packs with K, device and estimated cost."""
+    from . import data as D
+    from . import engine
+    from . import executor
+    from .plan import make_packs, order_by_cost, pack_cost, train_size
+
+    work = executor.survey(runs, execution)
+    device = engine.resolve_device(execution.device)
+    packs, warnings = [], []
+    for key in dict.fromkeys(D.data_key(s) for s in work.todo):
+        group = [s for s in work.todo if D.data_key(s) == key]
+        try:
+            shape, classes = D.peek(group[0], execution.data_dir)
+        except DataError as exc:  # a plan can be made without the data; training cannot
+            warnings.append(f"{exc} (training would stop here)")
+            shape, classes = D.peek(group[0].with_(dataset="synthetic", synthetic_like=_LIKE[group[0].modality]),
+                                    execution.data_dir)
+        made = make_packs(group, execution.pack_size, work.epochs_done)
+        costs = [pack_cost(p, executor.flops_per_image(p.runs[0], shape, classes)) for p in made]
+        for pack, cost in zip(order_by_cost(made, costs), sorted(costs, reverse=True)):
+            first = pack.runs[0]
+            packs.append({"dataset": first.dataset, "depth": first.depth, "k": pack.k, "epochs": first.epochs,
+                          "start_epoch": pack.start_epoch, "train_images": train_size(first),
+                          "h": sorted({s.h for s in pack.runs}), "seeds": sorted({s.seed for s in pack.runs}),
+                          "train_noise": sorted({s.train_noise for s in pack.runs}), "device": str(device),
+                          "tflop": cost / 1e12, "run_ids": [s.run_id for s in pack.runs]})
+    return {"runs_total": len(runs), "runs_done": len(work.finished), "runs_todo": len(work.todo),
+            "pack_size": execution.pack_size or "auto", "store": str(execution.store), "packs": packs,
+            "warnings": warnings}
+
+
+_LIKE = {"image": "cifar10", "text": "ag-news", "points": "two-moons"}
+
+
+def _print_plan(plan: dict) -> None:
+    console = _console()
+    table = Table(title=f"robustres sweep --dry-run: {plan['runs_total']} runs, {plan['runs_done']} done, "
+                        f"{plan['runs_todo']} to do, in {len(plan['packs'])} pack(s); nothing trained")
+    for col in ("#", "dataset", "depth", "K", "h", "seeds", "noise", "epochs", "device", "cost"):
+        table.add_column(col, justify="left" if col in ("dataset", "h", "seeds", "noise", "device") else "right")
+    for i, p in enumerate(plan["packs"], 1):
+        epochs = f"{p['start_epoch']}->{p['epochs']}" if p["start_epoch"] else str(p["epochs"])
+        table.add_row(str(i), p["dataset"], str(p["depth"]), str(p["k"]), _short(p["h"]), _short(p["seeds"]),
+                      _short(p["train_noise"]), epochs, p["device"], _flop(p["tflop"] * 1e12))
+    console.print(table)
+    total = sum(p["tflop"] for p in plan["packs"])
+    console.print(f"estimated training cost {_flop(total * 1e12)} (3x forward multiply-adds per image and epoch); "
+                  f"pack size {plan['pack_size']}; store {plan['store']}")
+    for warning in plan["warnings"]:
+        console.print(f"warning: {warning}")
+
+
+def _flop(x: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if x >= scale:
+            return f"{x / scale:,.1f} {unit}"
+    return f"{x / 1e6:,.1f} MFLOP"
+
+
+def _short(values: list) -> str:
+    text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _print_sweep_summary(console: Console, rows: list[dict], store: Path, seconds: float) -> None:
+    """Per dataset, depth and training noise: each h's completed / diverged / failed runs and the
+    median final test accuracy; the best median is marked (`robustres report` goes further)."""
+    import statistics
+
+    groups: dict[tuple, dict[float, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["depth"], r["train_noise"]), {}).setdefault(r["h"], []).append(r)
+    counts = _counts(rows)
+    console.print(f"robustres sweep: {len(rows)} runs in {seconds:.1f}s: {counts['completed']} completed, "
+                  f"{counts['diverged']} diverged, {counts['failed']} failed; store {store}")
+    for (dataset, depth, noise), by_h in groups.items():
+        medians = {}
+        for hv, rs in by_h.items():
+            accs = [r["final_test_acc"] for r in rs if r["status"] == "completed"]
+            medians[hv] = statistics.median(accs) if accs else None
+        best = max((m, hv) for hv, m in medians.items() if m is not None)[1] if any(
+            m is not None for m in medians.values()) else None
+        title = f"{dataset} depth {depth}" + (f", training noise {noise:g}" if noise else "")
+        table = Table(title=title)
+        for col in ("h", "runs", "completed", "diverged", "failed", "median final test %"):
+            table.add_column(col, justify="right")
+        for hv in sorted(by_h):
+            rs = by_h[hv]
+            mark = " <- best" if hv == best else ""
+            table.add_row(f"{hv:g}", str(len(rs)), str(sum(r["status"] == "completed" for r in rs)),
+                          str(sum(r["status"] == "diverged" for r in rs)), str(sum(r["status"] == "failed" for r in rs)),
+                          _pct(medians[hv]) + mark)
+        console.print(table)
 
 
 def _json_value(v):

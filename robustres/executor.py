@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import torch
@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from . import data as D
 from . import engine
-from .plan import Pack, make_packs
+from .plan import Pack, make_packs, order_by_cost, pack_cost
 from .spec import Execution, RunSpec
 from .store import FINAL_STATUSES, Store, config_columns, now_iso
 
@@ -140,6 +140,39 @@ class _PackRunner:
         return rows
 
 
+@dataclass
+class Survey:
+    """What the store already holds for a list of runs; reading it writes nothing."""
+
+    finished: dict[str, dict]  # run_id -> row, completed or diverged
+    todo: list[RunSpec]
+    epochs_done: dict[str, int]  # run_id -> epochs in its checkpoint
+
+
+def survey(runs: list[RunSpec], execution: Execution) -> Survey:
+    store = Store(execution.store)
+    finished, todo, done = {}, [], {}
+    for spec in runs:
+        existing = store.get_run(spec.run_id)
+        if existing and existing["status"] in FINAL_STATUSES and not execution.force:
+            finished[spec.run_id] = existing
+            continue
+        todo.append(spec)
+        saved = None if execution.force else engine.load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
+        done[spec.run_id] = len(saved["history"]) if saved else 0
+    return Survey(finished, todo, done)
+
+
+_FLOPS: dict[tuple, int] = {}
+
+
+def flops_per_image(spec: RunSpec, input_shape: tuple[int, ...], num_classes: int) -> int:
+    key = (spec.model, spec.depth, spec.width, spec.hidden, spec.bn, input_shape, num_classes)
+    if key not in _FLOPS:
+        _FLOPS[key] = engine.describe(spec, input_shape, num_classes)["flops_per_image"]
+    return _FLOPS[key]
+
+
 def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
             reporter: Reporter | None = None) -> list[dict]:
     """Train (or reuse) every run; return one store row per run, in the order given."""
@@ -147,30 +180,24 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
     device = engine.resolve_device(execution.device)
     store = Store(execution.store)
     options = engine_options(execution)
-
-    rows: dict[str, dict] = {}
-    todo = []
+    work = survey(runs, execution)
+    rows: dict[str, dict] = dict(work.finished)
     for spec in runs:
-        existing = store.get_run(spec.run_id)
-        if existing and existing["status"] in FINAL_STATUSES and not execution.force:
-            reporter.run_finished(spec, existing, reused=True)
-            rows[spec.run_id] = existing
-            continue
-        if execution.force:
+        if spec.run_id in work.finished:
+            reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
+    if execution.force:
+        for spec in work.todo:
             store.delete_run(spec.run_id)
-        todo.append(spec)
-
-    done = {}
-    for spec in todo:
-        saved = engine.load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
-        done[spec.run_id] = len(saved["history"]) if saved else 0
 
     runner = _PackRunner(store, device, options, reporter)
-    for key in dict.fromkeys(D.data_key(s) for s in todo):  # one dataset on the device at a time
-        group = [s for s in todo if D.data_key(s) == key]
+    for key in dict.fromkeys(D.data_key(s) for s in work.todo):  # one dataset on the device at a time
+        group = [s for s in work.todo if D.data_key(s) == key]
         data = datasets[key].to(device)
         size = execution.pack_size or engine.auto_pack_size(group, data, device, options)
-        packs = make_packs(group, size, done)
+        packs = make_packs(group, size, work.epochs_done)
+        costs = [pack_cost(p, flops_per_image(p.runs[0], data.input_shape, data.num_classes), len(data.train_y))
+                 for p in packs]
+        packs = order_by_cost(packs, costs)
         for index, pack in enumerate(packs):
             fused = engine.choose_fuse(pack.runs, data, device, options)
             reporter.pack_started(pack, index, len(packs), fused)

@@ -43,3 +43,24 @@ def make_packs(runs: list[RunSpec], pack_size: int | None, epochs_done: dict[str
         for a, b in zip(cuts, cuts[1:]):
             packs.append(Pack(tuple(members[a:b]), start))
     return packs
+
+
+# Training-set sizes for cost estimates before any data is loaded.
+TRAIN_SIZES = {"cifar10": 50_000, "imagefolder": 50_000, "ag-news": 120_000}
+
+
+def train_size(spec: RunSpec) -> int:
+    size = spec.n_train or TRAIN_SIZES.get(spec.dataset, 1_000)
+    return min(size, spec.limit_train) if spec.limit_train else size
+
+
+def pack_cost(pack: Pack, flops_per_image: int, n_train: int | None = None) -> float:
+    """Training FLOPs still to do: 3x the forward multiply-adds, per image, epoch and model."""
+    first = pack.runs[0]
+    n = n_train if n_train is not None else train_size(first)
+    return 3.0 * flops_per_image * n * (first.epochs - pack.start_epoch) * pack.k
+
+
+def order_by_cost(packs: list[Pack], costs: list[float]) -> list[Pack]:
+    """Most expensive first, so that the long packs do not start last."""
+    return [p for _, p in sorted(zip(costs, packs), key=lambda t: -t[0])]

@@ -339,3 +339,196 @@ def parse_ints(name: str, text: str, *, allow_empty: bool = False) -> list[int]:
         except ValueError:
             raise SpecError(f"{name}: {t!r} is not a whole number") from None
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: grids of depth x h x seed x training noise, from flags and/or a YAML file
+# ---------------------------------------------------------------------------------------------
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError(f"{name}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SpecError(f"{name}: {text!r} is not finite")
+    return value
+
+
+def decade_grid(a: float, b: float) -> list[float]:
+    """The 1-2-5 values of every decade from a to b, with a and b themselves always included."""
+    values = {a, b}
+    for exponent in range(math.floor(math.log10(a)) - 1, math.ceil(math.log10(b)) + 1):
+        for mantissa in (1, 2, 5):
+            v = float(f"{mantissa}e{exponent}")  # exact decimal, no 0.30000000000000004
+            if a <= v <= b:
+                values.add(v)
+    return sorted(values)
+
+
+def log_grid(a: float, b: float, n: int) -> list[float]:
+    """n log-spaced points from a to b inclusive, rounded to 4 significant digits (ends exact)."""
+    inner = [float(f"{a * (b / a) ** (i / (n - 1)):.4g}") for i in range(1, n - 1)]
+    return [a, *inner, b]
+
+
+def parse_h_grid(text: str, name: str = "--h") -> list[float]:
+    """'0.1,0.5,1' (a list), 'A..B' (the decade grid of 1-2-5 steps) or 'A..B:N' (N log-spaced)."""
+    text = str(text).strip()
+    if ".." not in text:
+        values = parse_floats(name, text)
+    else:
+        bounds, _, count = text.partition(":")
+        lo, _, hi = bounds.partition("..")
+        a, b = _number(name, lo.strip()), _number(name, hi.strip())
+        if a <= 0 or b <= 0:
+            raise SpecError(f"{name}: a range needs A and B > 0 (a log grid), got {text!r}")
+        if a >= b:
+            raise SpecError(f"{name}: range {text!r} is empty or reversed; write A..B with A < B")
+        if count:
+            try:
+                n = int(count)
+            except ValueError:
+                raise SpecError(f"{name}: {count!r} after ':' is not a whole number") from None
+            if n < 2:
+                raise SpecError(f"{name}: a range needs at least 2 points, got {n}")
+            values = log_grid(a, b, n)
+        else:
+            values = decade_grid(a, b)
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise SpecError(f"{name}: h must be finite and >= 0, got {v:g}")
+    return list(dict.fromkeys(values))
+
+
+def parse_seeds(value) -> list[int]:
+    """5 -> seeds 0..4; '7,8,9' -> those; '3..6' -> 3, 4, 5, 6."""
+    if isinstance(value, bool):
+        raise SpecError(f"--seeds: {value!r} is not a count or a list of seeds")
+    if isinstance(value, int):
+        if value < 1:
+            raise SpecError(f"--seeds: a count of seeds must be >= 1, got {value}")
+        return list(range(value))
+    if isinstance(value, (list, tuple)):
+        return list(dict.fromkeys(_count("seed", int(v) if str(v).lstrip("-").isdigit() else v, minimum=0)
+                                  for v in value))
+    text = str(value).strip()
+    if ".." in text:
+        lo, _, hi = text.partition("..")
+        a, b = parse_ints("--seeds", lo)[0], parse_ints("--seeds", hi)[0]
+        if a < 0 or b < a:
+            raise SpecError(f"--seeds: range {text!r} is empty or negative")
+        return list(range(a, b + 1))
+    items = parse_ints("--seeds", text)
+    if len(items) == 1 and "," not in text:
+        return parse_seeds(items[0])
+    for s in items:
+        _count("seed", s, minimum=0)
+    return list(dict.fromkeys(items))
+
+
+def _as_list(name: str, value, parse) -> list:
+    if isinstance(value, (list, tuple)):
+        return [parse(name, str(v)) for v in value]
+    return parse(name, str(value))
+
+
+# Keys of a sweep (YAML file or flags): the grid, and every train option, applied to all runs.
+GRID_KEYS = ("depths", "h", "seeds", "train_noise")
+RUN_KEYS = ("dataset", "bn", "epochs", "batch_size", "lr", "momentum", "milestones", "gamma", "weight_decay",
+            "optimizer", "noise_kind", "precision", "limit_train", "limit_test", "n_train", "n_test",
+            "moons_noise", "synthetic_like", "width", "hidden")
+EXECUTION_KEYS = ("device", "store", "data_dir", "pack_size", "fuse", "compile", "checkpoint_every")
+SWEEP_KEYS = GRID_KEYS + RUN_KEYS + EXECUTION_KEYS
+_TYPES = {"bn": bool, "fuse": bool, "compile": bool, "epochs": int, "batch_size": int, "limit_train": int,
+          "limit_test": int, "n_train": int, "n_test": int, "width": int, "hidden": int,
+          "lr": float, "momentum": float, "gamma": float, "weight_decay": float, "moons_noise": float,
+          "checkpoint_every": float, "dataset": str, "optimizer": str, "noise_kind": str,
+          "precision": str, "synthetic_like": str, "device": str, "store": str, "data_dir": str}
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    depths: tuple[int, ...]
+    hs: tuple[float, ...]
+    seeds: tuple[int, ...]
+    train_noises: tuple[float, ...]
+    run_options: tuple[tuple[str, object], ...]  # make_run_spec keywords shared by every run
+    source: str = "flags"
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the grid, depth-major; each validated like a `train` run."""
+        options = dict(self.run_options)
+        return [make_run_spec(depth=d, h=h, seed=s, train_noise=noise, **options)
+                for d in self.depths for noise in self.train_noises for h in self.hs for s in self.seeds]
+
+
+def load_sweep_file(path: Path) -> dict:
+    """A sweep preset: a YAML mapping of SWEEP_KEYS. Unknown keys and bad values name the key and file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"sweep config {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise SpecError(f"{path}: not valid YAML{line}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise SpecError(f"{path}: must be a mapping of keys to values, got {type(values).__name__}")
+    out = {}
+    for key, value in values.items():
+        norm = str(key).replace("-", "_")
+        if norm not in SWEEP_KEYS and norm != "description":
+            raise SpecError(f"{path}: unknown key {key!r}; known keys: {', '.join(SWEEP_KEYS)}")
+        expected = _TYPES.get(norm)
+        if expected is not None and value is not None:
+            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise SpecError(f"{path}: key {key!r} must be {expected.__name__}, got {value!r}")
+        out[norm] = value
+    out.pop("description", None)
+    return out
+
+
+def make_sweep_spec(values: dict, source: str = "flags") -> SweepSpec:
+    """Resolve merged sweep values (file, then flags) into a validated SweepSpec."""
+    unknown = set(values) - set(SWEEP_KEYS)
+    if unknown:
+        raise SpecError(f"{source}: unknown key {sorted(unknown)[0]!r}")
+    try:
+        depths = values.get("depths")
+        if depths is None:
+            raise SpecError("no depths given (--depths 20,110 or 'depths:' in the config)")
+        depth_list = [int(d) for d in depths] if isinstance(depths, (list, tuple)) else parse_ints("depths", str(depths))
+        hs = values.get("h")
+        if hs is None:
+            raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
+        h_list = [float(v) for v in hs] if isinstance(hs, (list, tuple)) else parse_h_grid(str(hs))
+        seeds = parse_seeds(values.get("seeds", 1))
+        noise = values.get("train_noise", 0.0)
+        noise_list = [float(v) for v in noise] if isinstance(noise, (list, tuple)) else parse_floats("train_noise", str(noise))
+        options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
+        if "milestones" in options and not isinstance(options["milestones"], (list, tuple)):
+            options["milestones"] = parse_ints("milestones", str(options["milestones"]), allow_empty=True)
+        if "milestones" in options:
+            options["milestones"] = tuple(int(m) for m in options["milestones"])
+        spec = SweepSpec(tuple(dict.fromkeys(depth_list)), tuple(dict.fromkeys(h_list)), tuple(seeds),
+                         tuple(dict.fromkeys(noise_list)), tuple(sorted(options.items())), source)
+        if not spec.depths or not spec.hs:
+            raise SpecError("the grid is empty")
+        spec.runs()  # validate every run now, before anything is written
+    except SpecError as exc:
+        if source != "flags" and not str(exc).startswith(source):
+            raise SpecError(f"{source}: {exc}") from None
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{source}: {exc}") from None
+    return spec
