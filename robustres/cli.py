@@ -57,33 +57,57 @@ def _members(pack) -> str:
 
 
 class PlainReporter:
-    """Timestamped lines, for logs and CI (stdout is not a terminal)."""
+    """Timestamped lines, for logs and CI (stdout is not a terminal).
+
+    A pack of one gets a line per (thinned) epoch; a bigger pack one line per epoch for all its
+    runs, with the range of their losses and accuracies.
+    """
 
     def __init__(self, stream, total_runs: int = 0):
         self.stream = stream
         self.total, self.done = total_runs, 0
+        self.pack_label, self.buffer = "", []
 
     def _say(self, text: str) -> None:
         print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}", file=self.stream, flush=True)
 
     def pack_started(self, pack, index, total, fused):
+        self._flush()
         how = "fused" if fused or pack.k == 1 else "in turn"
         more = f", resuming after epoch {pack.start_epoch}" if pack.start_epoch else ""
-        self._say(f"pack {index + 1}/{total}: {pack.k} run(s) ({how}), {_members(pack)}, "
+        self.pack_label = f"pack {index + 1}/{total}"
+        self._say(f"{self.pack_label}: {pack.k} run(s) ({how}), {_members(pack)}, "
                   f"{pack.runs[0].epochs} epochs{more}")
 
     def step(self, done, total):
         pass
 
     def epoch(self, spec, r):
-        # About ten lines per run: the first epoch, every tenth of the run, and the last.
+        if self.buffer and self.buffer[0][1].epoch != r.epoch:
+            self._flush()
+        self.buffer.append((spec, r))
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        spec, r = self.buffer[0]
+        records = [rec for _, rec in self.buffer]
+        self.buffer = []
+        # About ten lines per pack: the first epoch, every tenth of the run, and the last.
         every = max(1, spec.epochs // 10)
         if r.epoch != 1 and r.epoch % every and r.epoch != spec.epochs:
             return
-        self._say(f"{spec.run_id[:8]} {_label(spec)}: epoch {r.epoch}/{spec.epochs} loss {r.train_loss:.4f} "
-                  f"train {100 * r.train_acc:.1f}% test {100 * r.test_acc:.1f}% ({r.seconds:.1f}s)")
+        if len(records) == 1:
+            self._say(f"{spec.run_id[:8]} {_label(spec)}: epoch {r.epoch}/{spec.epochs} loss {r.train_loss:.4f} "
+                      f"train {100 * r.train_acc:.1f}% test {100 * r.test_acc:.1f}% ({r.seconds:.1f}s)")
+            return
+        losses = [x.train_loss for x in records]
+        accs = [100 * x.test_acc for x in records]
+        self._say(f"{self.pack_label} epoch {r.epoch}/{spec.epochs}: {len(records)} runs, loss "
+                  f"{min(losses):.3f}-{max(losses):.3f}, test {min(accs):.1f}-{max(accs):.1f}%")
 
     def run_finished(self, spec, row, reused):
+        self._flush()
         self.done += 1
         count = f"[{self.done}/{self.total}] " if self.total > 1 else ""
         if reused:
