@@ -2,14 +2,16 @@
 # missing and install the package (editable, with the dev extras) whenever pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
+EXTRAS ?= dev
+comma := ,
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.robustres-installed
+STAMP := $(VENV)/.robustres-installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: run test install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -251,21 +251,28 @@ def _device_type(device: str) -> str:
     return engine.resolve_device(device).type
 
 
-def _run_all(runs, execution, as_json: bool, total_label: str):
+def _run_all(runs, execution, as_json: bool, total_label: str, ray_address: str | None = None, use_ray=False):
     """Load data, train everything, print the summary; returns the rows and the seconds taken."""
     from . import executor
 
     datasets = executor.load_all(runs, execution)
+    if use_ray:
+        from .ray_executor import execute_ray
+
+        def run_with(reporter):
+            return execute_ray(runs, execution, datasets, reporter, ray_address)
+    else:
+        def run_with(reporter):
+            return executor.execute(runs, execution, datasets, reporter)
     started = time.perf_counter()
     interactive = sys.stdout.isatty() and not as_json
     console = _console()
     try:
         if interactive:
             with RichReporter(console, len(runs)) as reporter:
-                rows = executor.execute(runs, execution, datasets, reporter)
+                rows = run_with(reporter)
         else:
-            rows = executor.execute(runs, execution, datasets,
-                                    PlainReporter(sys.stderr if as_json else sys.stdout, len(runs)))
+            rows = run_with(PlainReporter(sys.stderr if as_json else sys.stdout, len(runs)))
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -411,6 +418,8 @@ def sweep(
     force: Force = False,
     as_json: AsJson = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
+    executor_: Annotated[Optional[str], typer.Option("--executor", help="local (this process, one device) or ray (each pack a Ray task; pip install 'robustres[ray]').")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (HOST:PORT or 'auto'); default: start a local Ray.")] = None,
 ) -> None:
     """Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record.
 
@@ -426,8 +435,17 @@ def sweep(
                  limit_train=limit_train, limit_test=limit_test, n_train=n_train, n_test=n_test,
                  moons_noise=moons_noise, synthetic_like=like, width=width, hidden=hidden, device=device,
                  precision=precision, pack_size=pack_size, fuse=fuse, compile=compile_,
-                 checkpoint_every=checkpoint_every, store=store, data_dir=data_dir)
+                 checkpoint_every=checkpoint_every, store=store, data_dir=data_dir, executor=executor_,
+                 ray_address=ray_address)
     values.update({k: v for k, v in flags.items() if v is not None})
+    which = values.get("executor") or "local"
+    if which not in ("local", "ray"):
+        raise SpecError(f"unknown executor {which!r}; choose local or ray")
+    if which == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SpecError("--executor ray needs Ray: pip install 'robustres[ray]'") from None
     if isinstance(values.get("seeds"), str) and values["seeds"].isdigit():
         values["seeds"] = int(values["seeds"])
     execution, resolved_precision = _execution(
@@ -448,7 +466,7 @@ def sweep(
         raise typer.Exit(EXIT_OK)
 
     executor.load_all(runs, execution)  # missing data is bad input: fail before writing anything
-    rows, seconds, console = _run_all(runs, execution, as_json, "sweep")
+    rows, seconds, console = _run_all(runs, execution, as_json, "sweep", values.get("ray_address"), which == "ray")
     failed = sum(r["status"] == "failed" for r in rows)
     if as_json:
         print(json.dumps({"runs": _json_runs(rows, ("train_noise",)), "counts": _counts(rows)}, indent=2))

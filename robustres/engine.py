@@ -146,6 +146,17 @@ def save_checkpoint(path: Path, state: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def save_checkpoint_bytes(path: Path, blob: bytes) -> None:
+    """A checkpoint that was saved elsewhere (a Ray worker), written here atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path | None, run_id: str | None = None) -> dict | None:
     """The checkpoint at `path`, or None when there is none, it is damaged or it is another run's."""
     if path is None or not path.exists():

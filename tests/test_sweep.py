@@ -237,3 +237,30 @@ def test_sigkill_mid_sweep_then_rerun_completes_every_run_exactly_once(tmp_path)
         assert result[run_id]["status"] == row["status"]
         assert result[run_id]["final_test_acc"] == row["final_test_acc"]  # as if never interrupted
     assert not list((tmp_path / "cut").rglob("*.tmp"))
+
+
+def test_a_sweep_through_a_real_local_ray_matches_the_local_executor(cli, tmp_path):
+    pytest.importorskip("ray")
+    preset = SWEEPS / "ci-smoke.yaml"
+    # In turn (--no-fuse): each run computes exactly as alone, whichever process trains it.
+    code, out, err = cli("sweep", "--config", preset, "--no-fuse", "--executor", "ray", "--json",
+                         "--store", tmp_path / "ray")
+    assert code == 0, err
+    via_ray = {r["run_id"]: r for r in json.loads(out)["runs"]}
+    code, out, err = cli("sweep", "--config", preset, "--no-fuse", "--json", "--store", tmp_path / "local")
+    local = {r["run_id"]: r for r in json.loads(out)["runs"]}
+    assert via_ray.keys() == local.keys() and len(local) == 8
+    for run_id, row in local.items():
+        assert via_ray[run_id]["status"] == row["status"]
+        assert via_ray[run_id]["final_test_acc"] == row["final_test_acc"]
+    store = Store(tmp_path / "ray")  # the driver wrote everything: rows, epochs, checkpoints
+    assert set(store.runs().device) == {"ray:cpu"} and len(store.epochs()) == 8 * 3
+    assert all(store.checkpoint_path(r).exists() for r in via_ray)
+    code, out, err = cli("sweep", "--config", preset, "--no-fuse", "--executor", "ray", "--json",
+                         "--store", tmp_path / "ray")
+    assert code == 0 and err.count("not retrained") == 8
+
+
+def test_unknown_executor_is_bad_input(cli, tmp_path):
+    code, _, err = cli("sweep", "--config", SWEEPS / "ci-smoke.yaml", "--executor", "slurm")
+    assert code == 2 and "unknown executor 'slurm'" in err and not (tmp_path / "store").exists()

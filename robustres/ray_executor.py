@@ -1,0 +1,141 @@
+"""The Ray executor: every pack is a Ray task; the driver is the only writer to the store.
+
+A task gets its pack's RunSpecs, the data folder and the checkpoints the store already holds for
+them, trains the pack on its worker's device (a GPU when the task was given one) and returns each
+run's outcome and final checkpoint. The driver writes rows, epochs and checkpoints as tasks finish,
+so the store never depends on a worker's disk. Works with a local Ray started on the spot and with
+a cluster (`ray start --head`, then `--ray-address HOST:PORT`); on a cluster every node needs this
+package installed and the data at the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from . import engine
+from .executor import Reporter, Silent, result_row, survey
+from .plan import Pack, make_packs
+from .spec import Execution, RunSpec
+from .store import Store, now_iso
+
+RAY_PACK_SIZE = 16  # --pack-size auto under Ray: the driver cannot measure the workers' devices
+
+
+def train_pack_task(spec_dicts: list[dict], data_dir: str, options: dict, saved: list[bytes | None],
+                    threads: int) -> list[dict]:
+    """Runs inside a Ray worker: train one pack, return per-run outcomes and final checkpoints."""
+    import torch
+
+    from . import data as D
+
+    torch.set_num_threads(max(1, threads))
+    specs = [RunSpec.from_dict(d) for d in spec_dicts]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = D.load(specs[0], Path(data_dir)).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{s.run_id}.pt" for s in specs]
+        for path, blob in zip(paths, saved):
+            if blob is not None:
+                path.write_bytes(blob)
+        outcomes = engine.train(specs, data, device, paths, options=engine.Options(**options))
+        return [{"status": o.status, "history": [asdict(r) for r in o.history],
+                 "diverged_epoch": o.diverged_epoch, "diverged_step": o.diverged_step, "seconds": o.seconds,
+                 "checkpoint": path.read_bytes() if path.exists() else None, "device": str(device)}
+                for o, path in zip(outcomes, paths)]
+
+
+def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, reporter: Reporter | None = None,
+                address: str | None = None) -> list[dict]:
+    """Train (or reuse) every run through Ray; one store row per run, in the order given."""
+    import ray
+    import torch
+
+    from . import __version__
+    from . import data as D
+
+    reporter = reporter or Silent()
+    store = Store(execution.store)
+    work = survey(runs, execution)
+    rows: dict[str, dict] = dict(work.finished)
+    for spec in runs:
+        if spec.run_id in work.finished:
+            reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
+    if not work.todo:
+        return [rows[s.run_id] for s in runs]
+    if execution.force:
+        for spec in work.todo:
+            store.delete_run(spec.run_id)
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": {"ROBUSTRES_OFFLINE": os.environ.get("ROBUSTRES_OFFLINE", "")}})
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        options = {"fuse": execution.fuse, "compile": execution.compile,
+                   "checkpoint_seconds": execution.checkpoint_seconds}
+        per_task_cpus = 1 if gpus else max(1, cpus // 2)
+        task = ray.remote(train_pack_task).options(num_gpus=1 if gpus else 0, num_cpus=per_task_cpus,
+                                                   max_retries=0)
+        packs: list[Pack] = []
+        for key in dict.fromkeys(D.data_key(s) for s in work.todo):
+            group = [s for s in work.todo if D.data_key(s) == key]
+            packs += make_packs(group, execution.pack_size or RAY_PACK_SIZE, work.epochs_done)
+
+        pending, bases = {}, {}
+        for index, pack in enumerate(packs):
+            data = datasets[D.data_key(pack.runs[0])]
+            saved = []
+            for spec in pack.runs:
+                existing = store.get_run(spec.run_id)
+                bases[spec.run_id] = {
+                    **engine.describe(spec, data.input_shape, data.num_classes),
+                    "torch_version": torch.__version__, "robustres_version": __version__,
+                    "created_at": existing["created_at"] if existing else now_iso(),
+                }
+                path = store.checkpoint_path(spec.run_id)
+                blob = path.read_bytes() if engine.load_checkpoint(path, spec.run_id) else None
+                saved.append(blob)
+                store.put_run({**result_row(spec, None, bases[spec.run_id]), "status": "running",
+                               "device": "ray", "epochs_done": work.epochs_done.get(spec.run_id, 0)})
+            future = task.remote([s.to_dict() for s in pack.runs], str(execution.data_dir), options, saved,
+                                 per_task_cpus)
+            pending[future] = pack
+            reporter.pack_started(pack, index, len(packs), True)
+
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pack = pending.pop(done[0])
+            started = time.perf_counter()
+            try:
+                results = ray.get(done[0])
+            except Exception as exc:  # the task raised, or its worker died
+                detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                for spec in pack.runs:
+                    row = {**result_row(spec, None, bases[spec.run_id]), "status": "failed", "error": detail,
+                           "device": "ray", "epochs_done": 0, "seconds": time.perf_counter() - started}
+                    store.put_run(row)
+                    reporter.run_finished(spec, row, reused=False)
+                    rows[spec.run_id] = store.get_run(spec.run_id) or row
+                continue
+            for spec, result in zip(pack.runs, results):
+                if result["checkpoint"] is not None:
+                    engine.save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
+                outcome = engine.Outcome(status=result["status"],
+                                         history=[engine.EpochRecord(**r) for r in result["history"]],
+                                         diverged_epoch=result["diverged_epoch"],
+                                         diverged_step=result["diverged_step"], seconds=result["seconds"])
+                row = {**result_row(spec, outcome, bases[spec.run_id]), "device": f"ray:{result['device']}"}
+                store.put_epochs(spec.run_id, result["history"])
+                store.put_run(row)
+                reporter.run_finished(spec, row, reused=False)
+                rows[spec.run_id] = store.get_run(spec.run_id) or row
+    finally:
+        if started_here:
+            ray.shutdown()
+    return [rows[s.run_id] for s in runs]
