@@ -185,6 +185,8 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
     for spec in runs:
         if spec.run_id in work.finished:
             reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
+    if work.todo:
+        store.remove_stale_temporaries()
     if execution.force:
         for spec in work.todo:
             store.delete_run(spec.run_id)

@@ -66,6 +66,7 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
             reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
     if not work.todo:
         return [rows[s.run_id] for s in runs]
+    store.remove_stale_temporaries()
     if execution.force:
         for spec in work.todo:
             store.delete_run(spec.run_id)

@@ -106,6 +106,16 @@ def _is_missing(v) -> bool:
         return False
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class StoreError(Exception):
     """The store cannot be written or read as a whole."""
 
@@ -175,6 +185,24 @@ class Store:
         )
         self.create()
         self._write(table, self.epochs_dir / f"{run_id}.parquet")
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files left by writers that were killed mid-write (their pid is gone).
+
+        Readers never look at them; this only keeps the store tidy. Returns how many went.
+        """
+        removed = 0
+        for folder in (self.runs_dir, self.epochs_dir, self.checkpoints_dir):
+            for path in folder.glob(".*.tmp") if folder.is_dir() else []:
+                try:
+                    pid = int(path.name.rsplit(".", 2)[-2])
+                except ValueError:
+                    continue
+                if pid == os.getpid() or _alive(pid):
+                    continue
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def delete_run(self, run_id: str) -> None:
         for path in (self.runs_dir / f"{run_id}.parquet", self.epochs_dir / f"{run_id}.parquet",

@@ -83,3 +83,21 @@ def test_empty_store_reads_as_empty_frames(tmp_path):
 def test_unknown_columns_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown run columns"):
         Store(tmp_path).put_run({**row_for(make_run_spec()), "colour": "blue"})
+
+
+def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    store = Store(tmp_path)
+    store.create()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = store.runs_dir / f".abc.parquet.{dead}.tmp"
+    live = store.checkpoints_dir / f".abc.pt.{os.getpid()}.tmp"
+    other = store.epochs_dir / ".notes.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    assert store.remove_stale_temporaries() == 1
+    assert not stale.exists() and live.exists() and other.exists()
