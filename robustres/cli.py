@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 import time
 from datetime import datetime
 from pathlib import Path
@@ -262,7 +263,13 @@ def _run_all(runs, execution, as_json: bool, total_label: str, ray_address: str 
         def run_with(reporter):
             return execute_ray(runs, execution, datasets, reporter, ray_address)
     else:
+        devices = _worker_devices(execution)
+
         def run_with(reporter):
+            if len(devices) > 1:
+                from .workers import execute_workers
+
+                return execute_workers(runs, execution, datasets, devices, reporter)
             return executor.execute(runs, execution, datasets, reporter)
     started = time.perf_counter()
     interactive = sys.stdout.isatty() and not as_json
@@ -277,6 +284,18 @@ def _run_all(runs, execution, as_json: bool, total_label: str, ray_address: str 
         print(INTERRUPTED, file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     return rows, time.perf_counter() - started, console
+
+
+def _worker_devices(execution) -> list[str]:
+    """One worker per visible GPU (device auto or cuda), or --workers N on the chosen device."""
+    import torch
+
+    count = torch.cuda.device_count() if execution.device in ("auto", "cuda") else 0
+    if execution.workers is not None:
+        if count > 0:
+            return [f"cuda:{i % count}" for i in range(execution.workers)]
+        return [execution.device if execution.device != "auto" else "cpu"] * execution.workers
+    return [f"cuda:{i}" for i in range(count)] if count > 1 else [execution.device]
 
 
 def _json_runs(rows: list[dict], extra: tuple[str, ...] = ()) -> list[dict]:
@@ -420,6 +439,7 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
     executor_: Annotated[Optional[str], typer.Option("--executor", help="local (this process, one device) or ray (each pack a Ray task; pip install 'robustres[ray]').")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (HOST:PORT or 'auto'); default: start a local Ray.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local worker processes, packs queued to free ones (default: one per visible GPU, else 1).")] = None,
 ) -> None:
     """Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record.
 
@@ -436,7 +456,7 @@ def sweep(
                  moons_noise=moons_noise, synthetic_like=like, width=width, hidden=hidden, device=device,
                  precision=precision, pack_size=pack_size, fuse=fuse, compile=compile_,
                  checkpoint_every=checkpoint_every, store=store, data_dir=data_dir, executor=executor_,
-                 ray_address=ray_address)
+                 ray_address=ray_address, workers=workers)
     values.update({k: v for k, v in flags.items() if v is not None})
     which = values.get("executor") or "local"
     if which not in ("local", "ray"):
@@ -453,6 +473,10 @@ def sweep(
         values.get("fuse"), values.get("compile"), values.get("checkpoint_every"), values.get("store"),
         values.get("data_dir"), force)
     values["precision"] = resolved_precision
+    if values.get("workers") is not None:
+        if values["workers"] < 1:
+            raise SpecError(f"--workers must be >= 1, got {values['workers']}")
+        execution = replace(execution, workers=values["workers"])
     grid = make_sweep_spec({k: v for k, v in values.items() if k not in EXECUTION_KEYS},
                            str(config) if config is not None else "flags")
     runs = list({spec.run_id: spec for spec in grid.runs()}.values())

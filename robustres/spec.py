@@ -298,6 +298,7 @@ class Execution:
     fuse: bool | None = None  # None: measure fused against in-turn execution, take the faster
     compile: bool = False
     checkpoint_seconds: float = 10.0  # see engine.Options
+    workers: int | None = None  # local worker processes; None: one per visible GPU (1 without)
 
 
 def check_device(device: str) -> str:
@@ -440,14 +441,14 @@ RUN_KEYS = ("dataset", "bn", "epochs", "batch_size", "lr", "momentum", "mileston
             "optimizer", "noise_kind", "precision", "limit_train", "limit_test", "n_train", "n_test",
             "moons_noise", "synthetic_like", "width", "hidden")
 EXECUTION_KEYS = ("device", "store", "data_dir", "pack_size", "fuse", "compile", "checkpoint_every", "executor",
-                  "ray_address")
+                  "ray_address", "workers")
 SWEEP_KEYS = GRID_KEYS + RUN_KEYS + EXECUTION_KEYS
 _TYPES = {"bn": bool, "fuse": bool, "compile": bool, "epochs": int, "batch_size": int, "limit_train": int,
           "limit_test": int, "n_train": int, "n_test": int, "width": int, "hidden": int,
           "lr": float, "momentum": float, "gamma": float, "weight_decay": float, "moons_noise": float,
           "checkpoint_every": float, "dataset": str, "optimizer": str, "noise_kind": str,
           "precision": str, "synthetic_like": str, "device": str, "store": str, "data_dir": str,
-          "executor": str, "ray_address": str}
+          "executor": str, "ray_address": str, "workers": int}
 
 
 @dataclass(frozen=True)

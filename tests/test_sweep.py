@@ -264,3 +264,50 @@ def test_a_sweep_through_a_real_local_ray_matches_the_local_executor(cli, tmp_pa
 def test_unknown_executor_is_bad_input(cli, tmp_path):
     code, _, err = cli("sweep", "--config", SWEEPS / "ci-smoke.yaml", "--executor", "slurm")
     assert code == 2 and "unknown executor 'slurm'" in err and not (tmp_path / "store").exists()
+
+
+def test_worker_processes_share_out_the_packs_like_one_process(cli, tmp_path):
+    preset = SWEEPS / "ci-smoke.yaml"
+    code, out, err = cli("sweep", "--config", preset, "--workers", "2", "--pack-size", "2", "--no-fuse", "--json",
+                         "--store", tmp_path / "two")
+    assert code == 0, err
+    two = {r["run_id"]: r["final_test_acc"] for r in json.loads(out)["runs"]}
+    code, out, _ = cli("sweep", "--config", preset, "--no-fuse", "--json", "--store", tmp_path / "one")
+    assert two == {r["run_id"]: r["final_test_acc"] for r in json.loads(out)["runs"]}
+    assert err.count("pack ") >= 4 and "4/4" in err
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_killed_worker_fails_its_pack_and_the_sweep_goes_on(tmp_path):
+    args = [sys.executable, "-m", "robustres", "sweep", "--depths", "3", "--h", "0.1,0.5,1,2", "--seeds", "1",
+            "--epochs", "400", "--workers", "2", "--pack-size", "2", "--no-fuse", "--json"]
+    proc = subprocess.Popen(args, env=_env(tmp_path, "store"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    store = Store(tmp_path / "store")
+    deadline = time.time() + 60
+    while time.time() < deadline:  # both workers training
+        workers = _children(proc.pid)
+        if len(workers) == 2 and store.runs_dir.exists() and len(list(store.runs_dir.glob("*.parquet"))) == 4:
+            break
+        time.sleep(0.1)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    runs = json.loads(out)["runs"]
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert len(failed) == 2 and {r["status"] for r in runs if r not in failed} <= {"completed", "diverged"}
+    assert "died (exit code -9)" in Store(tmp_path / "store").get_run(failed[0]["run_id"])["error"]

@@ -1,0 +1,180 @@
+"""Local worker processes: one per device (every visible GPU), packs queued to whichever is free.
+
+Each worker is a spawned process pinned to its device; it loads the data it needs once, trains
+the packs it is handed through the same `_PackRunner` as the in-process executor (so it writes its
+own runs' rows and checkpoints, one file per run) and sends its progress back to the driver. The
+driver watches the workers: when one dies (a segfault, the OOM killer, kill -9), the pack it held
+is marked `failed` with the exit code, a fresh worker takes its device, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+import traceback
+from dataclasses import asdict
+
+from .executor import Reporter, Silent, _PackRunner, engine_options, result_row, survey
+from .plan import Pack, make_packs
+from .spec import Execution, RunSpec
+from .store import Store
+
+
+class _Forward:
+    """A reporter inside a worker: sends every event to the driver."""
+
+    def __init__(self, results, worker: int):
+        self.results, self.worker = results, worker
+
+    def pack_started(self, pack, index, total, fused):
+        pass
+
+    def step(self, done, total):
+        pass
+
+    def epoch(self, spec, record):
+        self.results.put(("epoch", self.worker, spec.to_dict(), asdict(record)))
+
+    def run_finished(self, spec, row, reused):
+        pass
+
+
+def _worker_main(worker: int, device_name: str, execution: Execution, tasks, results) -> None:
+    import torch
+
+    from . import data as D
+    from . import engine
+
+    device = engine.resolve_device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(1)
+    runner = _PackRunner(Store(execution.store), device, engine_options(execution), _Forward(results, worker))
+    loaded: dict[tuple, tuple] = {}
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        index, spec_dicts, start_epoch = task
+        specs = tuple(RunSpec.from_dict(d) for d in spec_dicts)
+        try:
+            key = D.data_key(specs[0])
+            if key not in loaded:
+                loaded.clear()
+                cpu = D.load(specs[0], execution.data_dir)
+                loaded[key] = (cpu, cpu.to(device))
+            cpu, on_device = loaded[key]
+            fused = engine.choose_fuse(specs, on_device, device, runner.options)
+            results.put(("started", worker, index, fused))
+            rows = runner.run(Pack(specs, start_epoch), on_device, cpu)
+            results.put(("done", worker, index, rows))
+        except Exception:
+            results.put(("error", worker, index, traceback.format_exc().strip().splitlines()[-1]))
+
+
+def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, devices: list[str],
+                    reporter: Reporter | None = None) -> list[dict]:
+    """Train (or reuse) every run on len(devices) worker processes; one row per run, in order."""
+    from . import data as D
+
+    reporter = reporter or Silent()
+    store = Store(execution.store)
+    work = survey(runs, execution)
+    rows: dict[str, dict] = dict(work.finished)
+    for spec in runs:
+        if spec.run_id in work.finished:
+            reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
+    if not work.todo:
+        return [rows[s.run_id] for s in runs]
+    store.remove_stale_temporaries()
+    if execution.force:
+        for spec in work.todo:
+            store.delete_run(spec.run_id)
+    packs: list[Pack] = []
+    for key in dict.fromkeys(D.data_key(s) for s in work.todo):
+        group = [s for s in work.todo if D.data_key(s) == key]
+        packs += make_packs(group, execution.pack_size or len(group), work.epochs_done)
+    packs.sort(key=lambda p: -(p.runs[0].depth * p.runs[0].epochs * p.k))  # the long ones first
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    by_spec = {s.run_id: s for s in work.todo}
+    queues = [ctx.Queue() for _ in devices]  # one per worker: the driver knows who holds what
+
+    def start(worker: int):
+        proc = ctx.Process(target=_worker_main, args=(worker, devices[worker], execution, queues[worker], results),
+                           daemon=True)
+        proc.start()
+        return proc
+
+    procs = [start(w) for w in range(len(devices))]
+    waiting = list(range(len(packs)))
+    holding: dict[int, int] = {}  # worker -> pack index
+
+    def hand_out(worker: int) -> None:
+        if waiting:
+            index = waiting.pop(0)
+            holding[worker] = index
+            pack = packs[index]
+            queues[worker].put((index, [s.to_dict() for s in pack.runs], pack.start_epoch))
+
+    for worker in range(len(devices)):
+        hand_out(worker)
+    try:
+        while holding:
+            try:
+                message = results.get(timeout=0.5)
+            except queue.Empty:
+                for worker, proc in enumerate(procs):
+                    if proc.is_alive() or worker not in holding:
+                        continue
+                    index = holding.pop(worker)
+                    _fail(packs[index], f"worker process on {devices[worker]} died (exit code {proc.exitcode})",
+                          store, reporter, rows)
+                    procs[worker] = start(worker)
+                    hand_out(worker)
+                continue
+            kind, worker = message[0], message[1]
+            if kind == "epoch":
+                reporter.epoch(by_spec[RunSpec.from_dict(message[2]).run_id], engine_record(message[3]))
+            elif kind == "started":
+                reporter.pack_started(packs[message[2]], message[2], len(packs), message[3])
+            elif kind in ("done", "error"):
+                index = message[2]
+                holding.pop(worker, None)
+                if kind == "error":
+                    _fail(packs[index], message[3], store, reporter, rows)
+                else:
+                    for row in message[3]:
+                        rows[row["run_id"]] = row
+                        reporter.run_finished(by_spec[row["run_id"]], row, reused=False)
+                hand_out(worker)
+    finally:
+        for q in queues:
+            q.put(None)
+        deadline = time.time() + 10
+        for proc in procs:
+            proc.join(max(0.1, deadline - time.time()))
+            if proc.is_alive():
+                proc.terminate()
+    return [rows[s.run_id] for s in runs]
+
+
+def engine_record(d: dict):
+    from .engine import EpochRecord
+
+    return EpochRecord(**d)
+
+
+def _fail(pack: Pack, detail: str, store: Store, reporter: Reporter, rows: dict) -> None:
+    for spec in pack.runs:
+        existing = store.get_run(spec.run_id) or {}
+        base = {k: existing[k] for k in ("params", "flops_per_image", "device", "torch_version",
+                                         "robustres_version", "created_at") if existing.get(k) is not None}
+        row = {**result_row(spec, None, base), "status": "failed", "error": detail,
+               "epochs_done": existing.get("epochs_done") or 0, "seconds": existing.get("seconds")}
+        store.put_run(row)
+        reporter.run_finished(spec, row, reused=False)
+        rows[spec.run_id] = store.get_run(spec.run_id) or row
