@@ -325,7 +325,7 @@ def train(
     weight_decay: WeightDecay = 0.0,
     optimizer: Optimizer = "sgd",
     bn: Bn = None,
-    train_noise: Annotated[float, typer.Option(help="Noise level in (0, 1) on the training inputs (test data stay clean).")] = 0.0,
+    train_noise: Annotated[float, typer.Option(help="Noise level from 0 to 1 on the training inputs (test data stay clean).")] = 0.0,
     noise_kind: NoiseKind = None,
     limit_train: LimitTrain = None,
     limit_test: LimitTest = None,

@@ -173,13 +173,9 @@ def flops_per_image(spec: RunSpec, input_shape: tuple[int, ...], num_classes: in
     return _FLOPS[key]
 
 
-def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
-            reporter: Reporter | None = None) -> list[dict]:
-    """Train (or reuse) every run; return one store row per run, in the order given."""
-    reporter = reporter or Silent()
-    device = engine.resolve_device(execution.device)
+def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tuple[Store, Survey, dict]:
+    """What every executor does first: report the finished runs, tidy the store for the rest."""
     store = Store(execution.store)
-    options = engine_options(execution)
     work = survey(runs, execution)
     rows: dict[str, dict] = dict(work.finished)
     for spec in runs:
@@ -187,9 +183,19 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
             reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
     if work.todo:
         store.remove_stale_temporaries()
-    if execution.force:
-        for spec in work.todo:
-            store.delete_run(spec.run_id)
+        if execution.force:
+            for spec in work.todo:
+                store.delete_run(spec.run_id)
+    return store, work, rows
+
+
+def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
+            reporter: Reporter | None = None) -> list[dict]:
+    """Train (or reuse) every run; return one store row per run, in the order given."""
+    reporter = reporter or Silent()
+    device = engine.resolve_device(execution.device)
+    options = engine_options(execution)
+    store, work, rows = begin(runs, execution, reporter)
 
     runner = _PackRunner(store, device, options, reporter)
     for key in dict.fromkeys(D.data_key(s) for s in work.todo):  # one dataset on the device at a time

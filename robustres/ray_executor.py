@@ -17,10 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import engine
-from .executor import Reporter, Silent, result_row, survey
+from .executor import Reporter, Silent, result_row, begin
 from .plan import Pack, make_packs
 from .spec import Execution, RunSpec
-from .store import Store, now_iso
+from .store import now_iso
 
 RAY_PACK_SIZE = 16  # --pack-size auto under Ray: the driver cannot measure the workers' devices
 
@@ -58,18 +58,9 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
     from . import data as D
 
     reporter = reporter or Silent()
-    store = Store(execution.store)
-    work = survey(runs, execution)
-    rows: dict[str, dict] = dict(work.finished)
-    for spec in runs:
-        if spec.run_id in work.finished:
-            reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
+    store, work, rows = begin(runs, execution, reporter)
     if not work.todo:
         return [rows[s.run_id] for s in runs]
-    store.remove_stale_temporaries()
-    if execution.force:
-        for spec in work.todo:
-            store.delete_run(spec.run_id)
 
     started_here = not ray.is_initialized()
     if started_here:

@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import asdict
 
-from .executor import Reporter, Silent, _PackRunner, engine_options, result_row, survey
+from .executor import Reporter, Silent, _PackRunner, engine_options, result_row, begin
 from .plan import Pack, make_packs
 from .spec import Execution, RunSpec
 from .store import Store
@@ -80,18 +80,9 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
     from . import data as D
 
     reporter = reporter or Silent()
-    store = Store(execution.store)
-    work = survey(runs, execution)
-    rows: dict[str, dict] = dict(work.finished)
-    for spec in runs:
-        if spec.run_id in work.finished:
-            reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
+    store, work, rows = begin(runs, execution, reporter)
     if not work.todo:
         return [rows[s.run_id] for s in runs]
-    store.remove_stale_temporaries()
-    if execution.force:
-        for spec in work.todo:
-            store.delete_run(spec.run_id)
     packs: list[Pack] = []
     for key in dict.fromkeys(D.data_key(s) for s in work.todo):
         group = [s for s in work.todo if D.data_key(s) == key]
