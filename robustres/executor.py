@@ -212,4 +212,6 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
             for row in runner.run(pack, data, datasets[key]):
                 rows[row["run_id"]] = row
         del data
+    if work.todo:
+        store.refresh()
     return [rows[spec.run_id] for spec in runs]

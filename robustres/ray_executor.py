@@ -130,4 +130,5 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
     finally:
         if started_here:
             ray.shutdown()
+    store.refresh()
     return [rows[s.run_id] for s in runs]

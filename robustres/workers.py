@@ -150,6 +150,7 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
             proc.join(max(0.1, deadline - time.time()))
             if proc.is_alive():
                 proc.terminate()
+    store.refresh()
     return [rows[s.run_id] for s in runs]
 
 

@@ -101,3 +101,21 @@ def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
         path.write_bytes(b"partial")
     assert store.remove_stale_temporaries() == 1
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_the_read_snapshot_follows_every_change(tmp_path):
+    store = Store(tmp_path)
+    specs = [make_run_spec(seed=s) for s in range(3)]
+    for spec in specs:
+        store.put_run(row_for(spec, final_test_acc=0.5))
+    assert len(store.runs()) == 3 and (tmp_path / ".snapshot" / "runs.parquet").exists()
+    import time
+    time.sleep(0.01)
+    store.put_run(row_for(specs[0], final_test_acc=0.75))  # changed
+    store.delete_run(specs[1].run_id)  # gone
+    store.put_run(row_for(make_run_spec(seed=9)))  # new
+    runs = Store(tmp_path).runs().set_index("run_id")
+    assert len(runs) == 3 and specs[1].run_id not in runs.index
+    assert runs.final_test_acc[specs[0].run_id] == 0.75
+    (tmp_path / ".snapshot" / "runs.parquet").write_bytes(b"garbage")  # a damaged cache is only slower
+    assert len(Store(tmp_path).runs()) == 3
