@@ -228,7 +228,7 @@ class Store:
         """All of a folder's rows, read through a snapshot file that caches them.
 
         Reading 10,000 one-run files costs seconds; the snapshot (`.snapshot/<folder>.parquet`)
-        holds every row with the file's name, size and mtime, so only files that changed since are
+        holds every row with the file's name, size, mtime and inode, so only files that changed since are
         read again. It is only a cache: the per-run files stay the truth, and a missing, damaged or
         stale snapshot just means more files to read. It is rewritten (atomically) when it was stale
         and the store is writable.
@@ -240,7 +240,8 @@ class Store:
             for entry in entries:
                 if entry.name.endswith(".parquet") and not entry.name.startswith("."):
                     st = entry.stat()
-                    listing[entry.name] = (st.st_size, st.st_mtime_ns)
+                    # Every write is a new file renamed into place: a new inode as well as an mtime.
+                    listing[entry.name] = (st.st_size, st.st_mtime_ns * 4096 + st.st_ino % 4096)
         snap_path = self.root / ".snapshot" / f"{folder.name}.parquet"
         cached, keep = None, pa.array([], pa.bool_())
         if snap_path.exists():
