@@ -241,7 +241,7 @@ class Store:
                 if entry.name.endswith(".parquet") and not entry.name.startswith("."):
                     st = entry.stat()
                     # Every write is a new file renamed into place: a new inode as well as an mtime.
-                    listing[entry.name] = (st.st_size, st.st_mtime_ns * 4096 + st.st_ino % 4096)
+                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
         snap_path = self.root / ".snapshot" / f"{folder.name}.parquet"
         cached, keep = None, pa.array([], pa.bool_())
         if snap_path.exists():
