@@ -6,6 +6,7 @@ Bad input exits with code 2 and one line on stderr ("error: ..."), before anythi
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import replace
 import time
@@ -25,9 +26,8 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as click_exceptions
 
 from . import __version__
-from .data import DataError
-from .spec import (EXECUTION_KEYS, Execution, SpecError, check_device, load_sweep_file, make_run_spec,
-                   make_sweep_spec, parse_floats, parse_ints)
+from .spec import (EXECUTION_KEYS, DataError, Execution, SpecError, check_device, load_sweep_file, make_run_spec,
+                   make_sweep_spec, parse_floats, parse_h_grid, parse_ints)
 from .store import StoreError
 
 app = typer.Typer(
@@ -643,6 +643,169 @@ def _print_summary(console: Console, rows: list[dict], store: Path, seconds: flo
 
 
 # ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+@app.command()
+def report(
+    store: Store_ = None,
+    config: Annotated[Optional[Path], typer.Option(help="Only the runs of this sweep preset (YAML).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Only these datasets, comma-separated.")] = None,
+    depths: Annotated[Optional[str], typer.Option(help="Only these depths, comma-separated.")] = None,
+    h: Annotated[Optional[str], typer.Option("--h", help="Only these h (a list or a range, as in sweep).")] = None,
+    train_noise: Annotated[Optional[str], typer.Option(help="Only these training-noise levels.")] = None,
+    min_seeds: Annotated[int, typer.Option(help="Completed runs an h needs to be recommended; a gate too.")] = 3,
+    max_failures: Annotated[Optional[int], typer.Option(help="Gate: exit 1 when more runs than this failed.")] = None,
+    require_complete: Annotated[bool, typer.Option("--require-complete", help="Gate: exit 1 unless every run of --config is finished in the store.")] = False,
+    format_: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
+    plot: Annotated[Optional[Path], typer.Option(help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
+) -> None:
+    """Which h to use at each depth, and how sure: tables, JSON/CSV/markdown, figures, CI gates.
+
+    Exit codes: 0 fine, 1 a gate failed or nothing matched, 2 bad input.
+    """
+    from . import report as R
+    from .store import Store
+
+    if format_ not in FORMATS:
+        raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
+    if min_seeds < 1:
+        raise SpecError(f"--min-seeds must be >= 1, got {min_seeds}")
+    if max_failures is not None and max_failures < 0:
+        raise SpecError(f"--max-failures must be >= 0, got {max_failures}")
+    if require_complete and config is None:
+        raise SpecError("--require-complete needs --config: which runs should be there?")
+    planned = None
+    if config is not None:
+        values = load_sweep_file(config)
+        grid_values = {k: v for k, v in values.items() if k not in EXECUTION_KEYS}
+        grid_values.setdefault("precision", _default_precision(values.get("device")))
+        planned = make_sweep_spec(grid_values, str(config)).runs()
+    filters = R.Filters(
+        datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
+        depths=tuple(parse_ints("--depths", depths)) if depths else (),
+        hs=tuple(parse_h_grid(h)) if h else (),
+        train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
+        run_ids=frozenset(s.run_id for s in planned) if planned is not None else None,
+    )
+    the_store = Store(store if store is not None else Execution().store)
+    runs = R.select(the_store.runs(columns=R.RUN_COLUMNS), filters)
+    failures = []
+    if runs.empty:
+        print(f"error: no runs in {the_store.root} match", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
+    groups, recs, warnings = R.recommend(R.aggregate(runs), runs, min_seeds)
+    if max_failures is not None and (runs.status == "failed").sum() > max_failures:
+        failures.append(f"{int((runs.status == 'failed').sum())} runs failed, more than --max-failures {max_failures}")
+    if planned is not None and require_complete:
+        finished = set(runs[runs.status.isin(["completed", "diverged"])].run_id)
+        missing = [s for s in planned if s.run_id not in finished]
+        if missing:
+            failures.append(f"{len(missing)} of {len(planned)} runs of {config} are not finished in the store")
+    short = groups[(groups.completed < min_seeds)]
+    if not short.empty and _gate_min_seeds_given():
+        failures.append(f"{len(short)} (depth, h) groups have fewer than {min_seeds} completed runs")
+
+    files = R.plot(groups, the_store.epochs() if plot is not None else None, runs, plot) if plot is not None else []
+    if format_ == "json":
+        print(json.dumps(_report_json(groups, recs, warnings + failures, files), indent=2))
+    elif format_ == "csv":
+        print(groups.to_csv(index=False), end="")
+    elif format_ == "markdown":
+        print(_report_markdown(groups, recs, warnings + failures))
+    else:
+        _print_report(groups, recs, warnings, min_seeds)
+        for path in files:
+            print(f"wrote {path}")
+    for failure in failures:
+        print(f"gate failed: {failure}", file=sys.stderr)
+    raise typer.Exit(EXIT_FAILED if failures else EXIT_OK)
+
+
+def _gate_min_seeds_given() -> bool:
+    """--min-seeds is a gate only when given explicitly (it always drives the recommendation)."""
+    return any(a == "--min-seeds" or a.startswith("--min-seeds=") for a in _ARGV)
+
+
+_ARGV: list[str] = []
+
+
+def _default_precision(device) -> str:
+    return "bf16" if _device_type(device or "auto") == "cuda" else "fp32"
+
+
+def _records(df) -> list[dict]:
+    return [{k: _json_value(v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in df.to_dict(orient="records")]
+
+
+def _report_json(groups, recs, warnings, files) -> dict:
+    return {"schema_version": 1, "groups": _records(groups), "recommendations": recs, "warnings": warnings,
+            "figures": [str(f) for f in files]}
+
+
+def _report_markdown(groups, recs, warnings) -> str:
+    lines = ["| dataset | depth | noise | h | runs | completed | diverged | failed | median final % | std | "
+             "best-epoch median % | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in groups.itertuples():
+        lines.append(f"| {r.dataset} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | {r.completed} | "
+                     f"{r.diverged} | {r.failed} | {_pct(r.final_median)} | {_pct(r.final_std)} | "
+                     f"{_pct(r.best_epoch_median)} | {r.label} |")
+    lines.append("")
+    for rec in recs:
+        lines.append(f"- **{rec['dataset']}, depth {rec['depth']}**: {rec['reason']}")
+    lines += [f"- warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def _print_report(groups, recs, warnings, min_seeds: int) -> None:
+    console = _console()
+    by_block = {(r["dataset"], r["depth"], r["train_noise"]): r for r in recs}
+    for dataset, g in groups.groupby("dataset", sort=True):
+        noisy = g.train_noise.nunique() > 1 or (g.train_noise != 0).any()
+        table = Table(title=f"robustres report: {dataset}",
+                      caption="final = test accuracy after the last epoch (recommendations use it); "
+                              "best epoch = the best epoch's, what the paper reports")
+        cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail", "final % median",
+                                                          "std", "min-max", "best epoch %", "label"]
+        for col in cols:
+            table.add_column(col, justify="left" if col == "label" else "right")
+        last = None
+        for r in g.itertuples():
+            block = (r.dataset, r.depth, r.train_noise)
+            if last is not None and block != last:
+                table.add_section()
+            last = block
+            label = r.label + (" <- recommended" if r.label == "best" else "")
+            spread = "-" if pd_isna(r.final_min) else f"{100 * r.final_min:.1f}-{100 * r.final_max:.1f}"
+            table.add_row(str(r.depth), *([f"{r.train_noise:g}"] if noisy else []), f"{r.h:g}", str(r.runs),
+                          str(r.completed), str(r.diverged), str(r.failed), _pct(r.final_median), _pct(r.final_std),
+                          spread, _pct(r.best_epoch_median), label,
+                          style="bold" if r.label == "best" else None)
+        console.print(table)
+        for block, rec in by_block.items():
+            if block[0] != dataset:
+                continue
+            where = f"depth {block[1]}" + (f", noise {block[2]:g}" if block[2] else "")
+            line = f"{where}: {rec['reason']}"
+            vs = rec.get("vs_h1")
+            if vs:
+                diff = "" if vs["median_diff"] is None else f"median {100 * vs['median_diff']:+.1f} points, "
+                line += (f". Against h=1 over {vs['seeds']} paired seeds: {diff}wins {vs['wins']}/{vs['seeds']} "
+                         f"(sign test p={vs['sign_test_p']:.2f}; a divergence loses)")
+            console.print(line)
+    for w in warnings:
+        console.print(f"warning: {w}")
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -658,6 +821,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="robustres", standalone_mode=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .spec import RunSpec
+from .spec import DataError, RunSpec
 
 DATA_SEED = 0  # generated data and --limit subsets are the same for every run seed
 SEQ_LEN = 1024
@@ -30,10 +30,6 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
-
-
-class DataError(Exception):
-    """The data cannot be had: missing files, a bad layout, no network for a download."""
 
 
 @dataclass

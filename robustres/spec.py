@@ -23,6 +23,10 @@ class SpecError(ValueError):
     """Bad input: the message is one line that names the problem."""
 
 
+class DataError(Exception):
+    """The data cannot be had: missing files, a bad layout, no network for a download."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Datasets and model families
 # ---------------------------------------------------------------------------------------------
