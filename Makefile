@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The embedded default job: the quick-moons sweep (two-moons, 3 depths x 8 values of h x 3 seeds).
+# The embedded default job: the quick-moons sweep (two-moons, 3 depths x 8 values of h x 3 seeds),
+# then the report that recommends h per depth.
 run: $(STAMP)
 	$(BIN)/robustres sweep --config sweeps/quick-moons.yaml
+	$(BIN)/robustres report --config sweeps/quick-moons.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -695,7 +695,10 @@ def report(
     runs = R.select(the_store.runs(columns=R.RUN_COLUMNS), filters)
     failures = []
     if runs.empty:
-        print(f"error: no runs in {the_store.root} match", file=sys.stderr)
+        if planned is not None and require_complete:
+            print(f"gate failed: 0 of {len(planned)} runs of {config} are in the store (not finished)", file=sys.stderr)
+        else:
+            print(f"error: no runs in {the_store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
     groups, recs, warnings = R.recommend(R.aggregate(runs), runs, min_seeds)
     if max_failures is not None and (runs.status == "failed").sum() > max_failures:

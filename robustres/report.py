@@ -90,12 +90,14 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
             continue
         cstd = std[cand.index]
         top = cand.assign(_std=cstd).sort_values(["final_median", "_std", "h"], ascending=[False, True, True]).iloc[0]
-        near = cand[cand.final_median > top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std)]
+        # Within the noise: a median above (best median - best std); equal medians (ties) count too.
+        near = cand[cand.final_median > top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std)
+                    - 1e-12]
         near = near.assign(_std=std[near.index]).sort_values(["_std", "h"])
         rec = near.iloc[0]
         rec_std = 0.0 if math.isnan(rec.final_std) else rec.final_std
         labels, notes = {}, []
-        clearly_worse_cut = top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std)
+        clearly_worse_cut = top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std) - 1e-12
         for i, row in rows.iterrows():
             s = std[i]
             noisy = rec_std > 0 and s > 2 * rec_std

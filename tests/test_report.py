@@ -1,0 +1,188 @@
+import json
+
+import pandas as pd
+import pytest
+
+from robustres import report as R
+from robustres.spec import make_run_spec
+from robustres.store import Store, config_columns
+
+SWEEPS = __import__("pathlib").Path(__file__).resolve().parents[1] / "sweeps"
+
+
+def put(store, depth, h, seed, status="completed", acc=0.9, dataset="two-moons", noise=0.0, epochs=30):
+    spec = make_run_spec(dataset=dataset, depth=depth, h=h, seed=seed, train_noise=noise, epochs=epochs)
+    store.put_run({"run_id": spec.run_id, **config_columns(spec), "status": status,
+                   "final_test_acc": acc if status == "completed" else None,
+                   "best_test_acc": None if status == "failed" else acc + 0.01, "epochs_done": epochs})
+    return spec
+
+
+def crafted(tmp_path, table):
+    """table: {(depth, h): [acc or 'diverged' or 'failed', ...]} one entry per seed."""
+    store = Store(tmp_path / "store")
+    for (depth, h), results in table.items():
+        for seed, r in enumerate(results):
+            if isinstance(r, str):
+                put(store, depth, h, seed, status=r)
+            else:
+                put(store, depth, h, seed, acc=r)
+    runs = store.runs(columns=R.RUN_COLUMNS)
+    groups, recs, warnings = R.recommend(R.aggregate(runs), runs, min_seeds=3)
+    labels = {(r.depth, r.h): r.label for r in groups.itertuples()}
+    return {r["depth"]: r for r in recs}, labels, warnings, groups
+
+
+def test_best_median_wins_and_every_h_gets_a_label(tmp_path):
+    recs, labels, warnings, groups = crafted(tmp_path, {
+        (10, 0.01): [0.80, 0.81, 0.80],            # far below: over-smoothed
+        (10, 0.1): [0.95, 0.96, 0.955],            # best
+        (10, 0.5): [0.90, 0.91, 0.905],            # larger and clearly worse
+        (10, 5.0): [0.5, "diverged", "diverged"],   # unstable
+        (10, 1.0): [0.95, 0.96],                   # too few seeds
+    })
+    assert recs[10]["h"] == 0.1
+    assert labels == {(10, 0.01): "over-smoothed", (10, 0.1): "best", (10, 0.5): "worse",
+                      (10, 5.0): "unstable", (10, 1.0): "too few seeds"}
+    reason = recs[10]["reason"]
+    assert reason.startswith("h=0.1: best median 95.5 %") and "h=5 diverged 2/3" in reason
+    assert "h<=0.01 over-smoothed" in reason
+    g = groups.set_index(["depth", "h"])
+    assert g.loc[(10, 0.1)].final_median == pytest.approx(0.955) and g.loc[(10, 5.0)].diverged == 2
+    assert g.loc[(10, 0.1)].best_epoch_median == pytest.approx(0.965)
+
+
+def test_within_noise_prefers_the_steadier_then_the_smaller_h(tmp_path):
+    recs, labels, _, _ = crafted(tmp_path, {
+        (20, 0.1): [0.90, 0.94, 0.98],   # best median 0.94, std 0.04
+        (20, 0.2): [0.93, 0.935, 0.93],  # median 0.93 > 0.94 - 0.04: within noise, std 0.003
+        (20, 0.5): [0.92, 0.93, 0.94],   # also within noise, less steady
+    })
+    assert recs[20]["h"] == 0.2 and labels[(20, 0.2)] == "best"
+    assert labels[(20, 0.1)] in ("within noise", "unstable")
+    assert "within the noise of the best, h=0.1" in recs[20]["reason"]
+
+
+def test_a_tie_goes_to_the_smaller_h(tmp_path):
+    recs, labels, _, _ = crafted(tmp_path, {(8, 0.2): [0.9, 0.9, 0.9], (8, 0.1): [0.9, 0.9, 0.9]})
+    assert recs[8]["h"] == 0.1 and labels[(8, 0.2)] == "within noise"
+
+
+def test_failures_exclude_and_too_few_seeds_leave_no_recommendation(tmp_path):
+    recs, labels, _, _ = crafted(tmp_path, {(8, 0.1): [0.9, "failed", 0.9], (8, 0.5): [0.9, 0.9]})
+    assert recs[8]["h"] is None and "no h has 3 completed runs" in recs[8]["reason"]
+    assert labels == {(8, 0.1): "unstable", (8, 0.5): "too few seeds"}
+
+
+def test_guideline_violation_is_warned(tmp_path):
+    _, _, warnings, _ = crafted(tmp_path, {
+        (4, 0.1): [0.95] * 3, (4, 1.0): [0.90] * 3,
+        (30, 0.1): [0.90] * 3, (30, 1.0): [0.96] * 3,
+    })
+    assert len(warnings) == 1 and "grows with depth (depth 4: 0.1, depth 30: 1)" in warnings[0]
+
+
+def test_paired_comparison_against_plain_resnet(tmp_path):
+    recs, _, _, _ = crafted(tmp_path, {
+        (30, 0.1): [0.95, 0.96, 0.94, 0.95],
+        (30, 1.0): [0.93, 0.97, "diverged", 0.90],
+    })
+    vs = recs[30]["vs_h1"]
+    assert vs["seeds"] == 4 and vs["wins"] == 3 and vs["losses"] == 1  # the divergence loses
+    assert vs["median_diff"] == pytest.approx(0.02)  # median of +0.02, -0.01, +0.05
+    assert 0 < vs["sign_test_p"] <= 1
+
+
+# ------------------------------------------------------------------ the command
+
+
+@pytest.fixture
+def quick_store(cli, tmp_path):
+    code, _, err = cli("sweep", "--config", SWEEPS / "ci-smoke.yaml", "--seeds", "3")
+    assert code == 0, err
+    return tmp_path / "store"
+
+
+def test_report_table_json_csv_markdown(cli, quick_store):
+    code, out, _ = cli("report")
+    assert code == 0 and "robustres report: two-moons" in out and "<- recommended" in out
+    assert "best epoch" in out and "depth 3:" in out and "depth 5:" in out
+    code, out, _ = cli("report", "--format", "json")
+    doc = json.loads(out)
+    assert set(doc) == {"schema_version", "groups", "recommendations", "warnings", "figures"}
+    assert len(doc["groups"]) == 4 and len(doc["recommendations"]) == 2
+    assert set(doc["groups"][0]) >= {"dataset", "depth", "train_noise", "h", "runs", "completed", "diverged",
+                                     "failed", "final_median", "final_std", "best_epoch_median", "label"}
+    assert {"dataset", "depth", "h", "reason", "median", "std", "vs_h1"} <= set(doc["recommendations"][0])
+    code, out, _ = cli("report", "--format", "csv")
+    frame = pd.read_csv(__import__("io").StringIO(out))
+    assert len(frame) == 4 and "label" in frame.columns
+    code, out, _ = cli("report", "--format", "markdown", "--depths", "3")
+    assert out.startswith("| dataset | depth |") and out.count("| two-moons | 3 |") == 2
+
+
+def test_report_filters_and_nothing_matched(cli, quick_store):
+    code, out, _ = cli("report", "--format", "json", "--h", "0.1")
+    assert code == 0 and {g["h"] for g in json.loads(out)["groups"]} == {0.1}
+    code, out, err = cli("report", "--dataset", "cifar10")
+    assert code == 1 and "no runs" in err and "match" in err
+
+
+def test_gates(cli, quick_store):
+    assert cli("report", "--min-seeds", "3")[0] == 0
+    code, _, err = cli("report", "--min-seeds", "4")
+    assert code == 1 and "fewer than 4 completed runs" in err
+    assert cli("report", "--max-failures", "0")[0] == 0
+    code, _, err = cli("report", "--config", SWEEPS / "ci-smoke.yaml", "--require-complete")
+    assert code == 0, err  # ci-smoke has 2 seeds: all 8 of its runs are among the 12 trained
+    code, _, err = cli("report", "--config", SWEEPS / "quick-moons.yaml", "--require-complete")
+    assert code == 1 and "not finished" in err
+
+
+def test_max_failures_gate(cli, tmp_path):
+    store = Store(tmp_path / "store")
+    for seed in range(3):
+        put(store, 3, 0.1, seed)
+    put(store, 3, 1.0, 0, status="failed")
+    code, _, err = cli("report", "--max-failures", "0")
+    assert code == 1 and "1 runs failed" in err
+    assert cli("report", "--max-failures", "1")[0] == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "xml"], "unknown format 'xml'"),
+    (["--min-seeds", "0"], "--min-seeds must be >= 1"),
+    (["--require-complete"], "--require-complete needs --config"),
+    (["--config", "/nonexistent.yaml"], "does not exist"),
+    (["--h", "2..1"], "empty or reversed"),
+])
+def test_bad_report_input(cli, args, message):
+    code, out, err = cli("report", *args)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    store = Store(quick_store)
+    runs = store.runs(columns=R.RUN_COLUMNS)
+    groups, _, _ = R.recommend(R.aggregate(runs), runs, 3)
+    captured = []
+    import matplotlib.pyplot as plt
+
+    real_close = plt.close
+    plt.close = lambda fig=None: (captured.append(fig), real_close(fig))
+    try:
+        files = R.plot(groups, store.epochs(), runs, tmp_path / "figs")
+    finally:
+        plt.close = real_close
+    names = sorted(p.name for p in files)
+    assert names == sorted(f"{stem}.{ext}" for stem in ("fig6-acc-vs-h-two-moons", "fig3-acc-vs-depth-two-moons",
+                                                        "curves-two-moons") for ext in ("png", "svg"))
+    assert all(p.stat().st_size > 1000 for p in files)
+    fig6 = captured[0].axes[0]
+    assert fig6.get_xscale() == "log" and "h" in fig6.get_xlabel() and "accuracy" in fig6.get_ylabel()
+    assert sorted(t.get_text() for t in fig6.get_legend().get_texts()) == ["depth 3", "depth 5"]
+    code, out, _ = cli("report", "--plot", tmp_path / "cli-figs")
+    assert code == 0 and out.count("wrote ") == 6
