@@ -751,10 +751,10 @@ def _report_json(groups, recs, warnings, files) -> dict:
 
 
 def _report_markdown(groups, recs, warnings) -> str:
-    lines = ["| dataset | depth | noise | h | runs | completed | diverged | failed | median final % | std | "
-             "best-epoch median % | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | median final % | std | "
+             "best-epoch median % | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in groups.itertuples():
-        lines.append(f"| {r.dataset} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | {r.completed} | "
+        lines.append(f"| {r.dataset} | {r.protocol} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | {r.completed} | "
                      f"{r.diverged} | {r.failed} | {_pct(r.final_median)} | {_pct(r.final_std)} | "
                      f"{_pct(r.best_epoch_median)} | {r.label} |")
     lines.append("")
@@ -766,10 +766,10 @@ def _report_markdown(groups, recs, warnings) -> str:
 
 def _print_report(groups, recs, warnings, min_seeds: int) -> None:
     console = _console()
-    by_block = {(r["dataset"], r["depth"], r["train_noise"]): r for r in recs}
-    for dataset, g in groups.groupby("dataset", sort=True):
+    by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
+    for (dataset, protocol), g in groups.groupby(["dataset", "protocol"], sort=True):
         noisy = g.train_noise.nunique() > 1 or (g.train_noise != 0).any()
-        table = Table(title=f"robustres report: {dataset}",
+        table = Table(title=f"robustres report: {dataset}" + (f" ({protocol})" if protocol else ""),
                       caption="final = test accuracy after the last epoch (recommendations use it); "
                               "best epoch = the best epoch's, what the paper reports")
         cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail", "final % median",
@@ -778,7 +778,7 @@ def _print_report(groups, recs, warnings, min_seeds: int) -> None:
             table.add_column(col, justify="left" if col == "label" else "right")
         last = None
         for r in g.itertuples():
-            block = (r.dataset, r.depth, r.train_noise)
+            block = (r.dataset, r.protocol, r.depth, r.train_noise)
             if last is not None and block != last:
                 table.add_section()
             last = block
@@ -790,9 +790,9 @@ def _print_report(groups, recs, warnings, min_seeds: int) -> None:
                           style="bold" if r.label == "best" else None)
         console.print(table)
         for block, rec in by_block.items():
-            if block[0] != dataset:
+            if block[:2] != (dataset, protocol):
                 continue
-            where = f"depth {block[1]}" + (f", noise {block[2]:g}" if block[2] else "")
+            where = f"depth {block[2]}" + (f", noise {block[3]:g}" if block[3] else "")
             line = f"{where}: {rec['reason']}"
             vs = rec.get("vs_h1")
             if vs:

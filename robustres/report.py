@@ -10,13 +10,19 @@ Accuracies are fractions in [0, 1] here and percentages in what is printed.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pandas as pd
 
+# Everything of a run's config but depth, h, seed and training noise: runs that differ here are not
+# comparable and never pooled.
+PROTOCOL = ["model", "bn", "epochs", "batch_size", "lr", "momentum", "milestones", "gamma", "weight_decay",
+            "optimizer", "noise_kind", "precision", "limit_train", "limit_test", "n_train", "n_test",
+            "moons_noise", "synthetic_like", "width", "hidden"]
 RUN_COLUMNS = ["run_id", "dataset", "depth", "h", "seed", "train_noise", "status", "final_test_acc",
-               "best_test_acc"]
-BLOCK = ["dataset", "depth", "train_noise"]  # one recommendation per block
+               "best_test_acc"] + PROTOCOL
+BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
 LABELS = ("best", "within noise", "unstable", "over-smoothed", "worse", "too few seeds")
 
 
@@ -27,6 +33,18 @@ class Filters:
     hs: tuple[float, ...] = ()
     train_noises: tuple[float, ...] = ()
     run_ids: frozenset[str] | None = None  # the runs of a sweep config
+
+
+def with_protocol(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add `protocol`: the config fields in which these runs differ ("" when they all agree)."""
+    runs = runs.copy()
+    varying = [c for c in PROTOCOL if c in runs and runs[c].astype(str).nunique(dropna=False) > 1]
+    if not varying:
+        runs["protocol"] = ""
+        return runs
+    runs["protocol"] = runs[varying].astype(str).apply(
+        lambda row: " ".join(f"{c}={v}" for c, v in zip(varying, row)), axis=1)
+    return runs
 
 
 def select(runs: pd.DataFrame, f: Filters) -> pd.DataFrame:
@@ -41,7 +59,7 @@ def select(runs: pd.DataFrame, f: Filters) -> pd.DataFrame:
         keep &= runs.train_noise.round(12).isin([round(n, 12) for n in f.train_noises])
     if f.run_ids is not None:
         keep &= runs.run_id.isin(f.run_ids)
-    return runs[keep]
+    return with_protocol(runs[keep])
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -137,12 +155,13 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
     # The guideline across depths: the recommended h should not grow with depth.
     recs = pd.DataFrame([r for r in recommendations if r["h"] is not None])
     if not recs.empty:
-        for (dataset, noise), block in recs.groupby(["dataset", "train_noise"]):
+        for (dataset, protocol, noise), block in recs.groupby(["dataset", "protocol", "train_noise"]):
             block = block.sort_values("depth")
             hs = block.h.tolist()
             if any(b > a for a, b in zip(hs, hs[1:])):
                 pairs = ", ".join(f"depth {d}: {h:g}" for d, h in zip(block.depth, hs))
-                warnings.append(f"{dataset}{f' (noise {noise:g})' if noise else ''}: the recommended h grows with "
+                where = ", ".join(x for x in (protocol, f"noise {noise:g}" if noise else "") if x)
+                warnings.append(f"{dataset}{f' ({where})' if where else ''}: the recommended h grows with "
                                 f"depth ({pairs}), against the guideline 'deeper, smaller'")
     return groups, recommendations, warnings
 
@@ -155,7 +174,7 @@ def _paired(runs: pd.DataFrame, key: dict, h: float) -> dict:
     """
     if abs(h - 1.0) < 1e-12:
         return {"vs_h1": None}
-    block = runs[(runs.dataset == key["dataset"]) & (runs.depth == key["depth"])
+    block = runs[(runs.dataset == key["dataset"]) & (runs.protocol == key["protocol"]) & (runs.depth == key["depth"])
                  & (runs.train_noise == key["train_noise"]) & runs.status.isin(["completed", "diverged"])]
     mine = block[(block.h - h).abs() < 1e-12].set_index("seed")
     plain = block[(block.h - 1.0).abs() < 1e-12].set_index("seed")
@@ -197,9 +216,12 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
             written.append(path)
         plt.close(fig)
 
+    def slug(*parts) -> str:
+        return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
+
     done = groups[groups.completed > 0]
-    for (dataset, noise), g in done.groupby(["dataset", "train_noise"]):
-        tag = f"{dataset}" + (f"-noise{noise:g}" if noise else "")
+    for (dataset, protocol, noise), g in done.groupby(["dataset", "protocol", "train_noise"]):
+        tag = slug(dataset, protocol, f"noise{noise:g}" if noise else "")
         # Fig. 6: accuracy against h per depth, log axis, median with the spread over seeds.
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for depth, d in g.groupby("depth"):
@@ -229,7 +251,7 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
             ax.legend(ncol=2, fontsize="small", title="step factor")
             save(fig, f"fig3-acc-vs-depth-{tag}")
     # Fig. 5: accuracy against the training-noise level per h (and depth).
-    for dataset, g in done.groupby("dataset"):
+    for (dataset, protocol), g in done.groupby(["dataset", "protocol"]):
         if g.train_noise.nunique() < 2:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -242,11 +264,11 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         ax.set_title(f"{dataset}: training on noisy inputs")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        save(fig, f"fig5-acc-vs-noise-{dataset}")
+        save(fig, f"fig5-acc-vs-noise-{slug(dataset, protocol)}")
     # Learning curves: median test accuracy over seeds per epoch, one panel per depth.
     if epochs is not None and not epochs.empty:
-        merged = epochs.merge(runs[["run_id", "dataset", "depth", "h", "train_noise"]], on="run_id")
-        for (dataset, noise), g in merged.groupby(["dataset", "train_noise"]):
+        merged = epochs.merge(runs[["run_id", "dataset", "protocol", "depth", "h", "train_noise"]], on="run_id")
+        for (dataset, protocol, noise), g in merged.groupby(["dataset", "protocol", "train_noise"]):
             depths = sorted(g.depth.unique())
             hs = sorted(g.h.unique())
             colors = {h: plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(hs)}
@@ -263,5 +285,5 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
             fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
             fig.suptitle(f"{dataset}: learning curves (a curve stops where its runs diverged)"
                          + (f", training noise {noise:g}" if noise else ""), y=1.03)
-            save(fig, f"curves-{dataset}" + (f"-noise{noise:g}" if noise else ""))
+            save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
     return written

@@ -27,7 +27,7 @@ def crafted(tmp_path, table):
                 put(store, depth, h, seed, status=r)
             else:
                 put(store, depth, h, seed, acc=r)
-    runs = store.runs(columns=R.RUN_COLUMNS)
+    runs = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
     groups, recs, warnings = R.recommend(R.aggregate(runs), runs, min_seeds=3)
     labels = {(r.depth, r.h): r.label for r in groups.itertuples()}
     return {r["depth"]: r for r in recs}, labels, warnings, groups
@@ -118,7 +118,7 @@ def test_report_table_json_csv_markdown(cli, quick_store):
     frame = pd.read_csv(__import__("io").StringIO(out))
     assert len(frame) == 4 and "label" in frame.columns
     code, out, _ = cli("report", "--format", "markdown", "--depths", "3")
-    assert out.startswith("| dataset | depth |") and out.count("| two-moons | 3 |") == 2
+    assert out.startswith("| dataset | protocol | depth |") and out.count("| two-moons |  | 3 |") == 2
 
 
 def test_report_filters_and_nothing_matched(cli, quick_store):
@@ -166,7 +166,7 @@ def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
 
     matplotlib.use("Agg")
     store = Store(quick_store)
-    runs = store.runs(columns=R.RUN_COLUMNS)
+    runs = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
     groups, _, _ = R.recommend(R.aggregate(runs), runs, 3)
     captured = []
     import matplotlib.pyplot as plt
@@ -186,3 +186,17 @@ def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
     assert sorted(t.get_text() for t in fig6.get_legend().get_texts()) == ["depth 3", "depth 5"]
     code, out, _ = cli("report", "--plot", tmp_path / "cli-figs")
     assert code == 0 and out.count("wrote ") == 6
+
+
+def test_runs_of_different_protocols_are_never_pooled(tmp_path):
+    store = Store(tmp_path / "store")
+    for seed in range(3):
+        put(store, 10, 0.1, seed, acc=0.95)
+        put(store, 10, 0.5, seed, acc=0.90)
+        put(store, 10, 0.1, seed, acc=0.70, epochs=5)  # a short protocol: worse, and separate
+        put(store, 10, 0.5, seed, acc=0.80, epochs=5)
+    runs = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
+    groups, recs, _ = R.recommend(R.aggregate(runs), runs, 3)
+    assert len(groups) == 4 and all(groups.runs == 3)
+    by_protocol = {r["protocol"]: r["h"] for r in recs}
+    assert by_protocol == {"epochs=30": 0.1, "epochs=5": 0.5}
