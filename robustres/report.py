@@ -140,10 +140,15 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
         for i, row in rows.iterrows():
             if labels[i] == "within noise" and i != top.name:
                 notes.append(f"h={row.h:g} within noise but std {100 * std[i]:.2f}")
-        bad = rows[(rows.diverged > 0) | (rows.failed > 0)]
-        for _, row in bad.iterrows():
-            what = "diverged" if row.diverged else "failed"
-            notes.append(f"h={row.h:g} {what} {int(row.diverged or row.failed)}/{int(row.runs)}")
+        bad = rows[(rows.diverged > 0) | (rows.failed > 0)].sort_values("h")
+        top_range = rows[rows.h >= bad.h.min()] if not bad.empty else bad
+        if len(bad) > 1 and len(top_range) == len(bad) and (bad.failed == 0).all():
+            # Every h from some value up diverged: say it once ("h>=5 diverged 9/10").
+            notes.append(f"h>={bad.h.min():g} diverged {int(bad.diverged.sum())}/{int(bad.runs.sum())}")
+        else:
+            for _, row in bad.iterrows():
+                what = "diverged" if row.diverged else "failed"
+                notes.append(f"h={row.h:g} {what} {int(row.diverged or row.failed)}/{int(row.runs)}")
         smoothed = rows[[labels[i] == "over-smoothed" for i in rows.index]]
         if not smoothed.empty:
             notes.append(f"h<={smoothed.h.max():g} over-smoothed (median <= {100 * smoothed.final_median.max():.1f} %)")

@@ -200,3 +200,11 @@ def test_runs_of_different_protocols_are_never_pooled(tmp_path):
     assert len(groups) == 4 and all(groups.runs == 3)
     by_protocol = {r["protocol"]: r["h"] for r in recs}
     assert by_protocol == {"epochs=30": 0.1, "epochs=5": 0.5}
+
+
+def test_a_diverging_top_range_is_said_once(tmp_path):
+    recs, _, _, _ = crafted(tmp_path, {
+        (20, 0.1): [0.93, 0.93, 0.93], (20, 5.0): ["diverged", 0.5, "diverged"],
+        (20, 10.0): ["diverged"] * 3,
+    })
+    assert "h>=5 diverged 5/6" in recs[20]["reason"]
