@@ -458,6 +458,13 @@ def sweep(
                  checkpoint_every=checkpoint_every, store=store, data_dir=data_dir, executor=executor_,
                  ray_address=ray_address, workers=workers)
     values.update({k: v for k, v in flags.items() if v is not None})
+    _run_sweep(values, config, force, as_json, dry_run)
+
+
+def _run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> None:
+    """The sweep command's work, from merged values (the file's, then the flags'); also noise-eval's."""
+    from . import executor
+
     which = values.get("executor") or "local"
     if which not in ("local", "ray"):
         raise SpecError(f"unknown executor {which!r}; choose local or ray")
@@ -640,6 +647,136 @@ def _print_summary(console: Console, rows: list[dict], store: Path, seconds: flo
     for r in rows:
         if r["status"] in ("diverged", "failed"):
             console.print(f"{r['run_id']} h={r['h']:g}: {_status_text(r)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# noise-eval
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("noise-eval")
+def noise_eval(
+    mode: Annotated[str, typer.Option(help="train-noise (train on noisy inputs: a sweep over --levels) or test-noise (evaluate trained runs on corrupted test inputs).")] = "test-noise",
+    levels: Annotated[str, typer.Option(help="Noise levels from 0 to 1, comma-separated.")] = "0,0.1,0.2,0.3",
+    kinds: Annotated[Optional[str], typer.Option(help="Noise kinds, comma-separated: gaussian, salt-pepper, mosaic (images), char-swap (text), gaussian (points). Default: the data's first.")] = None,
+    propagation: Annotated[bool, typer.Option("--propagation", help="test-noise: also record, per block, ||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="The runs of this sweep preset (test-noise), or its keys (train-noise).")] = None,
+    dataset: Dataset = None,
+    depth: Annotated[Optional[str], typer.Option("--depth", "--depths", help="Depth(s), comma-separated.")] = None,
+    h: Annotated[Optional[str], typer.Option("--h", help="h values (a list or a range, as in sweep).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="train-noise: 5 (seeds 0..4), 7,8,9 or 3..6.")] = None,
+    data_dir: DataDir = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    limit_train: LimitTrain = None,
+    limit_test: LimitTest = None,
+    device: Device = None,
+    store: Store_ = None,
+    as_json: AsJson = False,
+) -> None:
+    """The paper's robustness instruments: training on noisy inputs (Fig. 5), accuracy on corrupted
+    test inputs, and how input noise grows through the blocks (Prop. 2)."""
+    level_list = parse_floats("--levels", levels)
+    for level in level_list:
+        if not 0 <= level <= 1:
+            raise SpecError(f"--levels: a noise level is in [0, 1], got {level:g}")
+    kind_list = [k.strip() for k in kinds.split(",")] if kinds else []
+    if mode == "train-noise":
+        if propagation:
+            raise SpecError("--propagation goes with --mode test-noise (it reads trained checkpoints)")
+        if len(kind_list) > 1:
+            raise SpecError("--mode train-noise trains with one noise kind at a time")
+        values = load_sweep_file(config) if config is not None else {}
+        flags = dict(dataset=dataset, depths=depth, h=h, seeds=seeds, epochs=epochs, lr=lr, limit_train=limit_train,
+                     limit_test=limit_test, device=device, store=store, data_dir=data_dir,
+                     noise_kind=kind_list[0] if kind_list else None)
+        values.update({k: v for k, v in flags.items() if v is not None})
+        values["train_noise"] = level_list
+        _run_sweep(values, config, False, as_json, False)
+    if mode != "test-noise":
+        raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
+    _test_noise(level_list, kind_list, propagation, config, dataset, depth, h, data_dir, limit_test, device, store,
+                as_json)
+
+
+def _test_noise(levels, kinds, with_propagation, config, dataset, depth, h, data_dir, limit_test, device, store,
+                as_json) -> None:
+    """Evaluate completed runs of the store on corrupted test inputs; write noise_evals (and propagation)."""
+    from . import data as D
+    from . import engine
+    from . import report as R
+    from .spec import NOISE_KINDS
+    from .store import Store, spec_from_row
+
+    execution, _ = _execution(device, None, None, None, None, None, store, data_dir, False)
+    the_store = Store(execution.store)
+    planned = None
+    if config is not None:
+        values = load_sweep_file(config)
+        grid_values = {k: v for k, v in values.items() if k not in EXECUTION_KEYS}
+        grid_values.setdefault("precision", _default_precision(values.get("device")))
+        planned = frozenset(s.run_id for s in make_sweep_spec(grid_values, str(config)).runs())
+    filters = R.Filters(datasets=(dataset,) if dataset else (), depths=tuple(parse_ints("--depth", depth)) if depth else (),
+                        hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
+    rows = the_store.runs()
+    rows = R.select(rows, filters)
+    rows = rows[rows.status == "completed"]
+    if rows.empty:
+        print(f"error: no completed runs in {the_store.root} match", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
+    specs = [spec_from_row(r) for r in rows.to_dict(orient="records")]
+    for spec in specs:
+        allowed = NOISE_KINDS[spec.modality]
+        for kind in kinds or [allowed[0]]:
+            if kind not in allowed:
+                raise SpecError(f"noise kind {kind!r} does not apply to {spec.modality} data; choose: {', '.join(allowed)}")
+    torch_device = engine.resolve_device(execution.device)
+    cache: dict = {}
+    results = []
+    for spec in specs:
+        key = D.data_key(spec.with_(limit_test=limit_test or spec.limit_test))
+        if key not in cache:
+            cache.clear()
+            cache[key] = D.load(spec.with_(limit_test=limit_test or spec.limit_test), execution.data_dir).to(torch_device)
+        data = cache[key]
+        model = engine.load_trained(spec, the_store.checkpoint_path(spec.run_id), data, torch_device)
+        evals, props = [], []
+        for kind in kinds or [NOISE_KINDS[spec.modality][0]]:
+            for level in levels:
+                acc = engine.accuracy_under_noise(model, data, kind, level)
+                evals.append({"kind": kind, "level": level, "accuracy": acc, "n_test": len(data.test_y)})
+                results.append({"run_id": spec.run_id, "dataset": spec.dataset, "depth": spec.depth, "h": spec.h,
+                                "seed": spec.seed, "kind": kind, "level": level, "accuracy": acc})
+                if with_propagation and level > 0:
+                    for block, value in enumerate(engine.propagation(model, data, kind, level)):
+                        props.append({"kind": kind, "level": level, "block": block, "value": value})
+        the_store.put_noise_evals(spec.run_id, evals)
+        if props:
+            the_store.put_propagation(spec.run_id, props)
+    if as_json:
+        print(json.dumps({"noise_evals": results}, indent=2))
+        raise typer.Exit(EXIT_OK)
+    import pandas as pd
+
+    frame = pd.DataFrame(results)
+    table = Table(title=f"robustres noise-eval: {len(specs)} run(s), accuracy on corrupted test inputs "
+                        f"(median over seeds), store {the_store.root}")
+    lvls = sorted(frame.level.unique())
+    for col in ["dataset", "depth", "h", "kind"] + [f"{lv:g}" for lv in lvls]:
+        table.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+    for (ds, dp, hv, kind), g in frame.groupby(["dataset", "depth", "h", "kind"]):
+        med = g.groupby("level").accuracy.median()
+        table.add_row(ds, str(dp), f"{hv:g}", kind, *[_pct(med.get(lv)) for lv in lvls])
+    _console().print(table)
+    if with_propagation:
+        prop = the_store.propagation()
+        prop = prop[prop.run_id.isin([s.run_id for s in specs])].merge(
+            pd.DataFrame([{"run_id": s.run_id, "depth": s.depth, "h": s.h} for s in specs]), on="run_id")
+        last = prop[prop.block == prop.groupby("run_id").block.transform("max")]
+        for (dp, hv, kind, lv), g in last.groupby(["depth", "h", "kind", "level"]):
+            print(f"depth {dp} h {hv:g} {kind} {lv:g}: relative perturbation at the last block, median "
+                  f"{g.value.median():.3f}")
+    raise typer.Exit(EXIT_OK)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -383,7 +383,7 @@ def ag_news(data_dir: Path) -> Data:
 # Every random choice of training (data order, crop, flip, noise) is a hash of (the run's seed, a
 # stream name, epoch, step, position): the same numbers whichever pack a run trains in and however
 # the pack is executed, on any device, with no generator state to carry or checkpoint.
-STREAM_ORDER, STREAM_CROP, STREAM_NOISE, STREAM_TEXT = 1, 2, 3, 4
+STREAM_ORDER, STREAM_CROP, STREAM_NOISE, STREAM_TEXT, STREAM_TEST_NOISE = 1, 2, 3, 4, 5
 
 
 def _mix(v: torch.Tensor) -> torch.Tensor:
@@ -456,6 +456,49 @@ def gaussian_noise(x: torch.Tensor, level: torch.Tensor, bits: torch.Tensor, cli
     level = level.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
     noisy = x + level * normal(bits).view(x.shape)
     return noisy.clamp_(0, 1) if clip else noisy
+
+
+def salt_pepper(x: torch.Tensor, level: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """x [K, B, C, H, W] in [0, 1]: a `level` fraction of each model's pixels (all channels) set to
+    0 or 1 at random; bits: [K, B*H*W] random words."""
+    k, b, c, hgt, wid = x.shape
+    bits = bits.view(k, b, 1, hgt, wid)
+    hit = uniform(bits) < level.view(k, 1, 1, 1, 1).to(torch.float32)
+    value = ((bits >> 50) & 1).to(x.dtype)
+    return torch.where(hit, value, x)
+
+
+def mosaic_block(level: float) -> int:
+    """Pixelation block size: 1 (none) at level 0, growing to 8 pixels at level 1."""
+    return 1 + round(7 * float(level))
+
+
+def mosaic(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """x [K, B, C, H, W]: each model's images averaged over blocks whose size grows with its level."""
+    out = x.clone()
+    for value in level.unique().tolist():
+        size = mosaic_block(value)
+        if size == 1:
+            continue
+        sel = (level == value).nonzero().flatten()
+        part = x[sel]
+        flat = part.reshape(-1, *part.shape[2:])
+        pooled = torch.nn.functional.avg_pool2d(flat, size, size, ceil_mode=True)
+        up = pooled.repeat_interleave(size, -2).repeat_interleave(size, -1)[..., : flat.shape[-2], : flat.shape[-1]]
+        out[sel] = up.reshape(part.shape)
+    return out
+
+
+def corrupt_images(x: torch.Tensor, kind: str, level: torch.Tensor, bits_for) -> torch.Tensor:
+    """x [K, B, C, H, W] in [0, 1] -> corrupted by `kind` at each model's level; bits_for(n) gives
+    [K, n] random words (hashed from seeds, so the same for a run whatever its pack)."""
+    if kind == "gaussian":
+        return gaussian_noise(x, level, bits_for(x[0].numel()), clip=True)
+    if kind == "salt-pepper":
+        return salt_pepper(x, level, bits_for(x.shape[1] * x.shape[3] * x.shape[4]))
+    if kind == "mosaic":
+        return mosaic(x, level)
+    raise ValueError(f"unknown image noise {kind!r}")
 
 
 def char_swap(codes: torch.Tensor, index: torch.Tensor, level: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:

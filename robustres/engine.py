@@ -210,6 +210,7 @@ class Unit:
         self.seeds = torch.tensor([s.seed for s in self.specs], device=device)
         self.noise = torch.tensor([s.train_noise for s in self.specs], device=device)
         self.any_noise = any(s.train_noise > 0 for s in self.specs)
+        self.noise_kind = first.noise_kind  # the same for a whole pack (plan.pack_key)
         self.alive = torch.ones(k, dtype=torch.bool, device=device)
         self.frozen: list[int] = []  # positions in this unit whose divergence the host has seen
         # Per-epoch counters and the step's inputs live in fixed tensors, updated in place, so
@@ -240,8 +241,8 @@ class Unit:
             u = D.uniform(D.keyed_bits(self.seeds, D.STREAM_CROP, epoch, step, 3 * b)).view(k * b, 3)
             x = D.to_float_images(D.crop_flip(x.view(k * b, *shape), u)).view(k, b, *shape)
             if self.any_noise:
-                bits = D.keyed_bits(self.seeds, D.STREAM_NOISE, epoch, step, x[0].numel())
-                x = D.gaussian_noise(x, self.noise, bits, clip=True)
+                x = D.corrupt_images(x, self.noise_kind, self.noise,
+                                     lambda n: D.keyed_bits(self.seeds, D.STREAM_NOISE, epoch, step, n))
             x = D.normalize(x, data.mean, data.std)
             x = x.transpose(0, 1).reshape(b, k * shape[0], *shape[1:])
             return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -605,3 +606,61 @@ def train(
                     on_epoch(i, outcome.history[-1], save)
     return outcomes
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness instruments: accuracy on corrupted test inputs, and noise propagation through blocks
+# ---------------------------------------------------------------------------------------------
+
+TEST_NOISE_SEED = 12345  # the corruption of the test set is fixed: every run sees the same one
+
+
+def load_trained(spec: RunSpec, checkpoint: Path, data: D.Data, device: torch.device) -> torch.nn.Module:
+    """A run's model from its checkpoint (weights only), in evaluation mode."""
+    state = load_checkpoint(checkpoint, spec.run_id)
+    if state is None:
+        raise FileNotFoundError(f"no usable checkpoint for run {spec.run_id} at {checkpoint}")
+    model = init_model(spec, data.num_classes, data.input_shape)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def corrupted_test_batch(data: D.Data, index: torch.Tensor, kind: str, level: float, batch: int) -> torch.Tensor:
+    """Model inputs for test examples `index`, corrupted by `kind` at `level` (level 0: clean)."""
+    x = data.test_x[index]
+    seed = torch.tensor([TEST_NOISE_SEED], device=x.device)
+    if data.modality == "image":
+        x = D.to_float_images(x).unsqueeze(0)
+        if level > 0:
+            lv = torch.tensor([level], device=x.device)
+            x = D.corrupt_images(x, kind, lv, lambda n: D.keyed_bits(seed, D.STREAM_TEST_NOISE, 0, batch, n))
+        return D.normalize(x[0], data.mean, data.std)
+    if data.modality == "text":
+        if level > 0:
+            x = D.char_swap(x, index, torch.full((len(index),), level, device=x.device),
+                            torch.full((len(index),), TEST_NOISE_SEED, device=x.device))
+        return x.long()
+    if level > 0:
+        bits = D.keyed_bits(seed, D.STREAM_TEST_NOISE, 0, batch, x.numel())
+        x = D.gaussian_noise(x.unsqueeze(0), torch.tensor([level], device=x.device), bits, clip=False)[0]
+    return x
+
+
+@torch.no_grad()
+def accuracy_under_noise(model: torch.nn.Module, data: D.Data, kind: str, level: float) -> float:
+    correct, n = 0, len(data.test_y)
+    for b, start in enumerate(range(0, n, EVAL_BATCH)):
+        index = torch.arange(start, min(start + EVAL_BATCH, n), device=data.test_y.device)
+        out = model(corrupted_test_batch(data, index, kind, level, b))[:, 0]
+        correct += int((out.argmax(1) == data.test_y[index]).sum())
+    return correct / n
+
+
+@torch.no_grad()
+def propagation(model: torch.nn.Module, data: D.Data, kind: str, level: float, n: int = 1000) -> list[float]:
+    """For x_0 and every block n: ||x_n(noisy) - x_n(clean)|| / ||x_n(clean)|| over `n` test inputs
+    (the quantity Prop. 2 bounds by h * D * W)."""
+    index = torch.arange(min(n, len(data.test_y)), device=data.test_y.device)
+    clean = model.features(corrupted_test_batch(data, index, kind, 0.0, 0))
+    noisy = model.features(corrupted_test_batch(data, index, kind, level, 0))
+    return [float((a - c).norm() / c.norm().clamp_min(1e-12)) for a, c in zip(noisy, clean)]

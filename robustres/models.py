@@ -133,6 +133,13 @@ class CifarResNet(nn.Module):
             x = block(x)
         return self.head(x.mean(dim=(2, 3))).view(x.shape[0], self.k, self.num_classes)
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x_0 (the stem's output) and the output x_n of every block n: the Euler steps' states."""
+        out = [self.stem(x)]
+        for block in self.blocks:
+            out.append(block(out[-1]))
+        return out
+
 
 # ---------------------------------------------------------------------------------------------
 # Text ResNet (VDCNN-style character CNN), depths 9/17/29/49
@@ -210,16 +217,22 @@ class TextResNet(nn.Module):
     def blocks(self) -> list[nn.Module]:
         return [b for stage in self.stages for b in stage]
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def features(self, codes: torch.Tensor) -> list[torch.Tensor]:
+        """x_0 (the stem's output) and the output x_n of every block n."""
         if codes.dim() == 2:
             codes = codes.unsqueeze(1)
-        x = self.stem(self.embed(codes))
+        out = [self.stem(self.embed(codes))]
+        x = out[0]
         for i, stage in enumerate(self.stages):
             if i > 0:  # halve the sequence between stages
                 x = F.max_pool1d(x, 3, stride=2, padding=1)
             for block in stage:
                 x = block(x)
-        x = F.adaptive_max_pool1d(x, 8)  # [B, K*512, 8]: flattening keeps each model's features together
+                out.append(x)
+        return out
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_max_pool1d(self.features(codes)[-1], 8)  # [B, K*512, 8]: flattening keeps each model's features together
         return self.fc(x.reshape(x.shape[0], -1)).view(x.shape[0], self.k, self.num_classes)
 
 
@@ -266,6 +279,13 @@ class MlpResNet(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(x).view(x.shape[0], self.k, self.num_classes)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The points as they move block by block (width 2: plottable, the paper's Fig. 4)."""
+        out = [self.stem(x)]
+        for block in self.blocks:
+            out.append(block(out[-1]))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ PROTOCOLS = {
 }
 
 TEXT_DEPTHS = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
-NOISE_KINDS = {"image": ("gaussian",), "text": ("char-swap",), "points": ("gaussian",)}
+NOISE_KINDS = {"image": ("gaussian", "salt-pepper", "mosaic"), "text": ("char-swap",), "points": ("gaussian",)}
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16")
 

@@ -78,6 +78,16 @@ EPOCHS_SCHEMA = pa.schema(
 )
 
 
+NOISE_EVALS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("kind", pa.string()), ("level", pa.float64()), ("accuracy", pa.float64()),
+    ("n_test", pa.int64()), ("created_at", pa.string()),
+])
+PROPAGATION_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("kind", pa.string()), ("level", pa.float64()), ("block", pa.int64()),
+    ("value", pa.float64()), ("created_at", pa.string()),
+])
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -209,9 +219,41 @@ class Store:
                 removed += 1
         return removed
 
+    def _put_merged(self, folder: Path, schema: pa.Schema, run_id: str, rows: list[dict], key: list[str]) -> None:
+        """Add rows to a run's file in `folder`, replacing rows with the same key."""
+        path = folder / f"{run_id}.parquet"
+        old = []
+        if path.exists():
+            try:
+                old = pq.read_table(path, schema=schema).to_pylist()
+            except Exception:
+                old = []
+        new_keys = {tuple(r[k] for k in key) for r in rows}
+        merged = [r for r in old if tuple(r[k] for k in key) not in new_keys]
+        stamp = now_iso()
+        merged += [{**{k: r.get(k) for k in schema.names}, "run_id": run_id, "created_at": stamp} for r in rows]
+        self.create()
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write(pa.Table.from_pylist(merged, schema=schema), path)
+
+    def put_noise_evals(self, run_id: str, rows: list[dict]) -> None:
+        """Accuracy of a run on corrupted test inputs: rows of kind, level, accuracy, n_test."""
+        self._put_merged(self.root / "noise_evals", NOISE_EVALS_SCHEMA, run_id, rows, ["kind", "level"])
+
+    def put_propagation(self, run_id: str, rows: list[dict]) -> None:
+        """Relative feature perturbation per block: rows of kind, level, block, value."""
+        self._put_merged(self.root / "propagation", PROPAGATION_SCHEMA, run_id, rows, ["kind", "level", "block"])
+
+    def noise_evals(self) -> pd.DataFrame:
+        return self._read_all(self.root / "noise_evals", NOISE_EVALS_SCHEMA, None)
+
+    def propagation(self) -> pd.DataFrame:
+        return self._read_all(self.root / "propagation", PROPAGATION_SCHEMA, None)
+
     def delete_run(self, run_id: str) -> None:
         for path in (self.runs_dir / f"{run_id}.parquet", self.epochs_dir / f"{run_id}.parquet",
-                     self.checkpoint_path(run_id)):
+                     self.checkpoint_path(run_id), self.root / "noise_evals" / f"{run_id}.parquet",
+                     self.root / "propagation" / f"{run_id}.parquet"):
             path.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------

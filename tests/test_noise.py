@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from robustres import data as D
+from robustres import engine
+from robustres.spec import make_run_spec
+from robustres.store import Store
+
+
+def bits_for(seeds):
+    return lambda n: D.keyed_bits(torch.tensor(seeds), D.STREAM_TEST_NOISE, 0, 0, n)
+
+
+def test_salt_pepper_sets_the_level_fraction_of_pixels_to_black_or_white():
+    x = torch.full((2, 64, 3, 16, 16), 0.5)
+    y = D.corrupt_images(x, "salt-pepper", torch.tensor([0.3, 0.0]), bits_for([1, 2]))
+    hit = (y[0] != 0.5).all(dim=1)  # a hit pixel changes in every channel at once
+    assert abs(hit.float().mean().item() - 0.3) < 0.02
+    assert set(y[0][:, 0][hit].unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(y[1], x[1])
+
+
+def test_mosaic_blocks_grow_with_the_level():
+    assert [D.mosaic_block(v) for v in (0, 0.3, 1)] == [1, 3, 8]
+    x = torch.rand(1, 2, 3, 32, 32)
+    y = D.corrupt_images(x, "mosaic", torch.tensor([1.0]), None)
+    assert torch.allclose(y[0, :, :, :8, :8], x[0, :, :, :8, :8].mean(dim=(2, 3), keepdim=True).expand(-1, -1, 8, 8))
+    assert torch.equal(D.corrupt_images(x, "mosaic", torch.tensor([0.0]), None), x)
+
+
+@pytest.mark.parametrize("kind", ["salt-pepper", "mosaic"])
+def test_training_with_the_other_image_noises(kind):
+    spec = make_run_spec(dataset="synthetic", n_train=64, n_test=16, depth=8, epochs=1, batch_size=32,
+                         train_noise=0.3, noise_kind=kind)
+    outcome = engine.train([spec], D.load(spec, "."), torch.device("cpu"))[0]
+    assert outcome.status == "completed"
+
+
+def test_test_noise_evaluates_checkpoints_and_fills_the_tables(cli, tmp_path):
+    code, _, err = cli("train", "--depth", "8", "--h", "0.1,1", "--epochs", "10", "--json")
+    assert code == 0, err
+    code, out, err = cli("noise-eval", "--levels", "0,0.5,1", "--propagation", "--json")
+    assert code == 0, err
+    results = json.loads(out)["noise_evals"]
+    assert len(results) == 2 * 3
+    store = Store(tmp_path / "store")
+    runs = store.runs().set_index("run_id")
+    for r in results:
+        if r["level"] == 0:  # clean: exactly the run's own final evaluation
+            assert r["accuracy"] == pytest.approx(runs.final_test_acc[r["run_id"]])
+    by = {(r["h"], r["level"]): r["accuracy"] for r in results}
+    assert by[(0.1, 1.0)] < by[(0.1, 0.0)]
+    evals = store.noise_evals()
+    assert len(evals) == 6 and set(evals.kind) == {"gaussian"}
+    prop = store.propagation()
+    assert len(prop) == 2 * 2 * 9 and set(prop.block) == set(range(9))  # x_0 and 8 blocks, levels 0.5 and 1
+    assert (prop.value >= 0).all()
+    # For two-moons x_0 is the input itself: its perturbation is the noise's size.
+    first = prop[(prop.block == 0) & (prop.level == 0.5)].value
+    assert first.between(0.2, 1.0).all()
+    # Evaluating again replaces, never duplicates.
+    cli("noise-eval", "--levels", "0.5", "--json")
+    assert len(Store(tmp_path / "store").noise_evals()) == 6
+
+
+def test_train_noise_mode_is_a_sweep_over_levels(cli, tmp_path):
+    code, out, err = cli("noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1,1", "--levels",
+                         "0,0.3", "--seeds", "2", "--epochs", "2", "--json")
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    assert len(runs) == 8 and {r["train_noise"] for r in runs} == {0.0, 0.3}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--levels", "0,2"], "a noise level is in [0, 1]"),
+    (["--mode", "guess"], "unknown mode 'guess'"),
+    (["--mode", "train-noise", "--propagation", "--depth", "5", "--h", "0.1"], "--propagation goes with"),
+    (["--kinds", "mosaic"], "does not apply to points data"),
+])
+def test_bad_noise_eval_input(cli, args, message):
+    cli("train", "--depth", "3", "--epochs", "1")
+    code, out, err = cli("noise-eval", *args)
+    assert code == 2 and message in err and err.count("\n") == 1
