@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from . import __version__
 from .spec import (EXECUTION_KEYS, DataError, Execution, SpecError, check_device, load_sweep_file, make_run_spec,
-                   make_sweep_spec, parse_floats, parse_h_grid, parse_ints)
+                   make_sweep_spec, parse_floats, parse_h_grid, parse_ints, parse_track_layers)
 from .store import StoreError
 
 app = typer.Typer(
@@ -218,12 +218,15 @@ PackSize = Annotated[Optional[str], typer.Option(help="Most runs trained togethe
 Fuse = Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help="Fused network or models in turn (default: measured).")]
 Compile = Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the network.")]
 CheckpointEvery = Annotated[Optional[float], typer.Option(help="Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always after the last epoch (10).")]
+TrackLayers = Annotated[Optional[str], typer.Option(help="Record weight and gradient norms of these weight layers (1-based, or 'last'), e.g. 2,50,last.")]
+TrackEvery = Annotated[Optional[int], typer.Option(help="With --track-layers: every step of the first epoch, then every N steps (10).")]
 Store_ = Annotated[Optional[Path], typer.Option("--store", help="Store folder (default: $ROBUSTRES_STORE, else ./robustres-store).")]
 Force = Annotated[bool, typer.Option("--force", help="Retrain runs that the store already holds.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress goes to stderr).")]
 
 
-def _execution(device, precision, pack_size, fuse, compile_, checkpoint_every, store, data_dir, force):
+def _execution(device, precision, pack_size, fuse, compile_, checkpoint_every, store, data_dir, force,
+               track_layers=None, track_every=None):
     """The Execution and the resolved precision; validates before anything is touched."""
     kwargs = {"device": check_device(device or "auto")}
     torch_device_type = _device_type(kwargs["device"])
@@ -242,7 +245,10 @@ def _execution(device, precision, pack_size, fuse, compile_, checkpoint_every, s
         kwargs["store"] = Path(store)
     if data_dir is not None:
         kwargs["data_dir"] = Path(data_dir)
+    if track_every is not None and track_every < 1:
+        raise SpecError(f"--track-every must be >= 1, got {track_every}")
     return Execution(force=force, fuse=fuse, compile=bool(compile_), checkpoint_seconds=checkpoint_every,
+                     track_layers=parse_track_layers(track_layers), track_every=track_every or 10,
                      **kwargs), precision
 
 
@@ -252,10 +258,32 @@ def _device_type(device: str) -> str:
     return engine.resolve_device(device).type
 
 
+def _check_tracked_layers(runs, execution) -> None:
+    """--track-layers must name layers every model has: checked before anything is written."""
+    if not execution.track_layers:
+        return
+    from . import data as D
+    from . import engine
+    from .models import init_model
+
+    seen = set()
+    for spec in runs:
+        key = (spec.model, spec.depth, spec.width, spec.hidden, spec.bn)
+        if key in seen:
+            continue
+        seen.add(key)
+        shape, classes = D.peek(spec, execution.data_dir)
+        try:
+            engine.weight_layers(init_model(spec, classes, shape), execution.track_layers)
+        except ValueError as exc:
+            raise SpecError(f"--track-layers: {exc} (depth {spec.depth})") from None
+
+
 def _run_all(runs, execution, as_json: bool, total_label: str, ray_address: str | None = None, use_ray=False):
     """Load data, train everything, print the summary; returns the rows and the seconds taken."""
     from . import executor
 
+    _check_tracked_layers(runs, execution)
     datasets = executor.load_all(runs, execution)
     if use_ray:
         from .ray_executor import execute_ray
@@ -341,6 +369,8 @@ def train(
     fuse: Fuse = None,
     compile_: Compile = False,
     checkpoint_every: CheckpointEvery = 10.0,
+    track_layers: TrackLayers = None,
+    track_every: TrackEvery = None,
     store: Store_ = None,
     force: Force = False,
     as_json: AsJson = False,
@@ -358,7 +388,7 @@ def train(
     seeds = parse_ints("--seed", seed)
     milestone_list = None if milestones is None else parse_ints("--milestones", milestones, allow_empty=True)
     execution, precision = _execution(device, precision, pack_size, fuse, compile_, checkpoint_every, store,
-                                      data_dir, force)
+                                      data_dir, force, track_layers, track_every)
     runs = [
         make_run_spec(
             dataset=dataset, depth=depth, h=hv, seed=sv, bn=bn, epochs=epochs, batch_size=batch_size,
@@ -433,6 +463,8 @@ def sweep(
     fuse: Fuse = None,
     compile_: Compile = None,
     checkpoint_every: CheckpointEvery = None,
+    track_layers: TrackLayers = None,
+    track_every: TrackEvery = None,
     store: Store_ = None,
     force: Force = False,
     as_json: AsJson = False,
@@ -446,8 +478,6 @@ def sweep(
     Runs already completed or diverged in the store are skipped; an interrupted sweep resumes
     where it stopped when the same command runs again.
     """
-    from . import executor
-
     values = load_sweep_file(config) if config is not None else {}
     flags = dict(depths=depths, h=h, seeds=seeds, train_noise=train_noise, dataset=dataset, epochs=epochs,
                  batch_size=batch_size, lr=lr, momentum=momentum, milestones=milestones, gamma=gamma,
@@ -456,7 +486,7 @@ def sweep(
                  moons_noise=moons_noise, synthetic_like=like, width=width, hidden=hidden, device=device,
                  precision=precision, pack_size=pack_size, fuse=fuse, compile=compile_,
                  checkpoint_every=checkpoint_every, store=store, data_dir=data_dir, executor=executor_,
-                 ray_address=ray_address, workers=workers)
+                 ray_address=ray_address, workers=workers, track_layers=track_layers, track_every=track_every)
     values.update({k: v for k, v in flags.items() if v is not None})
     _run_sweep(values, config, force, as_json, dry_run)
 
@@ -478,7 +508,7 @@ def _run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool,
     execution, resolved_precision = _execution(
         values.get("device"), values.get("precision"), None if values.get("pack_size") is None else str(values["pack_size"]),
         values.get("fuse"), values.get("compile"), values.get("checkpoint_every"), values.get("store"),
-        values.get("data_dir"), force)
+        values.get("data_dir"), force, values.get("track_layers"), values.get("track_every"))
     values["precision"] = resolved_precision
     if values.get("workers") is not None:
         if values["workers"] < 1:

@@ -55,6 +55,10 @@ class Options:
     # and always after the last epoch. Epochs of minutes checkpoint every epoch; sub-second epochs
     # (two-moons) do not spend more time saving than training. 0: after every epoch.
     checkpoint_seconds: float = 10.0
+    # Gradient dynamics (the paper's Fig. 2): weight layers to watch (1-based in forward order, or
+    # "last"), recorded every step of the first epoch and every `track_every` steps after it.
+    track_layers: tuple[str, ...] = ()
+    track_every: int = 10
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Outcome:
     diverged_epoch: int | None = None
     diverged_step: int | None = None  # 1-based step within the diverged epoch
     seconds: float = 0.0
+    layer_stats: list[dict] = field(default_factory=list)  # {step, layer, weight_norm, grad_norm}
 
     @property
     def final_test_acc(self) -> float | None:
@@ -185,6 +190,21 @@ def _stack_optimizers(states: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def weight_layers(model: torch.nn.Module, wanted: Sequence[str]) -> list[tuple[int, torch.nn.Parameter]]:
+    """(1-based layer number, weight) for the wanted layers among the weight layers (convolutions,
+    linear maps, the embedding) in forward order; "last" is the classifier."""
+    if not wanted:
+        return []
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight") and p.dim() >= 2]
+    out = []
+    for item in wanted:
+        n = len(weights) if item == "last" else int(item)
+        if not 1 <= n <= len(weights):
+            raise ValueError(f"layer {item} does not exist: the model has {len(weights)} weight layers")
+        out.append((n, weights[n - 1]))
+    return out
+
+
 class Unit:
     """Some members of a pack as one network with one optimizer, and their per-model counters."""
 
@@ -224,6 +244,11 @@ class Unit:
         self.use_graphs = options.cuda_graphs and device.type == "cuda"
         self.graph: tuple | None = None  # (key, torch.cuda.CUDAGraph, static losses)
         self.eager_steps = 0
+        # Layer statistics: the norms of every step go into a per-epoch device buffer (indexed by
+        # the step tensor, so a captured graph fills it too); the host reads it once per epoch.
+        self.tracked = weight_layers(model, options.track_layers)
+        steps = math.ceil(len(data.train_y) / first.batch_size)
+        self.track_buf = torch.zeros((steps, len(self.tracked), 2, k), device=device) if self.tracked else None
 
     def start_epoch(self, device: torch.device) -> None:
         self.loss_sum.zero_()
@@ -313,6 +338,10 @@ class Unit:
         if self.frozen:
             for p in self.model.parameters():
                 p.grad.view(self.k, -1).index_fill_(0, self.frozen_t, 0)
+        if self.tracked:
+            stats = torch.stack([torch.stack([p.detach().view(self.k, -1).norm(dim=1),
+                                              p.grad.view(self.k, -1).norm(dim=1)]) for _, p in self.tracked])
+            self.track_buf.index_copy_(0, self.step_t.view(1), stats.unsqueeze(0))
         self.optimizer.step()
         self.loss_sum += torch.where(self.alive, losses.detach(), 0.0) * y.shape[0]
         self.correct += (out.argmax(2) == y).sum(0) * self.alive.long()
@@ -537,6 +566,7 @@ def train(
         for outcome, state in zip(outcomes, states):
             outcome.history = [EpochRecord(**r) for r in state["history"]]
             outcome.seconds = float(state["seconds"])
+            outcome.layer_stats = list(state.get("layer_stats", []))
 
     fuse = choose_fuse(specs, data, device, options)
     groups = [list(range(len(specs)))] if fuse else [[i] for i in range(len(specs))]
@@ -563,6 +593,18 @@ def train(
 
         train_seconds = time.perf_counter() - started
         for unit in units:
+            if unit.tracked:
+                buf = unit.track_buf.cpu()  # [steps, layers, 2, K]
+                for step in range(steps):
+                    if epoch > 0 and step % options.track_every:
+                        continue
+                    for li, (layer, _) in enumerate(unit.tracked):
+                        for j, i in enumerate(unit.members):
+                            if i in dead:
+                                continue
+                            outcomes[i].layer_stats.append({
+                                "step": epoch * steps + step + 1, "layer": layer,
+                                "weight_norm": float(buf[step, li, 0, j]), "grad_norm": float(buf[step, li, 1, j])})
             alive = unit.alive.tolist()
             newly_dead = [j for j, ok in enumerate(alive) if not ok and j not in unit.frozen]
             for j in newly_dead:
@@ -597,6 +639,7 @@ def train(
                         "optimizer": optimizer_state,
                         "history": [asdict(r) for r in outcomes[i].history],
                         "seconds": outcomes[i].seconds,
+                        "layer_stats": outcomes[i].layer_stats,
                     })
         if save:
             last_save = time.perf_counter()

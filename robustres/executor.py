@@ -50,7 +50,8 @@ def load_all(runs: list[RunSpec], execution: Execution) -> dict[tuple, D.Data]:
 
 def engine_options(execution: Execution) -> engine.Options:
     return engine.Options(fuse=execution.fuse, compile=execution.compile,
-                          checkpoint_seconds=execution.checkpoint_seconds)
+                          checkpoint_seconds=execution.checkpoint_seconds,
+                          track_layers=execution.track_layers, track_every=execution.track_every)
 
 
 def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dict:
@@ -124,6 +125,8 @@ class _PackRunner:
         for spec, outcome, base in zip(specs, outcomes, bases):
             row = result_row(spec, outcome, base)
             store.put_epochs(spec.run_id, [asdict(r) for r in outcome.history])
+            if outcome.layer_stats:
+                store.put_layer_stats(spec.run_id, outcome.layer_stats)
             store.put_run(row)
             self.reporter.run_finished(spec, row, reused=False)
             rows.append(store.get_run(spec.run_id) or row)

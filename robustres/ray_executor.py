@@ -44,6 +44,7 @@ def train_pack_task(spec_dicts: list[dict], data_dir: str, options: dict, saved:
         outcomes = engine.train(specs, data, device, paths, options=engine.Options(**options))
         return [{"status": o.status, "history": [asdict(r) for r in o.history],
                  "diverged_epoch": o.diverged_epoch, "diverged_step": o.diverged_step, "seconds": o.seconds,
+                 "layer_stats": o.layer_stats,
                  "checkpoint": path.read_bytes() if path.exists() else None, "device": str(device)}
                 for o, path in zip(outcomes, paths)]
 
@@ -70,7 +71,8 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         options = {"fuse": execution.fuse, "compile": execution.compile,
-                   "checkpoint_seconds": execution.checkpoint_seconds}
+                   "checkpoint_seconds": execution.checkpoint_seconds,
+                   "track_layers": execution.track_layers, "track_every": execution.track_every}
         per_task_cpus = 1 if gpus else max(1, cpus // 2)
         task = ray.remote(train_pack_task).options(num_gpus=1 if gpus else 0, num_cpus=per_task_cpus,
                                                    max_retries=0)
@@ -124,6 +126,8 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
                                          diverged_step=result["diverged_step"], seconds=result["seconds"])
                 row = {**result_row(spec, outcome, bases[spec.run_id]), "device": f"ray:{result['device']}"}
                 store.put_epochs(spec.run_id, result["history"])
+                if result["layer_stats"]:
+                    store.put_layer_stats(spec.run_id, result["layer_stats"])
                 store.put_run(row)
                 reporter.run_finished(spec, row, reused=False)
                 rows[spec.run_id] = store.get_run(spec.run_id) or row

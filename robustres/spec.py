@@ -303,6 +303,22 @@ class Execution:
     compile: bool = False
     checkpoint_seconds: float = 10.0  # see engine.Options
     workers: int | None = None  # local worker processes; None: one per visible GPU (1 without)
+    track_layers: tuple[str, ...] = ()  # --track-layers 2,50,last
+    track_every: int = 10
+
+
+def parse_track_layers(text: str | None) -> tuple[str, ...]:
+    """'2,50,last' -> ('2', '50', 'last'); layers are 1-based weight layers in forward order."""
+    if not text:
+        return ()
+    out = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if item == "last" or (item.isdigit() and int(item) >= 1):
+            out.append(item)
+        else:
+            raise SpecError(f"--track-layers: {item!r} is not a layer number >= 1 or 'last'")
+    return tuple(dict.fromkeys(out))
 
 
 def check_device(device: str) -> str:
@@ -445,14 +461,14 @@ RUN_KEYS = ("dataset", "bn", "epochs", "batch_size", "lr", "momentum", "mileston
             "optimizer", "noise_kind", "precision", "limit_train", "limit_test", "n_train", "n_test",
             "moons_noise", "synthetic_like", "width", "hidden")
 EXECUTION_KEYS = ("device", "store", "data_dir", "pack_size", "fuse", "compile", "checkpoint_every", "executor",
-                  "ray_address", "workers")
+                  "ray_address", "workers", "track_layers", "track_every")
 SWEEP_KEYS = GRID_KEYS + RUN_KEYS + EXECUTION_KEYS
 _TYPES = {"bn": bool, "fuse": bool, "compile": bool, "epochs": int, "batch_size": int, "limit_train": int,
           "limit_test": int, "n_train": int, "n_test": int, "width": int, "hidden": int,
           "lr": float, "momentum": float, "gamma": float, "weight_decay": float, "moons_noise": float,
           "checkpoint_every": float, "dataset": str, "optimizer": str, "noise_kind": str,
           "precision": str, "synthetic_like": str, "device": str, "store": str, "data_dir": str,
-          "executor": str, "ray_address": str, "workers": int}
+          "executor": str, "ray_address": str, "workers": int, "track_layers": str, "track_every": int}
 
 
 @dataclass(frozen=True)

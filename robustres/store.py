@@ -88,6 +88,12 @@ PROPAGATION_SCHEMA = pa.schema([
 ])
 
 
+LAYER_STATS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("step", pa.int64()), ("layer", pa.int64()), ("weight_norm", pa.float64()),
+    ("grad_norm", pa.float64()),
+])
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -244,6 +250,18 @@ class Store:
         """Relative feature perturbation per block: rows of kind, level, block, value."""
         self._put_merged(self.root / "propagation", PROPAGATION_SCHEMA, run_id, rows, ["kind", "level", "block"])
 
+    def put_layer_stats(self, run_id: str, rows: list[dict]) -> None:
+        """Weight and gradient norms of tracked layers (`--track-layers`), all of a run's rows."""
+        folder = self.root / "layer_stats"
+        self.create()
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([{**{k: r.get(k) for k in LAYER_STATS_SCHEMA.names}, "run_id": run_id}
+                                      for r in rows], schema=LAYER_STATS_SCHEMA)
+        self._write(table, folder / f"{run_id}.parquet")
+
+    def layer_stats(self) -> pd.DataFrame:
+        return self._read_all(self.root / "layer_stats", LAYER_STATS_SCHEMA, None)
+
     def noise_evals(self) -> pd.DataFrame:
         return self._read_all(self.root / "noise_evals", NOISE_EVALS_SCHEMA, None)
 
@@ -253,6 +271,7 @@ class Store:
     def delete_run(self, run_id: str) -> None:
         for path in (self.runs_dir / f"{run_id}.parquet", self.epochs_dir / f"{run_id}.parquet",
                      self.checkpoint_path(run_id), self.root / "noise_evals" / f"{run_id}.parquet",
+                     self.root / "layer_stats" / f"{run_id}.parquet",
                      self.root / "propagation" / f"{run_id}.parquet"):
             path.unlink(missing_ok=True)
 

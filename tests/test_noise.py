@@ -83,3 +83,23 @@ def test_bad_noise_eval_input(cli, args, message):
     cli("train", "--depth", "3", "--epochs", "1")
     code, out, err = cli("noise-eval", *args)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+SHARED_CIFAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="needs ../shared/data/cifar10-jpeg.tar.gz (the real CIFAR)")
+def test_prop1_on_real_cifar_layer2_gradient_explodes_at_h1_not_at_h01(cli, tmp_path):
+    import tarfile
+
+    with tarfile.open(SHARED_CIFAR) as tar:
+        tar.extractall(tmp_path / "data", filter="data")
+    code, out, err = cli("train", "--dataset", "imagefolder", "--data-dir", tmp_path / "data" / "cifar10-jpeg",
+                         "--depth", "218", "--h", "0.1,1", "--batch-size", "64", "--lr", "0.1", "--epochs", "1",
+                         "--limit-train", "128", "--limit-test", "64", "--track-layers", "2", "--json")
+    assert code == 0, err
+    stats = Store(tmp_path / "store").layer_stats().merge(Store(tmp_path / "store").runs(columns=["run_id", "h"]),
+                                                          on="run_id")
+    grad = stats.pivot_table(index="step", columns="h", values="grad_norm")
+    assert list(grad.index) == [1, 2]
+    assert ((grad[1.0] / grad[0.1]) >= 100).all(), grad
