@@ -879,7 +879,14 @@ def report(
     if not short.empty and _gate_min_seeds_given():
         failures.append(f"{len(short)} (depth, h) groups have fewer than {min_seeds} completed runs")
 
-    files = R.plot(groups, the_store.epochs() if plot is not None else None, runs, plot) if plot is not None else []
+    files, summaries = [], []
+    if plot is not None:
+        files = R.plot(groups, the_store.epochs(), runs, plot)
+        ids = set(runs.run_id)
+        pick = lambda df: df[df.run_id.isin(ids)]  # noqa: E731
+        more, summaries = R.plot_instruments(pick(the_store.noise_evals()), pick(the_store.propagation()),
+                                             pick(the_store.layer_stats()), runs, plot)
+        files += more + _moons_figures(the_store, runs, plot)
     if format_ == "json":
         print(json.dumps(_report_json(groups, recs, warnings + failures, files), indent=2))
     elif format_ == "csv":
@@ -888,11 +895,41 @@ def report(
         print(_report_markdown(groups, recs, warnings + failures))
     else:
         _print_report(groups, recs, warnings, min_seeds)
+        for line in summaries:
+            print(line)
         for path in files:
             print(f"wrote {path}")
     for failure in failures:
         print(f"gate failed: {failure}", file=sys.stderr)
     raise typer.Exit(EXIT_FAILED if failures else EXIT_OK)
+
+
+def _moons_figures(store, runs, folder) -> list:
+    """Fig. 4 for completed two-moons runs of width 2 (first seed of each h), per depth."""
+    done = runs[(runs.dataset == "two-moons") & (runs.status == "completed") & (runs.width == 2)]
+    if done.empty:
+        return []
+    from . import data as D
+    from . import engine
+    from . import report as R
+    from .store import spec_from_row
+
+    full = store.runs().set_index("run_id")
+    written = []
+    for depth, g in done.groupby("depth"):
+        chosen = g.sort_values("seed").groupby("h").head(1).sort_values("h")
+        models, data = [], None
+        for run_id in chosen.run_id:
+            spec = spec_from_row({**full.loc[run_id].to_dict(), "run_id": run_id})
+            data = data or D.load(spec, Path("."))
+            try:
+                models.append((spec.h, engine.load_trained(spec, store.checkpoint_path(run_id), data,
+                                                           engine.resolve_device("cpu"))))
+            except FileNotFoundError:
+                continue
+        if models:
+            written += R.plot_moons_features(models, data.test_x[:500], data.test_y[:500], folder, int(depth))
+    return written
 
 
 def _gate_min_seeds_given() -> bool:

@@ -292,3 +292,118 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
                          + (f", training noise {noise:g}" if noise else ""), y=1.03)
             save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
     return written
+
+
+def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFrame, runs: pd.DataFrame,
+                     folder) -> tuple[list, list[str]]:
+    """Figures of noise-eval's tables: accuracy against test-noise level, perturbation against block
+    (Prop. 2), weight and gradient norms over steps (Fig. 2). Returns (paths, one-line summaries)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, summaries = [], []
+    meta = runs[["run_id", "dataset", "depth", "h"]]
+
+    def save(fig, name):
+        for ext in ("png", "svg"):
+            path = folder / f"{name}.{ext}"
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+
+    def colors(hs):
+        return {h: plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(sorted(hs))}
+
+    if not noise.empty:
+        frame = noise.merge(meta, on="run_id")
+        for (dataset, depth, kind), g in frame.groupby(["dataset", "depth", "kind"]):
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            cmap = colors(g.h.unique())
+            for h, d in g.groupby("h"):
+                med = d.groupby("level").accuracy.median()
+                ax.plot(med.index, 100 * med.values, marker="o", color=cmap[h], label=f"h = {h:g}")
+            ax.set_xlabel(f"test-noise level ({kind})")
+            ax.set_ylabel("test accuracy, % (median over seeds)")
+            ax.set_title(f"{dataset}, depth {depth}: corrupted test inputs")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+            save(fig, f"noise-acc-{dataset}-depth{depth}-{kind}")
+    if not prop.empty:
+        frame = prop.merge(meta, on="run_id")
+        for (dataset, depth, kind, level), g in frame.groupby(["dataset", "depth", "kind", "level"]):
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            cmap = colors(g.h.unique())
+            for h, d in g.groupby("h"):
+                med = d.groupby("block").value.median()
+                ax.plot(med.index, med.values, color=cmap[h], label=f"h = {h:g}")
+            ax.set_xlabel("block n (0: the input to the first block)")
+            ax.set_ylabel("||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||")
+            ax.set_title(f"{dataset}, depth {depth}: {kind} noise {level:g} through the blocks")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+            save(fig, f"propagation-{dataset}-depth{depth}-{kind}-{level:g}")
+    if not stats.empty:
+        frame = stats.merge(meta, on="run_id")
+        for (dataset, depth, layer), g in frame.groupby(["dataset", "depth", "layer"]):
+            fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
+            fig.subplots_adjust(wspace=0.35)
+            cmap = colors(g.h.unique())
+            for h, d in g.groupby("h"):
+                med = d.groupby("step")[["grad_norm", "weight_norm"]].median()
+                axes[0].plot(med.index, med.grad_norm, color=cmap[h], label=f"h = {h:g}")
+                axes[1].plot(med.index, med.weight_norm, color=cmap[h], label=f"h = {h:g}")
+                early = d[d.step <= 10].grad_norm.median()
+                summaries.append(f"{dataset} depth {depth} layer {layer}: median gradient norm over the first 10 "
+                                 f"steps at h={h:g}: {early:.3g}")
+            for ax, what in zip(axes, ("gradient norm", "weight norm")):
+                ax.set_yscale("log")
+                ax.set_xlabel("SGD step")
+                ax.set_ylabel(f"{what} (median over seeds, log)")
+                ax.grid(True, which="both", alpha=0.3)
+            axes[1].legend(fontsize="small")
+            fig.suptitle(f"{dataset}, depth {depth}: layer {layer}")
+            save(fig, f"layer-norms-{dataset}-depth{depth}-layer{layer}")
+    return written, summaries
+
+
+def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int) -> list:
+    """The paper's Fig. 4: two-moons test points as they move through the blocks of width-2 models,
+    one row per h, columns at blocks 0, D/4, D/2, 3D/4 and D."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from pathlib import Path
+
+    cols = sorted({0, depth // 4, depth // 2, 3 * depth // 4, depth})
+    fig, axes = plt.subplots(len(models), len(cols), figsize=(2.6 * len(cols), 2.5 * len(models)), squeeze=False)
+    for row, (h, model) in enumerate(models):
+        with torch.no_grad():
+            feats = model.features(points)
+        for c, block in enumerate(cols):
+            ax = axes[row][c]
+            xy = feats[block].cpu().numpy()
+            ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu().numpy(), cmap="coolwarm", s=3)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"block {block}")
+            if c == 0:
+                ax.set_ylabel(f"h = {h:g}")
+    fig.suptitle(f"two-moons, {depth} blocks of width 2: the test points block by block")
+    folder = Path(folder)
+    written = []
+    for ext in ("png", "svg"):
+        path = folder / f"fig4-moons-features-depth{depth}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        written.append(path)
+    plt.close(fig)
+    return written

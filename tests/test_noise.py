@@ -103,3 +103,18 @@ def test_prop1_on_real_cifar_layer2_gradient_explodes_at_h1_not_at_h01(cli, tmp_
     grad = stats.pivot_table(index="step", columns="h", values="grad_norm")
     assert list(grad.index) == [1, 2]
     assert ((grad[1.0] / grad[0.1]) >= 100).all(), grad
+
+
+def test_report_draws_the_instruments(cli, tmp_path):
+    code, _, err = cli("train", "--depth", "8", "--h", "0.1,1", "--epochs", "4", "--track-layers", "2,last")
+    assert code == 0, err
+    code, _, err = cli("noise-eval", "--levels", "0,0.3", "--propagation")
+    assert code == 0, err
+    code, out, err = cli("report", "--min-seeds", "1", "--plot", tmp_path / "figs")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "figs").iterdir()}
+    for stem in ("noise-acc-two-moons-depth8-gaussian", "propagation-two-moons-depth8-gaussian-0.3",
+                 "layer-norms-two-moons-depth8-layer2", "layer-norms-two-moons-depth8-layer17",
+                 "fig4-moons-features-depth8"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names, stem
+    assert "median gradient norm over the first 10 steps at h=0.1" in out
