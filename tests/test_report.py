@@ -185,7 +185,8 @@ def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
     assert fig6.get_xscale() == "log" and "h" in fig6.get_xlabel() and "accuracy" in fig6.get_ylabel()
     assert sorted(t.get_text() for t in fig6.get_legend().get_texts()) == ["depth 3", "depth 5"]
     code, out, _ = cli("report", "--plot", tmp_path / "cli-figs")
-    assert code == 0 and out.count("wrote ") == 6
+    assert code == 0 and out.count("wrote ") == 6 + 4  # and Fig. 4 for each of the two depths
+    assert (tmp_path / "cli-figs" / "fig4-moons-features-depth5.png").exists()
 
 
 def test_runs_of_different_protocols_are_never_pooled(tmp_path):
