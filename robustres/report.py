@@ -201,25 +201,38 @@ def _paired(runs: pd.DataFrame, key: dict, h: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+class _Figures:
+    """Where figures go: every figure saved as PNG and SVG into one folder, paths remembered."""
+
+    def __init__(self, folder):
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+        from pathlib import Path
+
+        self.plt = plt
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.written: list = []
+
+    def save(self, fig, name: str) -> None:
+        for ext in ("png", "svg"):
+            path = self.folder / f"{name}.{ext}"
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+            self.written.append(path)
+        self.plt.close(fig)
+
+    def colors(self, hs) -> dict:
+        """One colour per h, from small (dark) to large (light), the same in every panel."""
+        hs = sorted(hs)
+        return {h: self.plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(hs)}
+
+
 def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, folder) -> list:
     """The paper's figures for these runs, as PNG and SVG files in `folder`; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pathlib import Path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(fig, name):
-        for ext in ("png", "svg"):
-            path = folder / f"{name}.{ext}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
+    figures = _Figures(folder)
+    plt, save = figures.plt, figures.save
 
     def slug(*parts) -> str:
         return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
@@ -276,7 +289,7 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         for (dataset, protocol, noise), g in merged.groupby(["dataset", "protocol", "train_noise"]):
             depths = sorted(g.depth.unique())
             hs = sorted(g.h.unique())
-            colors = {h: plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(hs)}
+            colors = figures.colors(hs)
             fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.6), squeeze=False, sharey=True)
             for ax, depth in zip(axes[0], depths):
                 for h, d in g[g.depth == depth].groupby("h"):
@@ -291,34 +304,17 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
             fig.suptitle(f"{dataset}: learning curves (a curve stops where its runs diverged)"
                          + (f", training noise {noise:g}" if noise else ""), y=1.03)
             save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
-    return written
+    return figures.written
 
 
 def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFrame, runs: pd.DataFrame,
                      folder) -> tuple[list, list[str]]:
     """Figures of noise-eval's tables: accuracy against test-noise level, perturbation against block
     (Prop. 2), weight and gradient norms over steps (Fig. 2). Returns (paths, one-line summaries)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pathlib import Path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written, summaries = [], []
+    figures = _Figures(folder)
+    plt, save, colors = figures.plt, figures.save, figures.colors
+    summaries = []
     meta = runs[["run_id", "dataset", "depth", "h"]]
-
-    def save(fig, name):
-        for ext in ("png", "svg"):
-            path = folder / f"{name}.{ext}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
-
-    def colors(hs):
-        return {h: plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(sorted(hs))}
 
     if not noise.empty:
         frame = noise.merge(meta, on="run_id")
@@ -369,19 +365,16 @@ def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFram
             axes[1].legend(fontsize="small")
             fig.suptitle(f"{dataset}, depth {depth}: layer {layer}")
             save(fig, f"layer-norms-{dataset}-depth{depth}-layer{layer}")
-    return written, summaries
+    return figures.written, summaries
 
 
 def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int) -> list:
     """The paper's Fig. 4: two-moons test points as they move through the blocks of width-2 models,
     one row per h, columns at blocks 0, D/4, D/2, 3D/4 and D."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
 
-    from pathlib import Path
+    figures = _Figures(folder)
+    plt = figures.plt
 
     cols = sorted({0, depth // 4, depth // 2, 3 * depth // 4, depth})
     fig, axes = plt.subplots(len(models), len(cols), figsize=(2.6 * len(cols), 2.5 * len(models)), squeeze=False)
@@ -399,11 +392,5 @@ def plot_moons_features(models: list[tuple[float, object]], points, labels, fold
             if c == 0:
                 ax.set_ylabel(f"h = {h:g}")
     fig.suptitle(f"two-moons, {depth} blocks of width 2: the test points block by block")
-    folder = Path(folder)
-    written = []
-    for ext in ("png", "svg"):
-        path = folder / f"fig4-moons-features-depth{depth}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        written.append(path)
-    plt.close(fig)
-    return written
+    figures.save(fig, f"fig4-moons-features-depth{depth}")
+    return figures.written
