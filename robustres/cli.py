@@ -288,26 +288,31 @@ def _run_all(runs, execution, as_json: bool, total_label: str, ray_address: str 
     if use_ray:
         from .ray_executor import execute_ray
 
-        def run_with(reporter):
+        def run_with(runs, execution, reporter):
             return execute_ray(runs, execution, datasets, reporter, ray_address)
     else:
         devices = _worker_devices(execution)
 
-        def run_with(reporter):
+        def run_with(runs, execution, reporter):
             if len(devices) > 1:
                 from .workers import execute_workers
 
                 return execute_workers(runs, execution, datasets, devices, reporter)
             return executor.execute(runs, execution, datasets, reporter)
+    def waiting(count: int, holders: list[dict]) -> None:
+        who = ", ".join(sorted({f"pid {h.get('pid')} on {h.get('host')}" for h in holders})) or "another process"
+        print(f"waiting for {count} run(s) that {who} is training in this store", file=sys.stderr)
+
     started = time.perf_counter()
     interactive = sys.stdout.isatty() and not as_json
     console = _console()
     try:
         if interactive:
             with RichReporter(console, len(runs)) as reporter:
-                rows = run_with(reporter)
+                rows = executor.until_done(lambda rs, ex: run_with(rs, ex, reporter), runs, execution, waiting)
         else:
-            rows = run_with(PlainReporter(sys.stderr if as_json else sys.stdout, len(runs)))
+            reporter = PlainReporter(sys.stderr if as_json else sys.stdout, len(runs))
+            rows = executor.until_done(lambda rs, ex: run_with(rs, ex, reporter), runs, execution, waiting)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None

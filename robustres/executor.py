@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Protocol
 
 import torch
 
@@ -21,7 +21,7 @@ from . import data as D
 from . import engine
 from .plan import Pack, make_packs, order_by_cost, pack_cost
 from .spec import Execution, RunSpec
-from .store import FINAL_STATUSES, Store, config_columns, now_iso
+from .store import FINAL_STATUSES, Claims, Store, config_columns, now_iso
 
 
 class Reporter(Protocol):
@@ -150,6 +150,16 @@ class Survey:
     finished: dict[str, dict]  # run_id -> row, completed or diverged
     todo: list[RunSpec]
     epochs_done: dict[str, int]  # run_id -> epochs in its checkpoint
+    elsewhere: dict[str, dict] = field(default_factory=dict)  # run_id -> the live process training it
+    claims: Claims | None = None  # the claims this process holds on `todo` (see `begin`)
+
+    def release(self, specs) -> None:
+        if self.claims is not None:
+            self.claims.release([s.run_id for s in specs])
+
+    def release_all(self) -> None:
+        if self.claims is not None:
+            self.claims.release_all()
 
 
 def survey(runs: list[RunSpec], execution: Execution) -> Survey:
@@ -177,9 +187,23 @@ def flops_per_image(spec: RunSpec, input_shape: tuple[int, ...], num_classes: in
 
 
 def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tuple[Store, Survey, dict]:
-    """What every executor does first: report the finished runs, tidy the store for the rest."""
+    """What every executor does first: claim the runs to train, report the finished ones, tidy
+    the store for the rest.
+
+    Runs that another live process is training (two sweeps sharing a store) are left out of
+    `todo` and listed in `elsewhere`; the executor must call `work.release(...)` as packs finish
+    and `work.release_all()` at the end, and `until_done` comes back for the runs elsewhere.
+    """
     store = Store(execution.store)
     work = survey(runs, execution)
+    if work.todo:
+        claims = Claims(store)
+        mine, elsewhere = claims.take([s.run_id for s in work.todo])
+        mine = set(mine)
+        # Look again now that the runs are ours: another process may have finished one meanwhile.
+        again = survey([s for s in work.todo if s.run_id in mine], execution)
+        work = Survey({**work.finished, **again.finished}, again.todo, again.epochs_done, elsewhere, claims)
+        claims.release(list(again.finished))
     rows: dict[str, dict] = dict(work.finished)
     for spec in runs:
         if spec.run_id in work.finished:
@@ -192,6 +216,27 @@ def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tupl
     return store, work, rows
 
 
+def until_done(execute_some: Callable[[list[RunSpec], Execution], list[dict | None]], runs: list[RunSpec],
+               execution: Execution, on_wait: Callable[[int, list[dict]], None] | None = None,
+               poll_seconds: float = 0.5) -> list[dict]:
+    """Run an executor until every run has a row: runs that another process was training (None
+    rows) are taken up again as soon as their claims are released or go stale, and then either
+    reported from the store (that process finished them) or trained here (it died)."""
+    rows = dict(zip([s.run_id for s in runs], execute_some(runs, execution)))
+    execution = replace(execution, force=False)  # what the other process trained is fresh
+    while True:
+        pending = [s for s in runs if rows[s.run_id] is None]
+        if not pending:
+            return [rows[s.run_id] for s in runs]
+        claims = Claims(Store(execution.store))
+        holders = [h for h in (claims.holder(s.run_id) for s in pending) if h is not None]
+        if on_wait is not None:
+            on_wait(len(pending), holders)
+        while all(claims.holder(s.run_id) is not None for s in pending):
+            time.sleep(poll_seconds)
+        rows.update(zip([s.run_id for s in pending], execute_some(pending, execution)))
+
+
 def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
             reporter: Reporter | None = None) -> list[dict]:
     """Train (or reuse) every run; return one store row per run, in the order given."""
@@ -199,22 +244,25 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
     device = engine.resolve_device(execution.device)
     options = engine_options(execution)
     store, work, rows = begin(runs, execution, reporter)
-
-    runner = _PackRunner(store, device, options, reporter)
-    for key in dict.fromkeys(D.data_key(s) for s in work.todo):  # one dataset on the device at a time
-        group = [s for s in work.todo if D.data_key(s) == key]
-        data = datasets[key].to(device)
-        size = execution.pack_size or engine.auto_pack_size(group, data, device, options)
-        packs = make_packs(group, size, work.epochs_done)
-        costs = [pack_cost(p, flops_per_image(p.runs[0], data.input_shape, data.num_classes), len(data.train_y))
-                 for p in packs]
-        packs = order_by_cost(packs, costs)
-        for index, pack in enumerate(packs):
-            fused = engine.choose_fuse(pack.runs, data, device, options)
-            reporter.pack_started(pack, index, len(packs), fused)
-            for row in runner.run(pack, data, datasets[key]):
-                rows[row["run_id"]] = row
-        del data
+    try:
+        runner = _PackRunner(store, device, options, reporter)
+        for key in dict.fromkeys(D.data_key(s) for s in work.todo):  # one dataset on the device at a time
+            group = [s for s in work.todo if D.data_key(s) == key]
+            data = datasets[key].to(device)
+            size = execution.pack_size or engine.auto_pack_size(group, data, device, options)
+            packs = make_packs(group, size, work.epochs_done)
+            costs = [pack_cost(p, flops_per_image(p.runs[0], data.input_shape, data.num_classes),
+                               len(data.train_y)) for p in packs]
+            packs = order_by_cost(packs, costs)
+            for index, pack in enumerate(packs):
+                fused = engine.choose_fuse(pack.runs, data, device, options)
+                reporter.pack_started(pack, index, len(packs), fused)
+                for row in runner.run(pack, data, datasets[key]):
+                    rows[row["run_id"]] = row
+                work.release(pack.runs)
+            del data
+    finally:
+        work.release_all()
     if work.todo:
         store.refresh()
-    return [rows[spec.run_id] for spec in runs]
+    return [rows.get(spec.run_id) for spec in runs]

@@ -51,17 +51,25 @@ def train_pack_task(spec_dicts: list[dict], data_dir: str, options: dict, saved:
 
 def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, reporter: Reporter | None = None,
                 address: str | None = None) -> list[dict]:
-    """Train (or reuse) every run through Ray; one store row per run, in the order given."""
+    """Train (or reuse) every run through Ray; one store row per run (None for runs another process
+    holds, see `executor.until_done`), in the order given."""
+    reporter = reporter or Silent()
+    store, work, rows = begin(runs, execution, reporter)
+    try:
+        if work.todo:
+            _train_packs(work, execution, datasets, store, reporter, rows, address)
+    finally:
+        work.release_all()
+    return [rows.get(s.run_id) for s in runs]
+
+
+def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Reporter, rows: dict,
+                 address: str | None) -> None:
     import ray
     import torch
 
     from . import __version__
     from . import data as D
-
-    reporter = reporter or Silent()
-    store, work, rows = begin(runs, execution, reporter)
-    if not work.todo:
-        return [rows[s.run_id] for s in runs]
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -116,6 +124,7 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
                     store.put_run(row)
                     reporter.run_finished(spec, row, reused=False)
                     rows[spec.run_id] = store.get_run(spec.run_id) or row
+                work.release(pack.runs)
                 continue
             for spec, result in zip(pack.runs, results):
                 if result["checkpoint"] is not None:
@@ -131,8 +140,8 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
                 store.put_run(row)
                 reporter.run_finished(spec, row, reused=False)
                 rows[spec.run_id] = store.get_run(spec.run_id) or row
+            work.release(pack.runs)
     finally:
         if started_here:
             ray.shutdown()
     store.refresh()
-    return [rows[s.run_id] for s in runs]

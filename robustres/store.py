@@ -5,6 +5,7 @@ Layout under the store root:
     runs/<run_id>.parquet         one row: the run's full config, status and results
     epochs/<run_id>.parquet       one row per finished epoch
     checkpoints/<run_id>.pt       the latest end-of-epoch training state (written by the engine)
+    claims/<run_id>.json          which live process is training the run now (see `Claims`)
 
 One file per run keeps writers independent (no shared file to rewrite), and every write goes to a
 temporary name in the same folder followed by an atomic rename, so a reader sees the old file or the
@@ -14,8 +15,14 @@ new one, never a partial one. Readers only look at `*.parquet`.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import json
 import os
+import re
+import socket
 import sys
+import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -94,6 +101,11 @@ LAYER_STATS_SCHEMA = pa.schema([
 ])
 
 
+def _why(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -137,8 +149,167 @@ def _with_keys(schema: pa.Schema) -> pa.Schema:
         pa.field("_mtime", pa.int64()))
 
 
+class ForeignFile(ValueError):
+    """A Parquet file in the store that is not one of ours (other columns, or another run's rows)."""
+
+
+# The columns a file must have to be read as one of ours; others may be missing (read as nulls).
+_KEYS = {"runs": ("run_id", "dataset", "depth", "h", "seed", "status"), "epochs": ("run_id", "epoch", "test_acc"),
+         "noise_evals": ("run_id", "kind", "level", "accuracy"), "propagation": ("run_id", "kind", "level", "block"),
+         "layer_stats": ("run_id", "step", "layer")}
+
+
+def read_run_file(path: Path, schema: pa.Schema) -> pa.Table:
+    """One run's file, in `schema`; raises on damaged and foreign files (see `ForeignFile`)."""
+    names = set(pq.read_schema(path).names)
+    missing = [k for k in _KEYS.get(path.parent.name, ("run_id",)) if k not in names]
+    if missing:
+        raise ForeignFile(f"no column {missing[0]}")
+    table = pq.read_table(path, schema=schema)
+    stem = path.name[: -len(".parquet")]
+    if any(r != stem for r in table.column("run_id").to_pylist()):
+        raise ForeignFile("rows of another run")
+    return table
+
+
 class StoreError(Exception):
     """The store cannot be written or read as a whole."""
+
+
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _file_name(run_id: str, suffix: str) -> str:
+    """A run's file name; run ids are hashes, so anything else (say, `../x` from a foreign Parquet
+    row) is refused rather than turned into a path outside the store."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise StoreError(f"not a run id: {run_id!r}")
+    return run_id + suffix
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, Linux), so that a recycled pid is not
+    mistaken for the process that wrote a claim. None where /proc is unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class Claims:
+    """Claim files: a run is trained by one process at a time, even when sweeps share a store.
+
+    A claim is `claims/<run_id>.json` naming its host, pid and the process's start time. Another
+    process may take a claim over only when it is stale: on this host, its process is gone (or its
+    pid now belongs to a newer process); from another host (a store on a shared file system), its
+    file was not refreshed for `STALE_SECONDS` (a heartbeat thread refreshes every live claim).
+    Reading and taking claims happens under a short `flock` on `claims/.lock`, so two processes
+    never both decide that they hold one.
+    """
+
+    HEARTBEAT_SECONDS = 30.0
+    STALE_SECONDS = 300.0
+
+    def __init__(self, store: "Store"):
+        self.folder = store.root / "claims"
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+        self.held: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _path(self, run_id: str) -> Path:
+        return self.folder / _file_name(run_id, ".json")
+
+    def _mutex(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return _Flock(self.folder / ".lock")
+
+    def holder(self, run_id: str) -> dict | None:
+        """Who holds the run's claim, or None when it is free (no claim, or a stale one)."""
+        path = self._path(run_id)
+        try:
+            owner = json.loads(path.read_text())
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # an unreadable claim protects nothing
+        if not isinstance(owner, dict):
+            return None
+        if owner.get("host") == self.me["host"]:
+            pid = owner.get("pid")
+            if not isinstance(pid, int) or not _alive(pid):
+                return None
+            start = _process_start(pid)
+            if start is not None and owner.get("start") is not None and start != owner.get("start"):
+                return None  # the pid was recycled
+            return owner
+        return owner if age < self.STALE_SECONDS else None
+
+    def take(self, run_ids: list[str]) -> tuple[list[str], dict[str, dict]]:
+        """Claim every run that is free; returns (claimed, {run_id: holder} for the others)."""
+        mine, others = [], {}
+        with self._mutex():
+            for run_id in run_ids:
+                owner = None if run_id in self.held else self.holder(run_id)
+                if owner is not None and owner != self.me:
+                    others[run_id] = owner
+                    continue
+                path = self._path(run_id)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                try:
+                    tmp.write_text(json.dumps(self.me))
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+                self.held.add(run_id)
+                mine.append(run_id)
+        if self.held and self._thread is None:
+            self._thread = threading.Thread(target=self._heartbeat, name="robustres-claims", daemon=True)
+            self._thread.start()
+        return mine, others
+
+    def release(self, run_ids) -> None:
+        run_ids = [r for r in run_ids if r in self.held]
+        if not run_ids:
+            return
+        with self._mutex():
+            for run_id in run_ids:
+                self.held.discard(run_id)
+                path = self._path(run_id)
+                try:
+                    if json.loads(path.read_text()) == self.me:
+                        path.unlink()
+                except (OSError, ValueError):
+                    pass
+
+    def release_all(self) -> None:
+        self.release(list(self.held))
+        self._stop.set()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_SECONDS):
+            for run_id in list(self.held):
+                try:
+                    os.utime(self._path(run_id))
+                except OSError:
+                    pass
+
+
+class _Flock:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
 
 
 class Store:
@@ -161,7 +332,7 @@ class Store:
         return self.root / "checkpoints"
 
     def checkpoint_path(self, run_id: str) -> Path:
-        return self.checkpoints_dir / f"{run_id}.pt"
+        return self.checkpoints_dir / _file_name(run_id, ".pt")
 
     def create(self) -> None:
         try:
@@ -197,7 +368,7 @@ class Store:
             raise ValueError(f"unknown run columns: {sorted(unknown)}")
         table = pa.Table.from_pylist([{k: row.get(k) for k in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
         self.create()
-        self._write(table, self.runs_dir / f"{row['run_id']}.parquet")
+        self._write(table, self.runs_dir / _file_name(row["run_id"], ".parquet"))
 
     def put_epochs(self, run_id: str, rows: list[dict]) -> None:
         table = pa.Table.from_pylist(
@@ -205,7 +376,7 @@ class Store:
             schema=EPOCHS_SCHEMA,
         )
         self.create()
-        self._write(table, self.epochs_dir / f"{run_id}.parquet")
+        self._write(table, self.epochs_dir / _file_name(run_id, ".parquet"))
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by writers that were killed mid-write (their pid is gone).
@@ -227,12 +398,13 @@ class Store:
 
     def _put_merged(self, folder: Path, schema: pa.Schema, run_id: str, rows: list[dict], key: list[str]) -> None:
         """Add rows to a run's file in `folder`, replacing rows with the same key."""
-        path = folder / f"{run_id}.parquet"
+        path = folder / _file_name(run_id, ".parquet")
         old = []
         if path.exists():
             try:
-                old = pq.read_table(path, schema=schema).to_pylist()
-            except Exception:
+                old = read_run_file(path, schema).to_pylist()
+            except Exception as exc:
+                self._warn(f"replacing unreadable store file {path}: {_why(exc)}")
                 old = []
         new_keys = {tuple(r[k] for k in key) for r in rows}
         merged = [r for r in old if tuple(r[k] for k in key) not in new_keys]
@@ -257,7 +429,7 @@ class Store:
         folder.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([{**{k: r.get(k) for k in LAYER_STATS_SCHEMA.names}, "run_id": run_id}
                                       for r in rows], schema=LAYER_STATS_SCHEMA)
-        self._write(table, folder / f"{run_id}.parquet")
+        self._write(table, folder / _file_name(run_id, ".parquet"))
 
     def layer_stats(self) -> pd.DataFrame:
         return self._read_all(self.root / "layer_stats", LAYER_STATS_SCHEMA, None)
@@ -269,10 +441,10 @@ class Store:
         return self._read_all(self.root / "propagation", PROPAGATION_SCHEMA, None)
 
     def delete_run(self, run_id: str) -> None:
-        for path in (self.runs_dir / f"{run_id}.parquet", self.epochs_dir / f"{run_id}.parquet",
-                     self.checkpoint_path(run_id), self.root / "noise_evals" / f"{run_id}.parquet",
-                     self.root / "layer_stats" / f"{run_id}.parquet",
-                     self.root / "propagation" / f"{run_id}.parquet"):
+        for path in (self.runs_dir / _file_name(run_id, ".parquet"), self.epochs_dir / _file_name(run_id, ".parquet"),
+                     self.checkpoint_path(run_id), self.root / "noise_evals" / _file_name(run_id, ".parquet"),
+                     self.root / "layer_stats" / _file_name(run_id, ".parquet"),
+                     self.root / "propagation" / _file_name(run_id, ".parquet")):
             path.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
@@ -325,9 +497,9 @@ class Store:
         for name in sorted(fresh_files):
             path = folder / name
             try:
-                t = pq.read_table(path, schema=schema)
+                t = read_run_file(path, schema)
             except Exception as exc:  # damaged or foreign file: skip it, say so once
-                self._warn(f"skipping unreadable store file {path}: {type(exc).__name__}")
+                self._warn(f"skipping unreadable store file {path}: {_why(exc)}")
                 continue
             size, mtime = listing[name]
             tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
@@ -362,18 +534,22 @@ class Store:
     def epochs(self, run_id: str | None = None) -> pd.DataFrame:
         if run_id is None:
             return self._read_all(self.epochs_dir, EPOCHS_SCHEMA, None)
-        path = self.epochs_dir / f"{run_id}.parquet"
+        path = self.epochs_dir / _file_name(run_id, ".parquet")
         if not path.exists():
             return EPOCHS_SCHEMA.empty_table().to_pandas()
-        return pq.read_table(path, schema=EPOCHS_SCHEMA).to_pandas()
+        try:
+            return read_run_file(path, EPOCHS_SCHEMA).to_pandas()
+        except Exception as exc:
+            self._warn(f"skipping unreadable store file {path}: {_why(exc)}")
+            return EPOCHS_SCHEMA.empty_table().to_pandas()
 
     def get_run(self, run_id: str) -> dict | None:
-        path = self.runs_dir / f"{run_id}.parquet"
+        path = self.runs_dir / _file_name(run_id, ".parquet")
         if not path.exists():
             return None
         try:
-            rows = pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()
+            rows = read_run_file(path, RUNS_SCHEMA).to_pylist()
         except Exception as exc:
-            self._warn(f"skipping unreadable store file {path}: {type(exc).__name__}")
+            self._warn(f"skipping unreadable store file {path}: {_why(exc)}")
             return None
         return rows[0] if rows else None

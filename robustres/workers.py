@@ -10,6 +10,7 @@ is marked `failed` with the exit code, a fresh worker takes its device, and the 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import time
 import traceback
@@ -40,12 +41,27 @@ class _Forward:
         pass
 
 
-def _worker_main(worker: int, device_name: str, execution: Execution, tasks, results) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive its driver (kill -9): the driver's claims lapse with it, and
+    another sweep may then take up the runs this worker would still be training."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the driver died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(worker: int, device_name: str, execution: Execution, tasks, results, parent: int) -> None:
     import torch
 
     from . import data as D
     from . import engine
 
+    _die_with_parent(parent)
     device = engine.resolve_device(device_name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -76,13 +92,22 @@ def _worker_main(worker: int, device_name: str, execution: Execution, tasks, res
 
 def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, devices: list[str],
                     reporter: Reporter | None = None) -> list[dict]:
-    """Train (or reuse) every run on len(devices) worker processes; one row per run, in order."""
-    from . import data as D
-
+    """Train (or reuse) every run on len(devices) worker processes; one row per run (None for runs
+    another process holds, see `executor.until_done`), in order."""
     reporter = reporter or Silent()
     store, work, rows = begin(runs, execution, reporter)
-    if not work.todo:
-        return [rows[s.run_id] for s in runs]
+    try:
+        if work.todo:
+            _train_packs(work, execution, devices, store, reporter, rows)
+    finally:
+        work.release_all()
+    return [rows.get(s.run_id) for s in runs]
+
+
+def _train_packs(work, execution: Execution, devices: list[str], store: Store, reporter: Reporter,
+                 rows: dict) -> None:
+    from . import data as D
+
     packs: list[Pack] = []
     for key in dict.fromkeys(D.data_key(s) for s in work.todo):
         group = [s for s in work.todo if D.data_key(s) == key]
@@ -95,7 +120,7 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
     queues = [ctx.Queue() for _ in devices]  # one per worker: the driver knows who holds what
 
     def start(worker: int):
-        proc = ctx.Process(target=_worker_main, args=(worker, devices[worker], execution, queues[worker], results),
+        proc = ctx.Process(target=_worker_main, args=(worker, devices[worker], execution, queues[worker], results, os.getpid()),
                            daemon=True)
         proc.start()
         return proc
@@ -124,6 +149,7 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
                     index = holding.pop(worker)
                     _fail(packs[index], f"worker process on {devices[worker]} died (exit code {proc.exitcode})",
                           store, reporter, rows)
+                    work.release(packs[index].runs)
                     procs[worker] = start(worker)
                     hand_out(worker)
                 continue
@@ -141,6 +167,7 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
                     for row in message[3]:
                         rows[row["run_id"]] = row
                         reporter.run_finished(by_spec[row["run_id"]], row, reused=False)
+                work.release(packs[index].runs)
                 hand_out(worker)
     finally:
         for q in queues:
@@ -151,7 +178,6 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
             if proc.is_alive():
                 proc.terminate()
     store.refresh()
-    return [rows[s.run_id] for s in runs]
 
 
 def engine_record(d: dict):
