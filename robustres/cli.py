@@ -5,6 +5,7 @@ Bad input exits with code 2 and one line on stderr ("error: ..."), before anythi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -492,33 +493,47 @@ def sweep(
                  precision=precision, pack_size=pack_size, fuse=fuse, compile=compile_,
                  checkpoint_every=checkpoint_every, store=store, data_dir=data_dir, executor=executor_,
                  ray_address=ray_address, workers=workers, track_layers=track_layers, track_every=track_every)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    _run_sweep(values, config, force, as_json, dry_run)
+    _run_sweep(_merge(values, flags), config, force, as_json, dry_run)
 
 
-def _run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> None:
-    """The sweep command's work, from merged values (the file's, then the flags'); also noise-eval's."""
-    from . import executor
+def _merge(file_values: dict, flags: dict) -> dict:
+    """The file's values, then the flags'; remembers which came from the file (for error messages)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return {**file_values, **given, "_from_file": frozenset(set(file_values) - set(given))}
 
+
+def _sweep_execution(values: dict, force: bool):
+    """The execution keys of a sweep (flags or YAML), validated; returns (Execution, precision)."""
     which = values.get("executor") or "local"
     if which not in ("local", "ray"):
         raise SpecError(f"unknown executor {which!r}; choose local or ray")
-    if which == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise SpecError("--executor ray needs Ray: pip install 'robustres[ray]'") from None
-    if isinstance(values.get("seeds"), str) and values["seeds"].isdigit():
-        values["seeds"] = int(values["seeds"])
+    if which == "ray" and importlib.util.find_spec("ray") is None:
+        raise SpecError("--executor ray needs Ray: pip install 'robustres[ray]'")
     execution, resolved_precision = _execution(
         values.get("device"), values.get("precision"), None if values.get("pack_size") is None else str(values["pack_size"]),
         values.get("fuse"), values.get("compile"), values.get("checkpoint_every"), values.get("store"),
         values.get("data_dir"), force, values.get("track_layers"), values.get("track_every"))
-    values["precision"] = resolved_precision
     if values.get("workers") is not None:
         if values["workers"] < 1:
             raise SpecError(f"--workers must be >= 1, got {values['workers']}")
         execution = replace(execution, workers=values["workers"])
+    return execution, resolved_precision
+
+
+def _run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> None:
+    """The sweep command's work, from merged values (see `_merge`); also noise-eval's."""
+    from . import executor
+
+    from_file = values.pop("_from_file", frozenset())
+    if config is not None and from_file & set(EXECUTION_KEYS):
+        try:  # a bad execution value from the file: name the file
+            _sweep_execution({k: values[k] for k in from_file & set(EXECUTION_KEYS)}, force)
+        except SpecError as exc:
+            raise SpecError(f"{config}: {exc}") from None
+    if isinstance(values.get("seeds"), str) and values["seeds"].isdigit():
+        values["seeds"] = int(values["seeds"])
+    execution, resolved_precision = _sweep_execution(values, force)
+    values["precision"] = resolved_precision
     grid = make_sweep_spec({k: v for k, v in values.items() if k not in EXECUTION_KEYS},
                            str(config) if config is not None else "flags")
     runs = list({spec.run_id: spec for spec in grid.runs()}.values())
@@ -532,7 +547,8 @@ def _run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool,
         raise typer.Exit(EXIT_OK)
 
     executor.load_all(runs, execution)  # missing data is bad input: fail before writing anything
-    rows, seconds, console = _run_all(runs, execution, as_json, "sweep", values.get("ray_address"), which == "ray")
+    use_ray = (values.get("executor") or "local") == "ray"
+    rows, seconds, console = _run_all(runs, execution, as_json, "sweep", values.get("ray_address"), use_ray)
     failed = sum(r["status"] == "failed" for r in rows)
     if as_json:
         print(json.dumps({"runs": _json_runs(rows, ("train_noise",)), "counts": _counts(rows)}, indent=2))
@@ -716,6 +732,12 @@ def noise_eval(
         if not 0 <= level <= 1:
             raise SpecError(f"--levels: a noise level is in [0, 1], got {level:g}")
     kind_list = [k.strip() for k in kinds.split(",")] if kinds else []
+    from .spec import NOISE_KINDS
+
+    known = sorted({k for ks in NOISE_KINDS.values() for k in ks})
+    for kind in kind_list:
+        if kind not in known:
+            raise SpecError(f"unknown noise kind {kind!r}; choose: {', '.join(known)}")
     if mode == "train-noise":
         if propagation:
             raise SpecError("--propagation goes with --mode test-noise (it reads trained checkpoints)")
@@ -725,8 +747,7 @@ def noise_eval(
         flags = dict(dataset=dataset, depths=depth, h=h, seeds=seeds, epochs=epochs, lr=lr, limit_train=limit_train,
                      limit_test=limit_test, device=device, store=store, data_dir=data_dir,
                      noise_kind=kind_list[0] if kind_list else None)
-        values.update({k: v for k, v in flags.items() if v is not None})
-        values["train_noise"] = level_list
+        values = _merge(values, {**flags, "train_noise": level_list})
         _run_sweep(values, config, False, as_json, False)
     if mode != "test-noise":
         raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
@@ -744,7 +765,7 @@ def _test_noise(levels, kinds, with_propagation, config, dataset, depth, h, data
     from .store import Store, spec_from_row
 
     execution, _ = _execution(device, None, None, None, None, None, store, data_dir, False)
-    the_store = Store(execution.store)
+    the_store = Store(execution.store, write_cache=False)  # nothing is written before the input is checked
     planned = None
     if config is not None:
         values = load_sweep_file(config)
@@ -768,13 +789,20 @@ def _test_noise(levels, kinds, with_propagation, config, dataset, depth, h, data
     torch_device = engine.resolve_device(execution.device)
     cache: dict = {}
     results = []
+    evaluated = 0
     for spec in specs:
         key = D.data_key(spec.with_(limit_test=limit_test or spec.limit_test))
         if key not in cache:
             cache.clear()
             cache[key] = D.load(spec.with_(limit_test=limit_test or spec.limit_test), execution.data_dir).to(torch_device)
         data = cache[key]
-        model = engine.load_trained(spec, the_store.checkpoint_path(spec.run_id), data, torch_device)
+        try:
+            model = engine.load_trained(spec, the_store.checkpoint_path(spec.run_id), data, torch_device)
+        except FileNotFoundError:
+            the_store.warn(f"skipping run {spec.run_id}: its checkpoint {the_store.checkpoint_path(spec.run_id)} "
+                           f"is missing or unreadable")
+            continue
+        evaluated += 1
         evals, props = [], []
         for kind in kinds or [NOISE_KINDS[spec.modality][0]]:
             for level in levels:
@@ -788,13 +816,16 @@ def _test_noise(levels, kinds, with_propagation, config, dataset, depth, h, data
         the_store.put_noise_evals(spec.run_id, evals)
         if props:
             the_store.put_propagation(spec.run_id, props)
+    if not evaluated:
+        print(f"error: none of the {len(specs)} matching runs has a usable checkpoint", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
     if as_json:
         print(json.dumps({"noise_evals": results}, indent=2))
         raise typer.Exit(EXIT_OK)
     import pandas as pd
 
     frame = pd.DataFrame(results)
-    table = Table(title=f"robustres noise-eval: {len(specs)} run(s), accuracy on corrupted test inputs "
+    table = Table(title=f"robustres noise-eval: {evaluated} run(s), accuracy on corrupted test inputs "
                         f"(median over seeds), store {the_store.root}")
     lvls = sorted(frame.level.unique())
     for col in ["dataset", "depth", "h", "kind"] + [f"{lv:g}" for lv in lvls]:

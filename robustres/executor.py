@@ -9,9 +9,11 @@ propagates after the last finished epoch is safely checkpointed.
 
 from __future__ import annotations
 
+import errno
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -21,7 +23,7 @@ from . import data as D
 from . import engine
 from .plan import Pack, make_packs, order_by_cost, pack_cost
 from .spec import Execution, RunSpec
-from .store import FINAL_STATUSES, Claims, Store, config_columns, now_iso
+from .store import FINAL_STATUSES, Claims, Store, StoreError, config_columns, now_iso
 
 
 class Reporter(Protocol):
@@ -71,6 +73,12 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
     return row
 
 
+def _store_full(exc: OSError, store: Store) -> bool:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return True
+    return exc.filename is not None and str(store.root.resolve()) in str(Path(exc.filename).resolve())
+
+
 class _PackRunner:
     """Trains one pack and keeps the store in step with it."""
 
@@ -111,6 +119,11 @@ class _PackRunner:
                                     on_epoch=on_epoch, on_step=self.reporter.step, options=self.options)
         except KeyboardInterrupt:
             raise
+        except OSError as exc:
+            if _store_full(exc, store):  # a full or read-only store fails every pack: stop now
+                raise StoreError(f"cannot write {exc.filename or store.root}: {exc.strerror or exc}") from None
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return self._failed(specs, bases, histories, detail, started)
         except torch.cuda.OutOfMemoryError:
             if len(specs) == 1:
                 return self._failed(specs, bases, histories, "CUDA out of memory with a pack of one", started)
@@ -210,6 +223,11 @@ def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tupl
             reporter.run_finished(spec, work.finished[spec.run_id], reused=True)
     if work.todo:
         store.remove_stale_temporaries()
+        for spec in work.todo:
+            path = store.checkpoint_path(spec.run_id)
+            if not execution.force and not work.epochs_done.get(spec.run_id) and path.exists():
+                store.warn(f"unreadable checkpoint {path} (damaged, or another run's): "
+                           f"run {spec.run_id} trains from scratch")
         if execution.force:
             for spec in work.todo:
                 store.delete_run(spec.run_id)

@@ -222,7 +222,10 @@ class Claims:
         return self.folder / _file_name(run_id, ".json")
 
     def _mutex(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.folder}: {exc.strerror or exc}") from None
         return _Flock(self.folder / ".lock")
 
     def holder(self, run_id: str) -> dict | None:
@@ -303,7 +306,10 @@ class _Flock:
         self.path = path
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -313,8 +319,9 @@ class _Flock:
 
 
 class Store:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, write_cache: bool = True):
         self.root = Path(root)
+        self.write_cache = write_cache  # False: reading never writes (the snapshot is only read)
         self.warnings: list[str] = []
 
     # -- paths ------------------------------------------------------------------------------
@@ -404,7 +411,7 @@ class Store:
             try:
                 old = read_run_file(path, schema).to_pylist()
             except Exception as exc:
-                self._warn(f"replacing unreadable store file {path}: {_why(exc)}")
+                self.warn(f"replacing unreadable store file {path}: {_why(exc)}")
                 old = []
         new_keys = {tuple(r[k] for k in key) for r in rows}
         merged = [r for r in old if tuple(r[k] for k in key) not in new_keys]
@@ -499,7 +506,7 @@ class Store:
             try:
                 t = read_run_file(path, schema)
             except Exception as exc:  # damaged or foreign file: skip it, say so once
-                self._warn(f"skipping unreadable store file {path}: {_why(exc)}")
+                self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
                 continue
             size, mtime = listing[name]
             tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
@@ -509,7 +516,7 @@ class Store:
             return None
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         stale = bool(fresh_files) or (cached is not None and len(keep) != cached.num_rows) or not snap_path.exists()
-        if stale and os.access(self.root, os.W_OK):
+        if stale and self.write_cache and os.access(self.root, os.W_OK):
             try:
                 snap_path.parent.mkdir(exist_ok=True)
                 self._write(table, snap_path)
@@ -517,7 +524,7 @@ class Store:
                 pass  # a cache that cannot be written is only slower next time
         return table.drop_columns(["_file", "_size", "_mtime"])
 
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
             print(f"warning: {message}", file=sys.stderr)
@@ -540,7 +547,7 @@ class Store:
         try:
             return read_run_file(path, EPOCHS_SCHEMA).to_pandas()
         except Exception as exc:
-            self._warn(f"skipping unreadable store file {path}: {_why(exc)}")
+            self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
             return EPOCHS_SCHEMA.empty_table().to_pandas()
 
     def get_run(self, run_id: str) -> dict | None:
@@ -550,6 +557,6 @@ class Store:
         try:
             rows = read_run_file(path, RUNS_SCHEMA).to_pylist()
         except Exception as exc:
-            self._warn(f"skipping unreadable store file {path}: {_why(exc)}")
+            self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
             return None
         return rows[0] if rows else None

@@ -99,45 +99,6 @@ def test_a_failing_pack_exits_one_is_recorded_and_the_next_pack_goes_on(cli, tmp
     assert err.count("not retrained") == 1
 
 
-BAD_INPUTS = [
-    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
-    (["--dataset", "cifar10", "--depth", "100"], "nearest: 98, 104"),
-    (["--dataset", "ag-news", "--depth", "20"], "choose one of: 9, 17, 29, 49"),
-    (["--h", "abc"], "'abc' is not a number"),
-    (["--h", "nan"], "h must be finite"),
-    (["--h", "-1"], "h must be >= 0"),
-    (["--seed", "x"], "'x' is not a whole number"),
-    (["--epochs", "0"], "epochs must be >= 1"),
-    (["--epochs", "ten"], "Invalid value for '--epochs'"),
-    (["--milestones", "60,40"], "strictly increasing"),
-    (["--optimizer", "rmsprop"], "unknown optimizer"),
-    (["--train-noise", "2"], "level in [0, 1]"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--dataset", "imagefolder", "--data-dir", "/nonexistent/robustres"], "does not exist"),
-    (["--dataset", "ag-news", "--depth", "9", "--data-dir", "/nonexistent"], "not found in /nonexistent"),
-    (["--dataset", "cifar10", "--limit-train", "10", "--epochs", "1"], "cifar-10-python.tar.gz"),
-    (["--no-such-option"], "No such option"),
-    (["--pack-size", "0"], "--pack-size must be auto or a whole number >= 1"),
-    (["--precision", "fp8"], "unknown precision 'fp8'"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
-]
-
-
-@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[a[1] for a in BAD_INPUTS])
-def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, args, message):
-    code, out, err = cli("train", *args)
-    assert code == 2
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-    assert out == ""
-    assert not (tmp_path / "store").exists()
-
-
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
-def test_cuda_without_cuda_is_bad_input(cli, tmp_path):
-    code, _, err = cli("train", "--device", "cuda")
-    assert code == 2 and "CUDA is not available" in err and not (tmp_path / "store").exists()
-
-
 def test_version_and_help(cli):
     code, out, _ = cli("--version")
     assert code == 0 and out.startswith("robustres ")

@@ -73,18 +73,6 @@ def test_train_noise_mode_is_a_sweep_over_levels(cli, tmp_path):
     assert len(runs) == 8 and {r["train_noise"] for r in runs} == {0.0, 0.3}
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--levels", "0,2"], "a noise level is in [0, 1]"),
-    (["--mode", "guess"], "unknown mode 'guess'"),
-    (["--mode", "train-noise", "--propagation", "--depth", "5", "--h", "0.1"], "--propagation goes with"),
-    (["--kinds", "mosaic"], "does not apply to points data"),
-])
-def test_bad_noise_eval_input(cli, args, message):
-    cli("train", "--depth", "3", "--epochs", "1")
-    code, out, err = cli("noise-eval", *args)
-    assert code == 2 and message in err and err.count("\n") == 1
-
-
 SHARED_CIFAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 

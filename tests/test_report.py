@@ -149,18 +149,6 @@ def test_max_failures_gate(cli, tmp_path):
     assert cli("report", "--max-failures", "1")[0] == 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--format", "xml"], "unknown format 'xml'"),
-    (["--min-seeds", "0"], "--min-seeds must be >= 1"),
-    (["--require-complete"], "--require-complete needs --config"),
-    (["--config", "/nonexistent.yaml"], "does not exist"),
-    (["--h", "2..1"], "empty or reversed"),
-])
-def test_bad_report_input(cli, args, message):
-    code, out, err = cli("report", *args)
-    assert code == 2 and message in err and err.count("\n") == 1
-
-
 def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
     import matplotlib
 

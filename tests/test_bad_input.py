@@ -1,0 +1,204 @@
+"""Bad input, all four commands and the YAML files: a one-line error naming the problem, exit code 2,
+and nothing written anywhere (not the store, not the data folder, not the working directory)."""
+
+import shutil
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from robustres.spec import SpecError, parse_h_grid, parse_ints, parse_seeds
+
+CUDA = torch.cuda.is_available()
+S = ["sweep", "--depths", "3", "--h", "0.1"]  # a valid sweep, to which one bad option is added
+YAML_OK = "dataset: two-moons\ndepths: [3]\nh: [0.1]\n"
+
+# (command line, content of a YAML file passed as {yaml}, a text the error must contain)
+CASES = [
+    # train
+    (["train", "--dataset", "mnist"], None, "unknown dataset 'mnist'"),
+    (["train", "--dataset", "cifar10", "--depth", "100"], None, "nearest: 98, 104"),
+    (["train", "--dataset", "ag-news", "--depth", "20"], None, "choose one of: 9, 17, 29, 49"),
+    (["train", "--depth", "0"], None, "depth"),
+    (["train", "--h", "abc"], None, "'abc' is not a number"),
+    (["train", "--h", "nan"], None, "h must be finite"),
+    (["train", "--h", "-1"], None, "h must be >= 0"),
+    (["train", "--h", ""], None, "h"),
+    (["train", "--seed", "x"], None, "'x' is not a whole number"),
+    (["train", "--epochs", "0"], None, "epochs must be >= 1"),
+    (["train", "--epochs", "ten"], None, "Invalid value for '--epochs'"),
+    (["train", "--lr", "-0.1"], None, "lr"),
+    (["train", "--lr", "nan"], None, "lr"),
+    (["train", "--batch-size", "0"], None, "batch"),
+    (["train", "--milestones", "60,40"], None, "strictly increasing"),
+    (["train", "--optimizer", "rmsprop"], None, "unknown optimizer"),
+    (["train", "--train-noise", "2"], None, "level in [0, 1]"),
+    (["train", "--train-noise", "0.1", "--noise-kind", "mosaic"], None, "mosaic"),
+    (["train", "--device", "tpu"], None, "unknown device 'tpu'"),
+    (["train", "--device", "cuda:x"], None, "device"),
+    (["train", "--dataset", "imagefolder", "--data-dir", "/nonexistent/robustres"], None, "does not exist"),
+    (["train", "--dataset", "ag-news", "--depth", "9", "--data-dir", "/nonexistent"], None,
+     "not found in /nonexistent"),
+    (["train", "--dataset", "cifar10", "--limit-train", "10", "--epochs", "1"], None, "cifar-10-python.tar.gz"),
+    (["train", "--no-such-option"], None, "No such option"),
+    (["train", "--pack-size", "0"], None, "--pack-size must be auto or a whole number >= 1"),
+    (["train", "--precision", "fp8"], None, "unknown precision 'fp8'"),
+    (["train", "--checkpoint-every", "-1"], None, "--checkpoint-every must be >= 0"),
+    (["train", "--track-layers", "99"], None, "--track-layers"),
+    (["train", "--width", "2", "--dataset", "cifar10"], None, "--width and --hidden apply only"),
+    # sweep
+    (["sweep", "--depths", "3"], None, "no h grid given"),
+    (["sweep", "--h", "0.1"], None, "no depths given"),
+    (["sweep", "--depths", "3", "--h", "2..1"], None, "empty or reversed"),
+    (["sweep", "--depths", "3", "--h", "1..1"], None, "empty or reversed"),
+    (["sweep", "--depths", "3", "--h", "0..1"], None, "A and B > 0"),
+    (["sweep", "--depths", "3", "--h", "-1..2"], None, "A and B > 0"),
+    (["sweep", "--depths", "3", "--h", "0.1..nan"], None, "not finite"),
+    (["sweep", "--depths", "3", "--h", "0.1,,1"], None, "comma-separated"),
+    (["sweep", "--depths", "3", "--h", "0.1..1:1"], None, "at least 2 points"),
+    (S + ["--seeds", "0"], None, "must be >= 1"),
+    (S + ["--seeds", "a,b"], None, "not a whole number"),
+    (S + ["--seeds", "5..2"], None, "seeds"),
+    (["sweep", "--depths", "x", "--h", "0.1"], None, "'x' is not a whole number"),
+    (["sweep", "--depths", "3,-5", "--h", "0.1"], None, "depth"),
+    (["sweep", "--depths", "20", "--h", "0.1", "--dataset", "ag-news"], None, "choose one of: 9, 17, 29, 49"),
+    (["sweep", "--config", "/nonexistent/sweep.yaml"], None, "does not exist"),
+    (["sweep", "--depths", "8", "--h", "0.1", "--dataset", "imagefolder", "--data-dir", "/nonexistent"], None,
+     "does not exist"),
+    (S + ["--train-noise", "0,2"], None, "level in [0, 1]"),
+    (S + ["--device", "tpu"], None, "unknown device"),
+    (S + ["--executor", "slurm"], None, "unknown executor 'slurm'"),
+    (S + ["--workers", "0"], None, "workers"),
+    # YAML sweep files
+    (["sweep", "--config", "{yaml}"], YAML_OK + "colour: blue\n", "unknown key 'colour'"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "epochs: ten\n", "key 'epochs' must be int"),
+    (["sweep", "--config", "{yaml}"], "depths: three\nh: [0.1]\n", "depths"),
+    (["sweep", "--config", "{yaml}"], "depths: [3]\nh: 1..0.1\n", "empty or reversed"),
+    (["sweep", "--config", "{yaml}"], "depths: [3]\nh: []\n", "h"),
+    (["sweep", "--config", "{yaml}"], "depths: [100]\nh: [0.1]\ndataset: cifar10\n", "nearest: 98, 104"),
+    (["sweep", "--config", "{yaml}"], "- just\n- a list\n", "must be a mapping"),
+    (["sweep", "--config", "{yaml}"], "depths: [3\n", "not valid YAML"),
+    (["sweep", "--config", "{yaml}"], "h: [0.1]\n", "no depths given"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "seeds: x\n", "seeds"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "device: tpu\n", "unknown device"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: .nan\n", "lr"),
+    (["sweep", "--config", "{yaml}"], "# only a comment\n", "no depths given"),
+    (["sweep", "--config", "{yaml}"], "!!python/object/apply:os.system ['touch pwned']\n", "not valid YAML"),
+    # report
+    (["report", "--format", "xml"], None, "unknown format 'xml'"),
+    (["report", "--min-seeds", "0"], None, "--min-seeds must be >= 1"),
+    (["report", "--require-complete"], None, "--require-complete needs --config"),
+    (["report", "--config", "/nonexistent.yaml"], None, "does not exist"),
+    (["report", "--h", "2..1"], None, "empty or reversed"),
+    (["report", "--depths", "x"], None, "not a whole number"),
+    (["report", "--config", "{yaml}"], YAML_OK + "colour: blue\n", "unknown key 'colour'"),
+    # noise-eval
+    (["noise-eval", "--levels", "0,2"], None, "a noise level is in [0, 1]"),
+    (["noise-eval", "--levels", "a"], None, "not a number"),
+    (["noise-eval", "--mode", "guess"], None, "unknown mode 'guess'"),
+    (["noise-eval", "--mode", "train-noise", "--propagation", "--depth", "5", "--h", "0.1"], None,
+     "--propagation goes with"),
+    (["noise-eval", "--kinds", "blur"], None, "unknown noise kind 'blur'"),
+    (["noise-eval", "--kinds", "mosaic"], None, "does not apply to points data"),
+    (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--kinds", "mosaic"], None, "mosaic"),
+    (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "2..1"], None, "empty or reversed"),
+]
+if not CUDA:
+    CASES.append((["train", "--device", "cuda"], None, "CUDA is not available"))
+    CASES.append((S + ["--device", "cuda:0"], None, "CUDA is not available"))
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory):
+    """A store holding one trained two-moons run (noise-eval and report need something to read)."""
+    from robustres.cli import main
+
+    root = tmp_path_factory.mktemp("trained") / "store"
+    assert main(["train", "--depth", "3", "--epochs", "1", "--store", str(root)]) == 0
+    return root
+
+
+@pytest.mark.parametrize("args,yaml,message", CASES, ids=[f"{c[0][0]}: {c[2]}" for c in CASES])
+def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, trained_store, args, yaml, message):
+    shutil.copytree(trained_store, tmp_path / "store")
+    if yaml is not None:
+        (tmp_path / "bad.yaml").write_text(yaml)
+        args = [str(tmp_path / "bad.yaml") if a == "{yaml}" else a for a in args]
+    (tmp_path / "data").mkdir()
+    before = _tree(tmp_path)
+    code, out, err = cli(*args)
+    assert code == 2, (code, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    if yaml is not None and message not in ("does not exist",):
+        assert str(tmp_path / "bad.yaml") in err  # the file is named
+    assert out == ""
+    assert _tree(tmp_path) == before
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_table_is_large_and_covers_every_command():
+    commands = {args[0] for args, _, _ in CASES}
+    assert commands == {"train", "sweep", "report", "noise-eval"}
+    assert len(CASES) >= 30 and sum(1 for c in CASES if c[1] is not None) >= 10
+
+
+# ------------------------------------------------------------------ parsers, property-based
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True))
+def test_an_h_range_parses_to_a_sorted_positive_grid_or_is_refused(a, b):
+    try:
+        grid = parse_h_grid(f"{a!r}..{b!r}")
+    except SpecError as exc:
+        assert "\n" not in str(exc)
+        assert not (0 < a < b < float("inf"))  # refused only when it is not a valid range
+        return
+    assert 0 < a < b < float("inf")
+    assert grid[0] == a and grid[-1] == b and grid == sorted(set(grid))
+
+
+@given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=10))
+def test_an_h_list_keeps_its_values_in_order(values):
+    assert parse_h_grid(",".join(repr(v) for v in values)) == list(dict.fromkeys(values))
+
+
+@given(st.text(max_size=20))
+def test_any_text_is_a_grid_or_a_one_line_error(text):
+    try:
+        grid = parse_h_grid(text)
+    except SpecError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert grid and all(v >= 0 and v == v and v != float("inf") for v in grid)
+
+
+@given(st.text(max_size=20))
+def test_any_text_is_a_seed_list_or_a_one_line_error(text):
+    try:
+        seeds = parse_seeds(text)
+    except SpecError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert seeds and all(isinstance(s, int) and s >= 0 for s in seeds) and len(set(seeds)) == len(seeds)
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=1, max_size=10))
+def test_depth_lists_round_trip(depths):
+    assert parse_ints("--depths", ",".join(map(str, depths))) == depths
+
+
+@given(st.text(max_size=20))
+def test_any_text_is_a_depth_list_or_a_one_line_error(text):
+    try:
+        values = parse_ints("--depths", text)
+    except SpecError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert values and all(isinstance(v, int) for v in values)
