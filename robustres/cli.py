@@ -1049,6 +1049,62 @@ def pd_isna(v) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# doctor
+# ---------------------------------------------------------------------------------------------
+
+
+def _size(n) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@app.command()
+def doctor(
+    store: Store_ = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """What a bug report needs: versions, devices, the store and the data folder. Exit code 1 when
+    the store cannot be read."""
+    from .doctor import gather
+    from .spec import default_data_dir, default_store
+
+    info = gather(store or default_store(), data_dir or default_data_dir())
+    broken = "error" in info["store"]
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        console = _console()
+        console.print(" ".join(f"{k} {v}" for k, v in info["versions"].items() if v is not None and k != "platform"))
+        console.print(f"platform {info['versions']['platform']}")
+        for d in info["devices"]:
+            free = f", {_size(d['free_bytes'])} free" if d["free_bytes"] is not None else ""
+            console.print(f"device {d['device']}: {d['name']}, {d['cores']} cores/SMs, "
+                          f"{_size(d['memory_bytes'])} memory{free}")
+        st = info["store"]
+        if broken:
+            console.print(f"store {st['path']}: [red]{st['error']}[/red]")
+        elif not st["exists"]:
+            console.print(f"store {st['path']}: not created yet")
+        else:
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(st["by_status"].items())) or "no runs"
+            console.print(f"store {st['path']}: {_size(st['bytes'])} in {st['files']} files, {st['runs']} runs "
+                          f"({statuses}), {st['unreadable_files']} unreadable files, "
+                          f"{st['runs_being_trained']} runs being trained now")
+        dd = info["data"]
+        console.print(f"data {dd['path']}" + ("" if dd["exists"] else " (does not exist)") + ": "
+                      + ", ".join(f"{k} ({v})" for k, v in dd["datasets"].items()))
+    if broken:
+        print(f"error: {info['store']['error']}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
 

@@ -534,3 +534,21 @@ def peek(spec: RunSpec, data_dir: Path) -> tuple[tuple[int, ...], int]:
     if modality == "text":
         return (SEQ_LEN,), 4
     return (2,), 2
+
+
+def available(data_dir: Path) -> dict[str, str]:
+    """Which datasets `data_dir` holds, without loading any: name -> where (or what is missing)."""
+    found = {"two-moons": "generated", "synthetic": "generated"}
+    if (data_dir / "cifar-10-batches-py").is_dir():
+        found["cifar10"] = str(data_dir / "cifar-10-batches-py")
+    elif (data_dir / "cifar-10-python.tar.gz").is_file():
+        found["cifar10"] = str(data_dir / "cifar-10-python.tar.gz")
+    try:
+        found["ag-news"] = str(_ag_news_root(data_dir))
+    except DataError:
+        pass
+    folders = [data_dir] + (sorted(p for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else [])
+    image_folders = [str(p) for p in folders if (p / "train").is_dir() and (p / "test").is_dir()]
+    if image_folders:
+        found["imagefolder"] = ", ".join(image_folders)
+    return found

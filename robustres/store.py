@@ -101,6 +101,10 @@ LAYER_STATS_SCHEMA = pa.schema([
 ])
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def _why(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
@@ -534,6 +538,28 @@ class Store:
         `report` reads a 10,000-run store in a fraction of a second)."""
         self._snapshot(self.runs_dir, RUNS_SCHEMA)
         self._snapshot(self.epochs_dir, EPOCHS_SCHEMA)
+
+    def describe(self) -> dict:
+        """What `robustres doctor` shows: size, files, runs by status, unreadable files, live claims.
+        Raises StoreError when the store exists but cannot be read as a whole."""
+        if not self.root.exists():
+            return {"path": str(self.root), "exists": False}
+        try:
+            if not self.root.is_dir():
+                raise NotADirectoryError(20, "not a folder")
+            size, files = 0, 0
+            for folder, _, names in os.walk(self.root, onerror=_raise):
+                for name in names:
+                    size += os.stat(os.path.join(folder, name)).st_size
+                    files += 1
+            runs = self.runs(columns=["status"])
+        except OSError as exc:
+            raise StoreError(f"cannot read the store at {self.root}: {exc.strerror or exc}") from None
+        claims = Claims(self)
+        live = [p.stem for p in claims.folder.glob("*.json") if RUN_ID.match(p.stem) and claims.holder(p.stem)]
+        return {"path": str(self.root.resolve()), "exists": True, "bytes": size, "files": files,
+                "runs": len(runs), "by_status": {s: int(n) for s, n in runs.status.value_counts().items()},
+                "unreadable_files": len(self.warnings), "runs_being_trained": len(live)}
 
     def runs(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self._read_all(self.runs_dir, RUNS_SCHEMA, columns)

@@ -251,3 +251,22 @@ def test_a_store_path_that_is_a_file_is_a_clear_error_exit_one(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert (tmp_path / "store").read_text() == "not a folder"
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # what unpickling would run
+
+
+def test_a_checkpoint_holding_code_is_never_unpickled(tmp_path):
+    import torch
+
+    from robustres import engine
+
+    path, marker = tmp_path / "0123456789abcdef.pt", tmp_path / "pwned"
+    torch.save({"run_id": "0123456789abcdef", "payload": _Exploit(marker)}, path)
+    assert engine.load_checkpoint(path, "0123456789abcdef") is None  # refused, read as damaged
+    assert not marker.exists()

@@ -119,3 +119,29 @@ def test_the_read_snapshot_follows_every_change(tmp_path):
     assert runs.final_test_acc[specs[0].run_id] == 0.75
     (tmp_path / ".snapshot" / "runs.parquet").write_bytes(b"garbage")  # a damaged cache is only slower
     assert len(Store(tmp_path).runs()) == 3
+
+
+@pytest.mark.parametrize("run_id", ["../../outside", "/etc/passwd", "ABCDEF0123456789", "0123", "x" * 16, ""])
+def test_run_ids_that_are_not_hashes_never_become_paths(tmp_path, run_id):
+    store = Store(tmp_path / "store")
+    spec = make_run_spec()
+    with pytest.raises(StoreError, match="not a run id"):
+        store.put_run({**row_for(spec), "run_id": run_id})
+    with pytest.raises(StoreError, match="not a run id"):
+        store.checkpoint_path(run_id)
+    with pytest.raises(StoreError, match="not a run id"):
+        store.put_noise_evals(run_id, [])
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_row_naming_another_path_is_a_foreign_file_and_skipped(tmp_path, capsys):
+    import pyarrow as pa
+
+    store = Store(tmp_path / "store")
+    spec = make_run_spec()
+    store.put_run(row_for(spec))
+    evil = {**row_for(spec), "run_id": "../../outside"}
+    table = pa.Table.from_pylist([{k: evil.get(k) for k in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
+    pq.write_table(table, store.runs_dir / "0123456789abcdef.parquet")
+    assert store.runs().run_id.tolist() == [spec.run_id]
+    assert "0123456789abcdef.parquet: ForeignFile: rows of another run" in capsys.readouterr().err
