@@ -175,7 +175,9 @@ class Survey:
             self.claims.release_all()
 
 
-def survey(runs: list[RunSpec], execution: Execution) -> Survey:
+def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) -> Survey:
+    """Which runs are finished; for the others, how far their checkpoints got (unless told not to
+    look: reading every checkpoint of a big sweep takes a while)."""
     store = Store(execution.store)
     finished, todo, done = {}, [], {}
     for spec in runs:
@@ -184,7 +186,8 @@ def survey(runs: list[RunSpec], execution: Execution) -> Survey:
             finished[spec.run_id] = existing
             continue
         todo.append(spec)
-        saved = None if execution.force else engine.load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
+        saved = None if execution.force or not checkpoints else engine.load_checkpoint(
+            store.checkpoint_path(spec.run_id), spec.run_id)
         done[spec.run_id] = len(saved["history"]) if saved else 0
     return Survey(finished, todo, done)
 
@@ -208,7 +211,7 @@ def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tupl
     and `work.release_all()` at the end, and `until_done` comes back for the runs elsewhere.
     """
     store = Store(execution.store)
-    work = survey(runs, execution)
+    work = survey(runs, execution, checkpoints=False)
     if work.todo:
         claims = Claims(store)
         mine, elsewhere = claims.take([s.run_id for s in work.todo])
