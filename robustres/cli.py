@@ -719,6 +719,7 @@ def noise_eval(
     data_dir: DataDir = None,
     epochs: Epochs = None,
     lr: Lr = None,
+    milestones: Milestones = None,
     limit_train: LimitTrain = None,
     limit_test: LimitTest = None,
     device: Device = None,
@@ -744,13 +745,16 @@ def noise_eval(
         if len(kind_list) > 1:
             raise SpecError("--mode train-noise trains with one noise kind at a time")
         values = load_sweep_file(config) if config is not None else {}
-        flags = dict(dataset=dataset, depths=depth, h=h, seeds=seeds, epochs=epochs, lr=lr, limit_train=limit_train,
+        flags = dict(dataset=dataset, depths=depth, h=h, seeds=seeds, epochs=epochs, lr=lr, milestones=milestones,
+                     limit_train=limit_train,
                      limit_test=limit_test, device=device, store=store, data_dir=data_dir,
                      noise_kind=kind_list[0] if kind_list else None)
         values = _merge(values, {**flags, "train_noise": level_list})
         _run_sweep(values, config, False, as_json, False)
     if mode != "test-noise":
         raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
+    if milestones is not None:
+        raise SpecError("--milestones goes with --mode train-noise (test-noise trains nothing)")
     _test_noise(level_list, kind_list, propagation, config, dataset, depth, h, data_dir, limit_test, device, store,
                 as_json)
 

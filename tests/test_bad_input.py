@@ -99,6 +99,7 @@ CASES = [
     (["noise-eval", "--mode", "guess"], None, "unknown mode 'guess'"),
     (["noise-eval", "--mode", "train-noise", "--propagation", "--depth", "5", "--h", "0.1"], None,
      "--propagation goes with"),
+    (["noise-eval", "--milestones", "70"], None, "--milestones goes with --mode train-noise"),
     (["noise-eval", "--kinds", "blur"], None, "unknown noise kind 'blur'"),
     (["noise-eval", "--kinds", "mosaic"], None, "does not apply to points data"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--kinds", "mosaic"], None, "mosaic"),
