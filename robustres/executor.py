@@ -220,6 +220,7 @@ def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tupl
         again = survey([s for s in work.todo if s.run_id in mine], execution)
         work = Survey({**work.finished, **again.finished}, again.todo, again.epochs_done, elsewhere, claims)
         claims.release(list(again.finished))
+    Claims(store).clear_stale(list(work.finished))
     rows: dict[str, dict] = dict(work.finished)
     for spec in runs:
         if spec.run_id in work.finished:

@@ -292,6 +292,21 @@ class Claims:
                 except (OSError, ValueError):
                     pass
 
+    def clear_stale(self, run_ids) -> None:
+        """Delete the claims on these runs that no live process holds: a process killed after it
+        stored a run's results but before it released the claim leaves one behind, and once the run
+        is finished nothing would take that claim over."""
+        stale = [r for r in run_ids if r not in self.held and self._path(r).exists()]
+        if not stale:
+            return
+        try:
+            with self._mutex():
+                for run_id in stale:
+                    if self.holder(run_id) is None:
+                        self._path(run_id).unlink(missing_ok=True)
+        except (OSError, StoreError):
+            pass  # a read-only store keeps its litter; it protects nothing
+
     def release_all(self) -> None:
         self.release(list(self.held))
         self._stop.set()

@@ -127,6 +127,30 @@ def test_a_dead_processs_claim_is_taken_over_a_live_ones_waited_for(tmp_path):
     assert not list((store / "claims").glob("*.json"))
 
 
+def test_a_claim_left_on_a_finished_run_by_a_dead_process_is_cleared(tmp_path):
+    """Killed after storing a run's results but before releasing its claim: nothing would ever take
+    that claim over (the run is finished), so the next sweep over the run deletes it; a live
+    process's claim on a finished run is left alone."""
+    args = ["--depths", "3", "--h", "0.1,0.2", "--seeds", "1", "--epochs", "2"]
+    dead_run, live_run = _dry_run_ids(tmp_path, args)
+    store = tmp_path / "store"
+    assert subprocess.run([*ROBUSTRES, "sweep", *args], env=_env(store), capture_output=True, timeout=120).returncode == 0
+    here = socket.gethostname()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = _claim(store, dead_run, {"host": here, "pid": gone.pid, "start": "1"})
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        live = _claim(store, live_run, {"host": here, "pid": holder.pid, "start": _process_start(holder.pid)})
+        done = subprocess.run([*ROBUSTRES, "sweep", *args], env=_env(store), capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "not retrained" in done.stdout, done.stderr
+        assert not dead.exists() and live.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_claims_from_another_host_go_stale_without_a_heartbeat(tmp_path):
     store = Store(tmp_path / "store")
     claims = Claims(store)
