@@ -20,17 +20,21 @@ echo "data: $DATA"
 timeout 60 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
 
 # 2. throughput: the paper's script against the engine with packs of 1, 4 and 10
-timeout 150 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 \
+timeout 140 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 \
   --data "$DATA" --images 20480 --steps 20 --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
 
-# 2b. does torch.compile (inductor's fused elementwise kernels, inside the CUDA graph) cut the
-#     memory traffic that bounds the fused packs? (not measured yet: compiling takes minutes)
-timeout 180 python3 benchmarks/throughput.py --depths 110 --ks 10 --compile --baseline-steps 5 \
+# 2b. ResNet-110 x10, the bandwidth-bound case, side by side in one process: the blocks with h folded
+#     into BN2 (the default) against h * BN(F) as a product of its own (bytes.py: 59.1 vs 67.4 MB per
+#     image, so up to 1.14x), and torch.compile inside the CUDA graph (bytes.py: 42.0 MB, up to 1.4x).
+timeout 170 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --compile --baseline-steps 5 \
   --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
+
+# 2c. where a step's time goes, per kernel class (the time to set beside bytes.py's bytes)
+timeout 45 python3 benchmarks/profile_step.py --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
 
 # 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
 if [ "$DATA" != synthetic ]; then
-  timeout 90 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
+  timeout 60 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
     --h 0.1,0.2,0.5,1,2 --seed 0,1 --epochs 1 --store /tmp/rr-store --json > "$OUT/train.json" 2> "$OUT/train.txt"
   echo "train exit $?"; tail -n 4 "$OUT/train.txt"
   python3 -c "import json; r=json.load(open('$OUT/train.json'))['runs']; print('ResNet-110 x10, 1 epoch:', [round(x['final_test_acc'] or 0, 3) for x in r], 'seconds per run', round(r[0]['seconds'], 1))"
@@ -39,3 +43,4 @@ fi
 echo "== summary"
 cat "$OUT/gpu.txt"; grep -E "ok|FAIL|drift|warning" "$OUT/checks.txt"
 grep -E "^ *[0-9]+ |projection|depth [0-9]+:|total:" "$OUT/throughput.txt"
+grep -E "^ *110 " "$OUT/compile.txt"; head -n 12 "$OUT/profile.txt"

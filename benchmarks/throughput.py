@@ -37,6 +37,8 @@ from robustres import engine  # noqa: E402
 from robustres.models import CifarResNet, count_flops  # noqa: E402
 from robustres.spec import make_run_spec  # noqa: E402
 
+from variants import unfolded  # noqa: E402  (benchmarks/variants.py)
+
 BATCH = 128
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; the CPU has none that is meaningful here.
 PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -136,8 +138,12 @@ def baseline(depth: int, images, labels, device, steps: int) -> float:
 
 
 def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: bool, steps: int,
-                compile_: bool = False, graphs: bool = True, channels_last: bool = True) -> float:
+                compile_: bool = False, graphs: bool = True, channels_last: bool = True,
+                unfold: bool = False) -> float:
     """Aggregate images per second (all K models) of the engine's training step."""
+    if unfold:
+        with unfolded():
+            return engine_rate(depth, k, data, device, precision, fuse, steps, compile_, graphs, channels_last)
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=BATCH, precision=precision)
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
     options = engine.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs, channels_last=channels_last)
@@ -180,6 +186,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time the fused pack under torch.compile")
     p.add_argument("--eager", action="store_true", help="CUDA: also time each pack without CUDA graphs")
     p.add_argument("--nchw", action="store_true", help="CUDA: also time fused packs without channels_last")
+    p.add_argument("--unfolded", action="store_true",
+                   help="also time packs whose blocks compute h * BN(F) as a separate product (the old blocks)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -201,7 +209,9 @@ def main() -> None:
           f"batch {BATCH}, data {args.data}", flush=True)
     print(f"{'depth':>5} {'config':<22} {'img/s/model':>12} {'img/s total':>12} {'vs (a)':>7} {'TFLOP/s':>8} {'MFU':>6}")
     for depth in depths:
-        flops = count_flops(CifarResNet(depth, 0.1), torch.zeros(1, 3, 32, 32))
+        # count_flops counts forward multiply-adds; a training step is ~3 forward passes of 2 FLOPs
+        # per multiply-add (benchmarks/bytes.py counts the convolutions' FLOPs op by op: the same).
+        macs = count_flops(CifarResNet(depth, 0.1), torch.zeros(1, 3, 32, 32))
         a = baseline(depth, cpu_data.train_x, cpu_data.train_y, device, args.baseline_steps)
         configs = [("(a) paper script fp32", 1, a)]
         for k in ks:
@@ -210,6 +220,9 @@ def main() -> None:
             if device.type == "cuda" and args.nchw and k > 1:
                 configs.append((f"    K={k} fused, NCHW", k,
                                 engine_rate(depth, k, data, device, precision, True, args.steps, channels_last=False)))
+            if args.unfolded:
+                configs.append((f"    K={k} fused, h unfolded", k,
+                                engine_rate(depth, k, data, device, precision, True, args.steps, unfold=True)))
             if device.type == "cuda" and args.eager:
                 configs.append((f"    K={k} fused, no graphs", k,
                                 engine_rate(depth, k, data, device, precision, True, args.steps, graphs=False)))
@@ -220,13 +233,13 @@ def main() -> None:
                 configs.append((f"    K={k} fused, compiled", k,
                                 engine_rate(depth, k, data, device, precision, True, args.steps, compile_=True)))
         for label, k, total in configs:
-            tflops = 3 * flops * total / 1e12
+            tflops = 6 * macs * total / 1e12
             mfu = f"{100 * tflops / peak:5.1f}%" if peak else "     -"
             print(f"{depth:>5} {label:<22} {total / k:12,.0f} {total:12,.0f} {total / a:6.1f}x {tflops:8.2f} {mfu}",
                   flush=True)
             rows.append({"depth": depth, "config": label.strip(), "k": k, "images_per_s": total,
                          "per_model": total / k, "ratio_vs_baseline": total / a, "tflops": tflops,
-                         "flops_per_image": flops})
+                         "train_flops_per_image": 6 * macs})
 
     # The paper's Fig. 6 CIFAR grid: 14 values of h x 5 seeds per depth, 80 epochs of 50,000 images,
     # plus a test pass of 10,000 images per epoch (a forward is ~1/3 of a training step).

@@ -133,3 +133,67 @@ def test_depth_validation_names_the_valid_choices(family, depth, message):
 @pytest.mark.parametrize("family,depth", [("resnet", 8), ("resnet", 218), ("vdcnn", 49), ("mlp", 1)])
 def test_valid_depths_pass(family, depth):
     check_depth(family, depth)
+
+
+# h folded into BN2: x + h * BN(f) computed as one batch norm with weight h*w and bias h*b.
+
+
+def _blocks_with_bn():
+    """A block of each family, K = 2, and the shape of its F(x): [batch, K * channels, *spatial]."""
+    torch.manual_seed(0)
+    hs = [0.1, 2.0]
+    return [
+        (CifarResNet(8, hs).blocks[1], (4, 64, 8, 8)),  # the projection block, 16 -> 32 channels
+        (TextResNet(9, hs).stages[1][0], (3, 256, 16)),
+        (MlpResNet(3, hs, bn=True).blocks[0], (6, 4)),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_folding_h_into_batch_norm_computes_x_plus_h_times_bn(index):
+    """Outputs, running statistics and every gradient equal those of h * BN(f) computed apart."""
+    import copy
+
+    block, shape = _blocks_with_bn()[index]
+    block = block.double()
+    block.h.scale = block.h.scale.double()
+    reference = copy.deepcopy(block)
+    for training in (True, False):
+        block.train(training), reference.train(training)
+        g = torch.Generator().manual_seed(int(training))
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        f = (3 * torch.randn(shape, generator=g, dtype=torch.float64) + 1).requires_grad_()
+        f_ref = f.detach().clone().requires_grad_()
+        ours = block.h.step(x, block.bn2, f)
+        theirs = x + block.h.scale * reference.bn2(f_ref)
+        assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(getattr(block.bn2, name), getattr(reference.bn2, name)), name
+        if training:
+            upstream = torch.randn(shape, generator=g, dtype=torch.float64)
+            (ours * upstream).sum().backward()
+            (theirs * upstream).sum().backward()
+            assert torch.allclose(f.grad, f_ref.grad, rtol=1e-10, atol=1e-12)
+            assert torch.allclose(block.bn2.weight.grad, reference.bn2.weight.grad, rtol=1e-10, atol=1e-12)
+            assert torch.allclose(block.bn2.bias.grad, reference.bn2.bias.grad, rtol=1e-10, atol=1e-12)
+    assert int(block.bn2.num_batches_tracked) == 1  # counted in training only, as nn.BatchNorm does
+
+
+@pytest.mark.parametrize("family", ["resnet", "vdcnn"])
+def test_the_residual_stream_stays_float32_under_bf16_autocast(family):
+    """At h = 0.001 a bf16 sum x + h * F(x) would round the update away (bf16 has 8 mantissa bits,
+    so near 1 its spacing is 0.0078); the stream must stay float32 and keep it."""
+    torch.manual_seed(0)
+    if family == "resnet":
+        model, x = CifarResNet(8, [0.001]), torch.randn(4, 3, 32, 32)
+    else:
+        model, x = TextResNet(9, [0.001]), torch.randint(1, 70, (2, 1, 1024))
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        states = model.features(x)
+    for state in states[1:]:
+        assert state.dtype == torch.float32
+    before, after = states[0].float(), states[1]
+    # where the first block keeps x positive: |x_1 - x_0| = h |BN(F)| ~ 0.001, which bf16 would round to 0
+    alive = (before > 0.5) & (after > 0)
+    moved = (after - before)[alive].abs().mean().item()
+    assert 2e-4 < moved < 3e-3, moved

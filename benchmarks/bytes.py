@@ -1,0 +1,214 @@
+"""Bytes and FLOPs of one training step of a fused pack, counted op by op (no GPU needed).
+
+Every ATen operation of the engine's training step (input pipeline, forward, backward, optimizer)
+is intercepted with a TorchDispatchMode, and its tensor inputs and outputs are counted: bytes read
+plus bytes written, each op touching each of its operands once. That is the traffic the step must
+move when every op is its own kernel and nothing stays in cache between kernels, which is how an
+eager or graph-replayed step runs on a GPU (a ResNet-110 pack's activations are hundreds of MB, far
+beyond the L2). Convolution FLOPs are counted from the shapes (2 per multiply-add).
+
+The step runs on the CPU under bf16 autocast, like the CUDA default; counts are taken at two batch
+sizes and extrapolated linearly to batch 128 (activations scale with the batch, weights and the
+optimizer do not). The result is bytes per image (all K models' images counted), by op class, and
+the throughput floor it implies at a given memory bandwidth.
+
+With --compiled the network runs under torch.compile and inductor's own count of its kernels'
+reads and writes (forward and backward graphs, convolutions included) is reported instead: what
+`--compile` should move. With --unfolded the blocks compute h * BN(F) as a separate product, as the
+engine did before h was folded into BN's affine map. --bf16-stream counts a residual stream kept in
+bf16, which is not a valid engine (it rounds small-h updates away), to price the float32 stream.
+
+    .venv/bin/python benchmarks/bytes.py --depth 110 --k 10
+    .venv/bin/python benchmarks/bytes.py --depth 110 --k 10 --unfolded
+    .venv/bin/python benchmarks/bytes.py --depth 110 --k 10 --compiled     # minutes of compiling
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from robustres import data as D  # noqa: E402
+from robustres import engine  # noqa: E402
+from robustres.models import CifarResNet, count_flops  # noqa: E402
+
+from variants import bf16_stream, unfolded  # noqa: E402  (benchmarks/variants.py)
+from contextlib import ExitStack  # noqa: E402
+from robustres.spec import make_run_spec  # noqa: E402
+
+BATCH = 128
+
+
+def op_class(name: str) -> str:
+    """A coarse class for an ATen op name, for the breakdown."""
+    if "convolution" in name:
+        return "convolution"
+    if "batch_norm" in name:
+        return "batch norm"
+    if name.startswith("_foreach") or name.startswith("_fused_sgd"):
+        return "optimizer"
+    if name in ("_to_copy", "copy_", "clone", "_copy_from", "contiguous"):
+        return "casts and copies"
+    if name in ("relu", "relu_", "threshold_backward", "le", "where"):
+        return "relu"
+    if name in ("mul", "mul_", "add", "add_", "sum"):
+        return "h-scale, add, sum"
+    return "other"
+
+
+OUTSIDE = "outside the network"  # input pipeline, loss, optimizer
+COMPILED = "compiled network"
+
+
+class Counter(TorchDispatchMode):
+    """Sums bytes read and written by every non-view ATen op, per op class and per op name."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = defaultdict(int)
+        self.calls = defaultdict(int)
+        self.by_name = defaultdict(int)
+        self.conv_flops = 0
+        self.inside = False  # in the network's forward or backward pass
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        # A view (its output aliases an input and nothing is written) moves no bytes.
+        if schema.returns and all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns):
+            return out
+        name = func.__name__.split(".")[0]
+        if name in ("empty", "empty_like", "empty_strided", "detach", "_local_scalar_dense", "set_", "lift_fresh"):
+            return out
+        total = 0
+        for t in tree_flatten((args, kwargs))[0] + tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.dim() > 0:
+                total += t.numel() * t.element_size()  # an in-place op's output is a write of its input
+        if name == "convolution":
+            w = args[1]  # [Cout, Cin / groups, kh, kw]: 2 FLOPs per output element and weight of a group
+            self.conv_flops += 2 * out.numel() * w[0].numel()
+        elif name == "convolution_backward":
+            grad, w, mask = args[0], args[2], args[-1]  # input and weight gradients, each as a forward
+            self.conv_flops += 2 * grad.numel() * w[0].numel() * (int(mask[0]) + int(mask[1]))
+        cls = op_class(name) if self.inside else OUTSIDE
+        self.bytes[cls] += total
+        self.calls[cls] += 1
+        self.by_name[name] += total
+        return out
+
+
+def count(depth: int, k: int, batch: int, compiled: bool) -> Counter:
+    """One training step's bytes; with `compiled`, the network's part as inductor counts it."""
+    specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=batch, precision="bf16")
+             for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
+    data = D.synthetic("cifar10", 4 * batch, 16)
+    order = D.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
+    unit = engine.Unit(list(range(k)), specs, data, torch.device("cpu"), engine.Options(fuse=True))
+    unit.start_epoch(torch.device("cpu"))
+    unit.train_step(data, order, 0, 0, batch)  # momentum buffers exist from here on, as in training
+    counter = Counter()
+
+    def enter(*_):
+        counter.inside = True
+
+    def leave(*_):
+        counter.inside = False
+
+    backward = torch.Tensor.backward
+
+    def counted_backward(self, *args, **kwargs):
+        enter()
+        try:
+            return backward(self, *args, **kwargs)
+        finally:
+            leave()
+
+    hooks = [unit.model.register_forward_pre_hook(enter), unit.model.register_forward_hook(leave)]
+    torch.Tensor.backward = counted_backward
+    try:
+        with counter:
+            unit.train_step(data, order, 0, 1, batch)
+    finally:
+        torch.Tensor.backward = backward
+        for hook in hooks:
+            hook.remove()
+    if compiled:
+        import torch._inductor.metrics as metrics
+
+        torch._dynamo.reset()  # a fresh, static-shaped compile for this batch size
+        metrics.reset()
+        unit = engine.Unit(list(range(k)), specs, data, torch.device("cpu"), engine.Options(fuse=True, compile=True))
+        unit.start_epoch(torch.device("cpu"))
+        unit.train_step(data, order, 0, 0, batch)  # compiles the forward and the backward graph
+        for cls in [c for c in counter.bytes if c != OUTSIDE]:
+            del counter.bytes[cls], counter.calls[cls]
+        counter.bytes[COMPILED] = metrics.num_bytes_accessed
+        counter.calls[COMPILED] = metrics.generated_kernel_count
+    return counter
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depth", type=int, default=110)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--batches", default="4,8", help="two small batch sizes to extrapolate from")
+    p.add_argument("--bandwidth", type=float, default=3.0e12, help="bytes/s, for the floor (H100 copy: ~3.0e12)")
+    p.add_argument("--unfolded", action="store_true", help="h * BN(F) as its own product (the old blocks)")
+    p.add_argument("--bf16-stream", action="store_true",
+                   help="count only: the residual stream in bf16 (wrong at small h; what float32 costs)")
+    p.add_argument("--compiled", action="store_true", help="inductor's count of the torch.compile'd network")
+    p.add_argument("--top", type=int, default=12)
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    variant = ExitStack()  # held open for the whole process
+    if args.unfolded:
+        variant.enter_context(unfolded())
+    if args.bf16_stream:
+        variant.enter_context(bf16_stream())
+    if args.compiled:
+        import logging
+
+        torch._logging.set_logs(inductor_metrics=True)  # makes inductor count its bytes
+        logging.getLogger("torch._inductor.compile_fx").setLevel(logging.WARNING)  # but not print them
+    b1, b2 = (int(v) for v in args.batches.split(","))
+    c1, c2 = count(args.depth, args.k, b1, args.compiled), count(args.depth, args.k, b2, args.compiled)
+
+    def at_batch(x1: float, x2: float) -> float:
+        """Linear in the batch: x(b) = fixed + per * b, evaluated at 128, per image of the pack."""
+        per = (x2 - x1) / (b2 - b1)
+        fixed = x1 - per * b1
+        return (fixed + per * BATCH) / (BATCH * args.k)
+
+    macs = count_flops(CifarResNet(args.depth, 0.1), torch.zeros(1, 3, 32, 32))
+    what = ("compiled" if args.compiled else "eager") + (", h unfolded" if args.unfolded else "") + (
+        ", bf16 residual stream" if args.bf16_stream else "")
+    print(f"ResNet-{args.depth}, pack of {args.k}, {what}, bf16 autocast, batch {BATCH} per model "
+          f"(extrapolated from {b1} and {b2}); per image of the pack:")
+    per_image = {cls: at_batch(c1.bytes[cls], c2.bytes[cls]) for cls in c2.bytes}
+    total = sum(per_image.values())
+    for cls in sorted(per_image, key=lambda c: -per_image[c]):
+        print(f"  {cls:<26} {per_image[cls] / 1e6:8.2f} MB   {c2.calls[cls]:6d} ops")
+    print(f"  {'total':<26} {total / 1e6:8.2f} MB")
+    if not args.compiled:
+        flops = at_batch(c1.conv_flops, c2.conv_flops)
+        print(f"conv FLOPs per image {flops / 1e9:.3f} G (6 x {macs / 1e6:.1f} M forward mult-adds = "
+              f"{6 * macs / 1e9:.3f} G)")
+    print(f"floor at {args.bandwidth / 1e12:.1f} TB/s: {args.bandwidth / total:,.0f} images/s")
+    if args.compiled:
+        return
+    print("largest ops:")
+    for name in sorted(c2.by_name, key=lambda n: -c2.by_name[n])[:args.top]:
+        print(f"  {name:<32} {at_batch(c1.by_name[name], c2.by_name[name]) / 1e6:8.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
