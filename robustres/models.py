@@ -77,7 +77,7 @@ class StepScale(nn.Module):
         return self.scale * f
 
     def step(self, x: torch.Tensor, norm: nn.Module, f: torch.Tensor) -> torch.Tensor:
-        """x + h * norm(f), summed in float32 (the scale's dtype) or finer whatever x's dtype.
+        """x + h * norm(f), summed in the finer of x's dtype and the scale's (float32).
 
         A BatchNorm takes h into its affine map, h * (w f^ + b) = (h w) f^ + h b, so the product
         costs no pass over the activations of its own (benchmarks/bytes.py counts what that saves).
