@@ -111,6 +111,9 @@ def losses(units, data, specs, steps, batch, streams=False):
 
 def main() -> None:
     print(f"device: {torch.cuda.get_device_name(0) if DEV.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    if DEV.type != "cuda":  # the script is for GPUs; tests/test_pack.py checks packs on the CPU in float64
+        print("on the CPU the float32 backward of grouped convolutions is 10x less accurate than of plain ones "
+              "(benchmarks/RESULTS.md), so the fp32 resnet and vdcnn checks below fail here")
     ok = True
     for family, kwargs in (("resnet", dict(dataset="cifar10", depth=20)),
                            ("vdcnn", dict(dataset="ag-news", depth=9)),
@@ -148,12 +151,15 @@ def main() -> None:
           f"{first_replay:.1e} {'ok' if good else 'FAIL'}; per step (max over models): "
           + " ".join(f"{v:.0e}" for v in diff.max(1).values.tolist()))
     print("  per model after 12 steps: " + ", ".join(f"{v:.1e}" for v in diff[-1].tolist()))
-    streamed = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(3)], data, specs, 12, 128,
-                      streams=True)
-    alone = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(3)], data, specs, 12, 128)
-    same = torch.equal(streamed, alone)
-    ok &= same
-    print(f"models in turn on 3 streams vs one stream, 12 steps: identical losses {same} {'ok' if same else 'FAIL'}")
+    if DEV.type == "cuda":
+        streamed = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(3)], data, specs, 12,
+                          128, streams=True)
+        alone = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(3)], data, specs, 12, 128)
+        same = torch.equal(streamed, alone)
+        ok &= same
+        print(f"models in turn on 3 streams vs one stream, 12 steps: identical losses {same} {'ok' if same else 'FAIL'}")
+    else:
+        print("models on streams: CUDA only, skipped")
     torch.backends.cudnn.deterministic = False
 
     specs = [make_run_spec(dataset="synthetic", depth=20, n_train=1280, n_test=16, h=h, seed=0, precision="bf16")
