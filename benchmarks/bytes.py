@@ -64,6 +64,7 @@ def op_class(name: str) -> str:
     return "other"
 
 
+WRITE_ONLY = ("copy_", "zero_", "fill_", "index_copy_", "uniform_", "normal_")
 OUTSIDE = "outside the network"  # input pipeline, loss, optimizer
 COMPILED = "compiled network"
 
@@ -89,10 +90,13 @@ class Counter(TorchDispatchMode):
         name = func.__name__.split(".")[0]
         if name in ("empty", "empty_like", "empty_strided", "detach", "_local_scalar_dense", "set_", "lift_fresh"):
             return out
+        # An in-place op's output is a write of its first input, which it reads too, except for the
+        # ops that only overwrite it.
+        read = args[1:] if name in WRITE_ONLY else args
         total = 0
-        for t in tree_flatten((args, kwargs))[0] + tree_flatten(out)[0]:
+        for t in tree_flatten((read, kwargs))[0] + tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.dim() > 0:
-                total += t.numel() * t.element_size()  # an in-place op's output is a write of its input
+                total += t.numel() * t.element_size()
         if name == "convolution":
             w = args[1]  # [Cout, Cin / groups, kh, kw]: 2 FLOPs per output element and weight of a group
             self.conv_flops += 2 * out.numel() * w[0].numel()
