@@ -160,6 +160,22 @@ def count(depth: int, k: int, batch: int, compiled: bool) -> Counter:
     return counter
 
 
+def per_image_at_128(depth: int, k: int, batches: tuple[int, int] = (4, 8), compiled: bool = False):
+    """Bytes per image of the pack at batch 128 per model, by op class and by op name, conv FLOPs
+    per image, and op counts per class: counted at two small batches, extrapolated linearly
+    (x(b) = fixed + per * b: activations scale with the batch, weights and optimizer do not)."""
+    b1, b2 = batches
+    c1, c2 = count(depth, k, b1, compiled), count(depth, k, b2, compiled)
+
+    def at_128(x1: float, x2: float) -> float:
+        per = (x2 - x1) / (b2 - b1)
+        return (x1 - per * b1 + per * BATCH) / (BATCH * k)
+
+    by_class = {cls: at_128(c1.bytes[cls], c2.bytes[cls]) for cls in c2.bytes}
+    by_name = {name: at_128(c1.by_name[name], c2.by_name[name]) for name in c2.by_name}
+    return by_class, by_name, at_128(c1.conv_flops, c2.conv_flops), dict(c2.calls)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depth", type=int, default=110)
@@ -184,34 +200,26 @@ def main() -> None:
         torch._logging.set_logs(inductor_metrics=True)  # makes inductor count its bytes
         logging.getLogger("torch._inductor.compile_fx").setLevel(logging.WARNING)  # but not print them
     b1, b2 = (int(v) for v in args.batches.split(","))
-    c1, c2 = count(args.depth, args.k, b1, args.compiled), count(args.depth, args.k, b2, args.compiled)
-
-    def at_batch(x1: float, x2: float) -> float:
-        """Linear in the batch: x(b) = fixed + per * b, evaluated at 128, per image of the pack."""
-        per = (x2 - x1) / (b2 - b1)
-        fixed = x1 - per * b1
-        return (fixed + per * BATCH) / (BATCH * args.k)
+    per_image, by_name, flops, calls = per_image_at_128(args.depth, args.k, (b1, b2), args.compiled)
 
     macs = count_flops(CifarResNet(args.depth, 0.1), torch.zeros(1, 3, 32, 32))
     what = ("compiled" if args.compiled else "eager") + (", h unfolded" if args.unfolded else "") + (
         ", bf16 residual stream" if args.bf16_stream else "")
     print(f"ResNet-{args.depth}, pack of {args.k}, {what}, bf16 autocast, batch {BATCH} per model "
           f"(extrapolated from {b1} and {b2}); per image of the pack:")
-    per_image = {cls: at_batch(c1.bytes[cls], c2.bytes[cls]) for cls in c2.bytes}
     total = sum(per_image.values())
     for cls in sorted(per_image, key=lambda c: -per_image[c]):
-        print(f"  {cls:<26} {per_image[cls] / 1e6:8.2f} MB   {c2.calls[cls]:6d} ops")
+        print(f"  {cls:<26} {per_image[cls] / 1e6:8.2f} MB   {calls[cls]:6d} ops")
     print(f"  {'total':<26} {total / 1e6:8.2f} MB")
     if not args.compiled:
-        flops = at_batch(c1.conv_flops, c2.conv_flops)
         print(f"conv FLOPs per image {flops / 1e9:.3f} G (6 x {macs / 1e6:.1f} M forward mult-adds = "
               f"{6 * macs / 1e9:.3f} G)")
     print(f"floor at {args.bandwidth / 1e12:.1f} TB/s: {args.bandwidth / total:,.0f} images/s")
     if args.compiled:
         return
     print("largest ops:")
-    for name in sorted(c2.by_name, key=lambda n: -c2.by_name[n])[:args.top]:
-        print(f"  {name:<32} {at_batch(c1.by_name[name], c2.by_name[name]) / 1e6:8.2f} MB")
+    for name in sorted(by_name, key=lambda n: -by_name[n])[:args.top]:
+        print(f"  {name:<32} {by_name[name] / 1e6:8.2f} MB")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ timeout 170 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --c
   --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
 
 # 2c. where a step's time goes, per kernel class (the time to set beside bytes.py's bytes)
-timeout 45 python3 benchmarks/profile_step.py --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
+timeout 55 python3 benchmarks/profile_step.py --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
 
 # 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
 if [ "$DATA" != synthetic ]; then
-  timeout 60 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
+  timeout 55 python3 -m robustres train --dataset imagefolder --data-dir "$DATA" --depth 110 \
     --h 0.1,0.2,0.5,1,2 --seed 0,1 --epochs 1 --store /tmp/rr-store --json > "$OUT/train.json" 2> "$OUT/train.txt"
   echo "train exit $?"; tail -n 4 "$OUT/train.txt"
   python3 -c "import json; r=json.load(open('$OUT/train.json'))['runs']; print('ResNet-110 x10, 1 epoch:', [round(x['final_test_acc'] or 0, 3) for x in r], 'seconds per run', round(r[0]['seconds'], 1))"
@@ -43,4 +43,4 @@ fi
 echo "== summary"
 cat "$OUT/gpu.txt"; grep -E "ok|FAIL|drift|warning" "$OUT/checks.txt"
 grep -E "^ *[0-9]+ |projection|depth [0-9]+:|total:" "$OUT/throughput.txt"
-grep -E "^ *110 " "$OUT/compile.txt"; head -n 12 "$OUT/profile.txt"
+grep -E "^ *110 " "$OUT/compile.txt"; head -n 12 "$OUT/profile.txt"; tail -n 5 "$OUT/profile.txt"

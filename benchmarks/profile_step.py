@@ -26,6 +26,7 @@ from robustres import data as D  # noqa: E402
 from robustres import engine  # noqa: E402
 from robustres.spec import make_run_spec  # noqa: E402
 
+import bytes as counting  # noqa: E402  (benchmarks/bytes.py)
 from variants import unfolded  # noqa: E402  (benchmarks/variants.py)
 
 BATCH = 128
@@ -106,6 +107,28 @@ def main() -> None:
     print("largest:")
     for name in sorted(by_name, key=lambda n: -by_name[n])[:args.top]:
         print(f"  {by_name[name] / 1e3:8.3f} ms  {kernel_class(name):<24} {name[:90]}")
+    if cuda and not args.compile:
+        bandwidth(by_class, args)
+
+
+def bandwidth(by_class: dict, args) -> None:
+    """Counted bytes (bytes.py, on the CPU) over measured device time: the rate each part achieves."""
+    torch.set_num_threads(min(8, torch.get_num_threads()))
+    with unfolded() if args.unfolded else contextlib.nullcontext():
+        counted = counting.per_image_at_128(args.depth, args.k)[0]
+    images = args.k * BATCH
+    conv_time = sum(t for c, t in by_class.items() if c.startswith("convolution"))
+    parts = [("convolutions", counted.get("convolution", 0.0), conv_time),
+             ("batch norm", counted.get("batch norm", 0.0), by_class.get("batch norm", 0.0))]
+    rest_bytes = sum(counted.values()) - sum(b for _, b, _ in parts)
+    rest_time = sum(by_class.values()) - sum(t for _, _, t in parts)
+    parts.append(("everything else", rest_bytes, rest_time))
+    parts.append(("the whole step", sum(counted.values()), sum(by_class.values())))
+    print("achieved rate (counted bytes / device time):")
+    for label, per_image, us in parts:
+        if us > 0:
+            print(f"  {label:<18} {per_image / 1e6:7.2f} MB/img  {us / 1e3:8.3f} ms/step  "
+                  f"{per_image * images / (us * 1e-6) / 1e12:5.2f} TB/s")
 
 
 if __name__ == "__main__":
