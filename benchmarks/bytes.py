@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -39,10 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from robustres import data as D  # noqa: E402
 from robustres import engine  # noqa: E402
 from robustres.models import CifarResNet, count_flops  # noqa: E402
+from robustres.spec import make_run_spec  # noqa: E402
 
 from variants import bf16_stream, unfolded  # noqa: E402  (benchmarks/variants.py)
-from contextlib import ExitStack  # noqa: E402
-from robustres.spec import make_run_spec  # noqa: E402
 
 BATCH = 128
 
@@ -60,7 +60,7 @@ def op_class(name: str) -> str:
     if name in ("relu", "relu_", "threshold_backward", "le", "where"):
         return "relu"
     if name in ("mul", "mul_", "add", "add_", "sum"):
-        return "h-scale, add, sum"
+        return "h-scale, add, sum"  # the residual adds (and, unfolded, the h-scale), gradient sums
     return "other"
 
 
@@ -88,7 +88,8 @@ class Counter(TorchDispatchMode):
         if schema.returns and all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns):
             return out
         name = func.__name__.split(".")[0]
-        if name in ("empty", "empty_like", "empty_strided", "detach", "_local_scalar_dense", "set_", "lift_fresh"):
+        if name in ("empty", "empty_like", "empty_strided", "detach", "_local_scalar_dense", "set_", "lift_fresh",
+                    "_unsafe_view"):  # no bytes: allocations, views (_unsafe_view has no alias mark), scalars
             return out
         # An in-place op's output is a write of its first input, which it reads too, except for the
         # ops that only overwrite it.
