@@ -34,8 +34,11 @@ import torch
 
 from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store, read_run_file
 
+# --fuse: every process runs the packs the same way. Left to the engine, the choice is timed, and a
+# loaded machine can flip it between two processes; fused and in turn differ by float rounding, so
+# the bit-for-bit comparison with the uninterrupted sweep would then test the load, not the resume.
 SWEEP = ["sweep", "--dataset", "two-moons", "--depths", "3,6", "--h", "0.1,0.5,1", "--seeds", "2",
-         "--epochs", "40", "--pack-size", "3", "--checkpoint-every", "0", "--json"]
+         "--epochs", "40", "--pack-size", "3", "--checkpoint-every", "0", "--fuse", "--json"]
 PLANNED = 12
 
 

@@ -166,8 +166,9 @@ def _env(tmp_path, store):
 
 
 def test_sigkill_mid_sweep_then_rerun_completes_every_run_exactly_once(tmp_path):
+    # --fuse: both processes run the packs alike (a timed choice could flip on a loaded machine)
     args = [sys.executable, "-m", "robustres", "sweep", "--depths", "3,6", "--h", "0.1,0.5,1", "--seeds", "2",
-            "--epochs", "40", "--pack-size", "3", "--checkpoint-every", "0", "--json"]
+            "--epochs", "40", "--pack-size", "3", "--checkpoint-every", "0", "--fuse", "--json"]
     whole = subprocess.run(args, env=_env(tmp_path, "whole"), capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
     expected = {r["run_id"]: r for r in json.loads(whole.stdout)["runs"]}
