@@ -571,7 +571,13 @@ def train(
             outcome.seconds = float(state["seconds"])
             outcome.layer_stats = list(state.get("layer_stats", []))
 
-    fuse = choose_fuse(specs, data, device, options)
+    # A resumed pack goes on the way it started: fused and in turn differ by float rounding, and
+    # timing them again could choose the other way on a busier machine.
+    recorded = {s.get("fused") for s in states} if states is not None else {None}
+    if options.fuse is None and len(recorded) == 1 and None not in recorded:
+        fuse = recorded.pop()
+    else:
+        fuse = choose_fuse(specs, data, device, options)
     groups = [list(range(len(specs)))] if fuse else [[i] for i in range(len(specs))]
     units = [Unit(g, specs, data, device, options, [states[i] for i in g] if states else None) for g in groups]
     streams = make_streams(units, device, options)
@@ -643,6 +649,7 @@ def train(
                         "history": [asdict(r) for r in outcomes[i].history],
                         "seconds": outcomes[i].seconds,
                         "layer_stats": outcomes[i].layer_stats,
+                        "fused": fuse,
                     })
         if save:
             last_save = time.perf_counter()

@@ -84,6 +84,32 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run_bitwise(tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumed_pack_keeps_the_execution_it_started_with(tmp_path, monkeypatch):
+    """Fused and in turn differ by rounding, so a resumed pack must not re-time the choice (a
+    loaded machine could flip it): it goes on as it started, and matches the uninterrupted run."""
+    specs = [make_run_spec(dataset="two-moons", depth=4, h=h, seed=s, epochs=4) for h, s in ((0.5, 0), (1.0, 1))]
+    data = D.load(specs[0], ".")
+    in_turn = engine.Options(checkpoint_seconds=0, fuse=False)
+    whole = engine.train(specs, data, CPU, [tmp_path / f"w{i}.pt" for i in range(2)], options=in_turn)
+
+    def stop_after_two(i, record, saved):
+        if record.epoch == 2 and i == 1:
+            raise Interrupt()
+
+    cut = [tmp_path / f"c{i}.pt" for i in range(2)]
+    with pytest.raises(Interrupt):
+        engine.train(specs, data, CPU, cut, on_epoch=stop_after_two, options=in_turn)
+    assert all(torch.load(c, weights_only=True)["fused"] is False for c in cut)
+    timed = []
+    monkeypatch.setattr(engine, "choose_fuse", lambda *a: timed.append(1) or True)  # a flipped timing
+    resumed = engine.train(specs, data, CPU, cut, options=EVERY_EPOCH)
+    assert timed == []  # not timed again: the checkpoints say in turn
+    strip = lambda h: [(r.epoch, r.train_loss, r.test_acc) for r in h]  # noqa: E731
+    assert [strip(o.history) for o in resumed] == [strip(o.history) for o in whole]
+    fresh = engine.train(specs, data, CPU, [tmp_path / f"f{i}.pt" for i in range(2)], options=EVERY_EPOCH)
+    assert timed == [1] and torch.load(tmp_path / "f0.pt", weights_only=True)["fused"] is True and fresh
+
+
 def test_a_damaged_checkpoint_means_training_from_scratch(tmp_path):
     spec = make_run_spec(dataset="two-moons", epochs=3)
     (tmp_path / "c.pt").write_bytes(b"\x00garbage")
