@@ -1,10 +1,11 @@
-"""Earlier versions of engine pieces, kept so benchmarks can measure old and new side by side."""
+"""Earlier or hypothetical versions of engine pieces, so benchmarks can measure them side by side."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+import torch.nn.functional as F
 
 from robustres.models import StepScale
 
@@ -15,17 +16,6 @@ def unfolded_step(self: StepScale, x: torch.Tensor, norm, f: torch.Tensor) -> to
     return x.to(torch.promote_types(x.dtype, self.scale.dtype)) + self(norm(f))
 
 
-@contextlib.contextmanager
-def unfolded():
-    """Every block built or run inside computes h * BN(F) as a separate product."""
-    folded = StepScale.step
-    StepScale.step = unfolded_step
-    try:
-        yield
-    finally:
-        StepScale.step = folded
-
-
 def bf16_stream_step(self: StepScale, x: torch.Tensor, norm, f: torch.Tensor) -> torch.Tensor:
     """NOT a valid engine: the residual stream left in bf16 under autocast, which rounds updates
     h * F(x) below 2^-9 of x away (all of them at h = 0.001). Only to count what float32 costs."""
@@ -34,15 +24,24 @@ def bf16_stream_step(self: StepScale, x: torch.Tensor, norm, f: torch.Tensor) ->
     h = self.scale.view(-1)
     if norm.training:
         norm.num_batches_tracked.add_(1)
-    return x + torch.nn.functional.batch_norm(f, norm.running_mean, norm.running_var, norm.weight * h,
-                                              norm.bias * h, norm.training, norm.momentum, norm.eps)
+    return x + F.batch_norm(f, norm.running_mean, norm.running_var, norm.weight * h, norm.bias * h,
+                            norm.training, norm.momentum, norm.eps)
 
 
 @contextlib.contextmanager
-def bf16_stream():
-    folded = StepScale.step
-    StepScale.step = bf16_stream_step
+def _blocks_stepping_with(step):
+    """Every block run inside computes its Euler step with `step` instead of StepScale.step."""
+    current = StepScale.step
+    StepScale.step = step
     try:
         yield
     finally:
-        StepScale.step = folded
+        StepScale.step = current
+
+
+def unfolded():
+    return _blocks_stepping_with(unfolded_step)
+
+
+def bf16_stream():
+    return _blocks_stepping_with(bf16_stream_step)
