@@ -723,6 +723,11 @@ def noise_eval(
     limit_train: LimitTrain = None,
     limit_test: LimitTest = None,
     device: Device = None,
+    precision: Precision = None,
+    pack_size: PackSize = None,
+    fuse: Fuse = None,
+    compile_: Compile = None,
+    checkpoint_every: CheckpointEvery = None,
     store: Store_ = None,
     as_json: AsJson = False,
 ) -> None:
@@ -746,15 +751,18 @@ def noise_eval(
             raise SpecError("--mode train-noise trains with one noise kind at a time")
         values = load_sweep_file(config) if config is not None else {}
         flags = dict(dataset=dataset, depths=depth, h=h, seeds=seeds, epochs=epochs, lr=lr, milestones=milestones,
-                     limit_train=limit_train,
-                     limit_test=limit_test, device=device, store=store, data_dir=data_dir,
-                     noise_kind=kind_list[0] if kind_list else None)
+                     limit_train=limit_train, limit_test=limit_test, device=device, precision=precision,
+                     pack_size=pack_size, fuse=fuse, compile=compile_, checkpoint_every=checkpoint_every,
+                     store=store, data_dir=data_dir, noise_kind=kind_list[0] if kind_list else None)
         values = _merge(values, {**flags, "train_noise": level_list})
         _run_sweep(values, config, False, as_json, False)
     if mode != "test-noise":
         raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
-    if milestones is not None:
-        raise SpecError("--milestones goes with --mode train-noise (test-noise trains nothing)")
+    training_only = {"--milestones": milestones, "--precision": precision, "--pack-size": pack_size,
+                     "--fuse/--no-fuse": fuse, "--compile": compile_, "--checkpoint-every": checkpoint_every}
+    for flag, value in training_only.items():
+        if value is not None:
+            raise SpecError(f"{flag} goes with --mode train-noise (test-noise trains nothing)")
     _test_noise(level_list, kind_list, propagation, config, dataset, depth, h, data_dir, limit_test, device, store,
                 as_json)
 

@@ -73,6 +73,15 @@ def test_train_noise_mode_is_a_sweep_over_levels(cli, tmp_path):
     assert len(runs) == 8 and {r["train_noise"] for r in runs} == {0.0, 0.3}
 
 
+def test_train_noise_mode_takes_the_sweeps_execution_options(cli, tmp_path):
+    code, out, err = cli("noise-eval", "--mode", "train-noise", "--depth", "3", "--h", "0.1,1", "--levels", "0,0.3",
+                         "--seeds", "1", "--epochs", "2", "--pack-size", "2", "--no-fuse", "--precision", "fp32",
+                         "--checkpoint-every", "0", "--json")
+    assert code == 0, err
+    assert err.count("(in turn)") == 2 and "pack 2/2" in err  # 4 runs in packs of 2, each stepped in turn
+    assert {r["status"] for r in json.loads(out)["runs"]} == {"completed"}
+
+
 def test_prop2_on_moons_noisy_training_h01_as_accurate_with_smaller_perturbation(cli, tmp_path):
     # Issue 6: depth 20, training inputs with Gaussian noise 0.3, 5 seeds, lr 0.05 for 100 epochs
     # (/10 after 70: with the protocol's drop at 20, h = 0.1 stops short). See benchmarks/RESULTS.md.
