@@ -89,11 +89,9 @@ def test_prop2_on_moons_noisy_training_h01_as_accurate_with_smaller_perturbation
     # end one test point higher in median (95.4 vs 95.1 %; h = 0.1: 95.3 both ways), and which way
     # the engine runs a pack is chosen by timing it. So the pack's execution is pinned: fused, as
     # the engine runs two-moons packs unless the machine is loaded while it times them.
-    config = tmp_path / "fused.yaml"
-    config.write_text("fuse: true\n")
-    code, _, err = cli("noise-eval", "--mode", "train-noise", "--config", config, "--dataset", "two-moons",
-                       "--depth", "20", "--h", "0.1,1", "--levels", "0.3", "--seeds", "5", "--lr", "0.05",
-                       "--epochs", "100", "--milestones", "70", "--json")
+    code, _, err = cli("noise-eval", "--mode", "train-noise", "--fuse", "--dataset", "two-moons", "--depth", "20",
+                       "--h", "0.1,1", "--levels", "0.3", "--seeds", "5", "--lr", "0.05", "--epochs", "100",
+                       "--milestones", "70", "--json")
     assert code == 0, err
     code, _, err = cli("noise-eval", "--levels", "0,0.3", "--propagation", "--json")
     assert code == 0, err
