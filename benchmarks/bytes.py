@@ -111,6 +111,17 @@ class Counter(TorchDispatchMode):
         return out
 
 
+def count_inductor_bytes() -> None:
+    """Makes inductor add up the bytes of the kernels it compiles (metrics.num_bytes_accessed),
+    which it does only while its metrics log is enabled, without printing that log."""
+    import logging
+
+    torch._logging.set_logs(inductor_metrics=True)
+    log = logging.getLogger("torch._inductor.compile_fx.__inductor_metrics")
+    log.propagate = False
+    log.handlers = [logging.NullHandler()]
+
+
 def count(depth: int, k: int, batch: int, compiled: bool) -> Counter:
     """One training step's bytes; with `compiled`, the network's part as inductor counts it."""
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=batch, precision="bf16")
@@ -196,10 +207,7 @@ def main() -> None:
     if args.bf16_stream:
         variant.enter_context(bf16_stream())
     if args.compiled:
-        import logging
-
-        torch._logging.set_logs(inductor_metrics=True)  # makes inductor count its bytes
-        logging.getLogger("torch._inductor.compile_fx").setLevel(logging.WARNING)  # but not print them
+        count_inductor_bytes()
     b1, b2 = (int(v) for v in args.batches.split(","))
     per_image, by_name, flops, calls = per_image_at_128(args.depth, args.k, (b1, b2), args.compiled)
 
