@@ -159,8 +159,9 @@ def main() -> None:
         count_inductor_bytes()
         counted = per_image_at_128(args.check, 2, compiled=True)[0]
         model = bytes_per_image(SEPARATE, shapes.get(args.check) or block_shapes(args.check))
-        print(f"\ncheck, ResNet-{args.check} pack of 2 under --compile: inductor moves {counted['compiled network'] / 1e6:.2f} MB "
-              f"per image in the network (+ {counted['outside the network'] / 1e6:.2f} outside it); "
+        inside, outside = counted["compiled network"], counted["outside the network"]
+        print(f"\ncheck, ResNet-{args.check} pack of 2 under --compile: inductor moves {inside / 1e6:.2f} MB "
+              f"per image in the network (+ {outside / 1e6:.2f} outside it); "
               f"the 'separate' model says {model / 1e6:.2f}")
 
 
