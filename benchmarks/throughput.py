@@ -213,26 +213,9 @@ def main() -> None:
         # per multiply-add (benchmarks/bytes.py counts the convolutions' FLOPs op by op: the same).
         macs = count_flops(CifarResNet(depth, 0.1), torch.zeros(1, 3, 32, 32))
         a = baseline(depth, cpu_data.train_x, cpu_data.train_y, device, args.baseline_steps)
-        configs = [("(a) paper script fp32", 1, a)]
-        for k in ks:
-            configs.append(("(b) engine K=1" if k == 1 else f"(c) engine K={k} fused", k,
-                            engine_rate(depth, k, data, device, precision, True, args.steps)))
-            if device.type == "cuda" and args.nchw and k > 1:
-                configs.append((f"    K={k} fused, NCHW", k,
-                                engine_rate(depth, k, data, device, precision, True, args.steps, channels_last=False)))
-            if args.unfolded:
-                configs.append((f"    K={k} fused, h unfolded", k,
-                                engine_rate(depth, k, data, device, precision, True, args.steps, unfold=True)))
-            if device.type == "cuda" and args.eager:
-                configs.append((f"    K={k} fused, no graphs", k,
-                                engine_rate(depth, k, data, device, precision, True, args.steps, graphs=False)))
-            if k > 1 and args.in_turn:
-                configs.append((f"(c) engine K={k} in turn" + (", streams" if device.type == "cuda" else ""), k,
-                                engine_rate(depth, k, data, device, precision, False, args.steps)))
-            if args.compile:
-                configs.append((f"    K={k} fused, compiled", k,
-                                engine_rate(depth, k, data, device, precision, True, args.steps, compile_=True)))
-        for label, k, total in configs:
+
+        def record(label: str, k: int, total: float) -> None:
+            # printed as soon as measured: a run stopped by a timeout keeps what it had
             tflops = 6 * macs * total / 1e12
             mfu = f"{100 * tflops / peak:5.1f}%" if peak else "     -"
             print(f"{depth:>5} {label:<22} {total / k:12,.0f} {total:12,.0f} {total / a:6.1f}x {tflops:8.2f} {mfu}",
@@ -240,6 +223,26 @@ def main() -> None:
             rows.append({"depth": depth, "config": label.strip(), "k": k, "images_per_s": total,
                          "per_model": total / k, "ratio_vs_baseline": total / a, "tflops": tflops,
                          "train_flops_per_image": 6 * macs})
+
+        record("(a) paper script fp32", 1, a)
+        for k in ks:
+            record("(b) engine K=1" if k == 1 else f"(c) engine K={k} fused", k,
+                   engine_rate(depth, k, data, device, precision, True, args.steps))
+            if device.type == "cuda" and args.nchw and k > 1:
+                record(f"    K={k} fused, NCHW", k,
+                       engine_rate(depth, k, data, device, precision, True, args.steps, channels_last=False))
+            if args.unfolded:
+                record(f"    K={k} fused, h unfolded", k,
+                       engine_rate(depth, k, data, device, precision, True, args.steps, unfold=True))
+            if device.type == "cuda" and args.eager:
+                record(f"    K={k} fused, no graphs", k,
+                       engine_rate(depth, k, data, device, precision, True, args.steps, graphs=False))
+            if k > 1 and args.in_turn:
+                record(f"(c) engine K={k} in turn" + (", streams" if device.type == "cuda" else ""), k,
+                       engine_rate(depth, k, data, device, precision, False, args.steps))
+            if args.compile:
+                record(f"    K={k} fused, compiled", k,
+                       engine_rate(depth, k, data, device, precision, True, args.steps, compile_=True))
 
     # The paper's Fig. 6 CIFAR grid: 14 values of h x 5 seeds per depth, 80 epochs of 50,000 images,
     # plus a test pass of 10,000 images per epoch (a forward is ~1/3 of a training step).
