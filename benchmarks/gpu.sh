@@ -17,25 +17,26 @@ fi
 echo "data: $DATA"
 
 # 1. correctness on the device
-timeout 50 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
+timeout 45 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
 
-# 1b. can a custom kernel beat cuDNN + separate passes here? BN1 + ReLU -> conv2 -> y2 statistics in
-#     one Triton kernel (4 bytes per element) against three passes (10), ResNet-110 x10 stage shapes
-timeout 20 python3 benchmarks/fused_conv.py --check 2>&1 | tee "$OUT/fused_conv.txt"
-timeout 45 python3 benchmarks/fused_conv.py 2>&1 | tee -a "$OUT/fused_conv.txt"
+# 1b. can custom kernels beat cuDNN + separate passes here? One block, forward + backward, in Triton
+#     kernels that fold BN into the convolutions (63 bytes per element against ~82 compiled), at the
+#     ResNet-110 x10 stage shapes, against the engine's own block; first its correctness in bf16
+timeout 20 python3 benchmarks/fused_block.py --check 2>&1 | tee "$OUT/fused_block.txt"
+timeout 75 python3 benchmarks/fused_block.py 2>&1 | tee -a "$OUT/fused_block.txt"
 
 # 2. throughput: the paper's script against the engine with packs of 1 and 10 (4: RESULTS.md)
-timeout 115 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,10 \
+timeout 105 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,10 \
   --data "$DATA" --images 20480 --steps 20 --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
 
 # 2b. ResNet-110 x10, the bandwidth-bound case, side by side in one process: the blocks with h folded
 #     into BN2 (the default) against h * BN(F) as a product of its own (bytes.py: 59.1 vs 67.4 MB per
 #     image, so up to 1.14x), and torch.compile inside the CUDA graph (bytes.py: 42.0 MB, up to 1.4x).
-timeout 150 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --compile --baseline-steps 5 \
+timeout 140 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --compile --baseline-steps 5 \
   --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
 
 # 2c. where a step's time goes, per kernel class (the time to set beside bytes.py's bytes)
-timeout 45 python3 benchmarks/profile_step.py --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
+timeout 40 python3 benchmarks/profile_step.py --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
 
 # 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
 if [ "$DATA" != synthetic ]; then
@@ -46,6 +47,6 @@ if [ "$DATA" != synthetic ]; then
 fi
 
 echo "== summary"
-cat "$OUT/gpu.txt"; grep -E "ok|FAIL|drift|warning" "$OUT/checks.txt"; cat "$OUT/fused_conv.txt"
+cat "$OUT/gpu.txt"; grep -E "ok|FAIL|drift|warning" "$OUT/checks.txt"; cat "$OUT/fused_block.txt"
 grep -E "^ *[0-9]+ |projection|depth [0-9]+:|total:" "$OUT/throughput.txt"
 grep -E "^ *110 " "$OUT/compile.txt"; head -n 12 "$OUT/profile.txt"; tail -n 5 "$OUT/profile.txt"

@@ -1,0 +1,60 @@
+"""The fused-kernel block prototype (benchmarks/fused_block.py), checked on the CPU in Triton's
+interpreter, in float32, against PyTorch's ops and against the engine's own ImageBlock."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# TRITON_INTERPRET is read when triton decorates its own library, so it must be set before triton
+# is first imported: a fresh interpreter.
+SCRIPT = """
+import json, torch
+import torch.nn.functional as F
+import fused_block as fb
+from robustres.models import ImageBlock
+
+result = {}
+# a forward convolution alone: stride 2, no prologue, odd sizes (rows past the end, borders)
+torch.manual_seed(0)
+x = torch.randn(3, 2 * 16, 7, 7).contiguous(memory_format=torch.channels_last)
+w = torch.randn(2 * 32, 16, 3, 3) / 12
+y, s0, s1 = fb.conv(x, w, 2, stride=2, block_m=16)
+ref = F.conv2d(x, w, stride=2, padding=1, groups=2)
+result["conv"] = [((y - ref).abs().max() / ref.abs().max()).item(),
+                  ((s0 - ref.sum((0, 2, 3))).abs().max() / ref.sum((0, 2, 3)).abs().max()).item(),
+                  ((s1 - ref.square().sum((0, 2, 3))).abs().max() / ref.square().sum((0, 2, 3)).max()).item()]
+# the whole block, forward and backward, against PyTorch's ops: tiles that run past the end, and
+# weight gradients summed over several tiles per program
+result["block"] = [fb.check_block(n=3, k=3, c=c, hw=7, **cfg) for c, cfg in
+                   ((16, {"block_m": 32, "wgrad_programs": 2}), (32, {"block_m": 16}))]
+# ... and against the engine's own block (h folded into BN2, five values of h)
+block = ImageBlock(16, 16, 1, [0.1, 0.2, 0.5, 1.0, 2.0], True).to(memory_format=torch.channels_last)
+x = torch.relu(torch.randn(2, 80, 6, 6) + 0.5).contiguous(memory_format=torch.channels_last).requires_grad_()
+gout = torch.randn_like(x)
+params = [block.conv1.weight, block.conv2.weight, block.bn1.weight, block.bn1.bias, block.bn2.weight, block.bn2.bias]
+out = block(x)
+ref = [out] + list(torch.autograd.grad(out, [x] + params, gout))
+out, _ = fb.fused_block(x, x.detach(), *params, block.h.scale.view(-1).contiguous(), 5, block_m=32)
+mine = [out] + list(torch.autograd.grad(out, [x] + params, gout))
+result["engine"] = [((a - b).abs().max() / b.abs().max()).item() for a, b in zip(mine, ref)]
+print(json.dumps(result))
+"""
+
+
+def test_fused_block_computes_the_engines_block_and_every_gradient():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}")
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert max(result["conv"]) < 1e-5
+    for errors in result["block"]:
+        assert set(errors) == {"x1", "dx", "dw1", "dw2", "dgamma1", "dbeta1", "dgamma2", "dbeta2"}
+        assert max(errors.values()) < 1e-5, errors
+    assert len(result["engine"]) == 8 and max(result["engine"]) < 1e-5
