@@ -252,9 +252,16 @@ def wgrad(a, k, cout, dy, ycoef, *, a_coef=None, dy_mask=None, dy_y=None, block_
     return part.sum(0).permute(0, 3, 2, 1).reshape(k * cout, cin, 3, 3)
 
 
-def _moments(s0, s1, count):
+def _moments(s0, s1, count, norm=None):
+    """Batch mean and 1/std from the sums; with `norm` (an nn.BatchNorm), its running statistics
+    are updated as its own forward would."""
     mean = s0 / count
     var = (s1 / count - mean * mean).clamp_min(0)
+    if norm is not None:
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            norm.running_mean.lerp_(mean, norm.momentum)
+            norm.running_var.lerp_(var * (count / (count - 1)), norm.momentum)
     return mean, torch.rsqrt(var + EPS)
 
 
@@ -272,16 +279,18 @@ class FusedBlock(torch.autograd.Function):
     x: [N, K*C, H, W] float32 channels_last; xb: x as the convolutions read it (bf16 on a GPU)."""
 
     @staticmethod
-    def forward(ctx, x, xb, w1, w2, gamma1, beta1, gamma2, beta2, h, k, config):
+    def forward(ctx, x, xb, w1, w2, gamma1, beta1, gamma2, beta2, h, k, config, norms=(None, None)):
         config = dict(config)
         ctx.wgrad_programs = config.pop("wgrad_programs", None)
+        x = x.contiguous(memory_format=torch.channels_last)  # the kernels index NHWC
+        xb = xb.contiguous(memory_format=torch.channels_last)
         count = x.shape[0] * x.shape[2] * x.shape[3]
         y1, s0, s1 = conv(xb, w1, k, **config)
-        mean1, rstd1 = _moments(s0, s1, count)
+        mean1, rstd1 = _moments(s0, s1, count, norms[0])
         sc1 = gamma1 * rstd1
         sh1 = beta1 - mean1 * sc1
         y2, s0, s1 = conv(y1, w2, k, pro=1, coef=(sc1, sh1, None), **config)
-        mean2, rstd2 = _moments(s0, s1, count)
+        mean2, rstd2 = _moments(s0, s1, count, norms[1])
         sc2 = h * gamma2 * rstd2
         sh2 = h * beta2 - mean2 * sc2
         x1 = torch.empty_like(x)
@@ -312,17 +321,20 @@ class FusedBlock(torch.autograd.Function):
         dgamma2, dbeta2 = h * sum_gu2, h * sum_g
         dq1, d0, d1 = conv(g1, flipped(w2, k), k, pro=2, mask=mask, ysrc=y2, coef=coef2, epi=1, e=y1,
                            ecoef=(sc1, sh1), out_dtype=y1.dtype, **config)
-        dw2 = wgrad(y1, k, c, g1, coef2, a_coef=(sc1, sh1), dy_mask=mask, dy_y=y2, programs=ctx.wgrad_programs)
+        tiling = dict(block_m=bm, programs=ctx.wgrad_programs)
+        dw2 = wgrad(y1, k, c, g1, coef2, a_coef=(sc1, sh1), dy_mask=mask, dy_y=y2, **tiling)
         coef1, sum_gu1 = _bn_backward_coef(gamma1 * rstd1, rstd1, mean1, d0, d1, count)
         dgamma1, dbeta1 = sum_gu1, d0
         gx, _, _ = conv(dq1, flipped(w1, k), k, pro=2, ysrc=y1, coef=coef1, epi=2, e=g1, emask=mask,
                         out_dtype=torch.float32, **config)
-        dw1 = wgrad(xb, k, c, dq1, coef1, dy_y=y1, programs=ctx.wgrad_programs)
-        return gx, None, dw1, dw2, dgamma1, dbeta1, dgamma2, dbeta2, None, None, None
+        dw1 = wgrad(xb, k, c, dq1, coef1, dy_y=y1, **tiling)
+        return gx, None, dw1, dw2, dgamma1, dbeta1, dgamma2, dbeta2, None, None, None, None
 
 
-def fused_block(x, xb, w1, w2, gamma1, beta1, gamma2, beta2, h, k, **config):
-    return FusedBlock.apply(x, xb, w1, w2, gamma1, beta1, gamma2, beta2, h, k, config)
+def fused_block(x, xb, w1, w2, gamma1, beta1, gamma2, beta2, h, k, norms=(None, None), **config):
+    """x1 and its copy for the next block's convolutions. `norms`: the two nn.BatchNorms whose
+    running statistics to update (none: left alone)."""
+    return FusedBlock.apply(x, xb, w1, w2, gamma1, beta1, gamma2, beta2, h, k, config, norms)
 
 
 def reference_block(x, w1, w2, gamma1, beta1, gamma2, beta2, h, k):
@@ -390,6 +402,10 @@ def _time(fn, reps: int) -> float:
     return start.elapsed_time(stop) / reps / 1e3
 
 
+# Bytes per activation element: benchmarks/floor.py's "fused" design (63), but BN2's backward sums
+# take a pass of their own here (g1, mask, y2: 7 bytes) instead of riding in g1's producer (3).
+PROTOTYPE_BYTES = 67
+
 CONFIGS = ({"block_m": 64, "num_warps": 4}, {"block_m": 128, "num_warps": 4})  # few: each one compiles
 
 
@@ -401,8 +417,8 @@ def bench(k: int, batch: int, reps: int, compiled: bool) -> None:
 
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    print(f"one block, forward + backward, pack of {k}, batch {batch} per model. GB/s: the fused design's 63 "
-          f"bytes per element (benchmarks/floor.py) over the time. err: largest difference of the output and "
+    print(f"one block, forward + backward, pack of {k}, batch {batch} per model. GB/s: the {PROTOTYPE_BYTES} "
+          f"bytes per element these kernels move at least over the time. err: largest difference of the output and "
           f"the gradients from float32, relative to each one's largest value")
     print(f"{'shape':<18} {'engine us':>10} {'compiled us':>12} {'fused us':>9} {'config':>8} {'fused GB/s':>10} "
           f"{'vs engine':>9} {'engine err':>10} {'fused err':>9}")
@@ -454,7 +470,7 @@ def bench(k: int, batch: int, reps: int, compiled: bool) -> None:
         def error(got):
             return max(((a.float() - b).abs().max() / b.abs().max()).item() for a, b in zip(got, exact))
 
-        gbs = 63 * x.numel() / best[0] / 1e9
+        gbs = PROTOTYPE_BYTES * x.numel() / best[0] / 1e9
         label = f"{best[1]['block_m']}/{best[1]['num_warps']}"
         print(f"{f'{k}x{c} ch, {hw}x{hw}':<18} {t_eng * 1e6:10.1f} {t_comp * 1e6:12.1f} {best[0] * 1e6:9.1f} "
               f"{label:>8} {gbs:10.0f} {t_eng / best[0]:8.2f}x {error(engine):10.1e} {error(mine):9.1e}", flush=True)

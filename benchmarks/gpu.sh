@@ -31,8 +31,9 @@ timeout 105 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,10 \
 
 # 2b. ResNet-110 x10, the bandwidth-bound case, side by side in one process: the blocks with h folded
 #     into BN2 (the default) against h * BN(F) as a product of its own (bytes.py: 59.1 vs 67.4 MB per
-#     image, so up to 1.14x), and torch.compile inside the CUDA graph (bytes.py: 42.0 MB, up to 1.4x).
-timeout 140 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --compile --baseline-steps 5 \
+#     image, so up to 1.14x), the blocks in fused_block.py's Triton kernels (floor.py: ~33 MB), and
+#     torch.compile inside the CUDA graph (bytes.py: 42.0 MB, up to 1.4x; last: it compiles longest).
+timeout 140 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --triton --compile --baseline-steps 5 \
   --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
 
 # 2c. where a step's time goes, per kernel class (the time to set beside bytes.py's bytes)

@@ -37,7 +37,7 @@ from robustres import engine  # noqa: E402
 from robustres.models import CifarResNet, count_flops  # noqa: E402
 from robustres.spec import make_run_spec  # noqa: E402
 
-from variants import unfolded  # noqa: E402  (benchmarks/variants.py)
+from variants import triton_blocks, unfolded  # noqa: E402  (benchmarks/variants.py)
 
 BATCH = 128
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; the CPU has none that is meaningful here.
@@ -139,10 +139,10 @@ def baseline(depth: int, images, labels, device, steps: int) -> float:
 
 def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: bool, steps: int,
                 compile_: bool = False, graphs: bool = True, channels_last: bool = True,
-                unfold: bool = False) -> float:
+                unfold: bool = False, triton: bool = False) -> float:
     """Aggregate images per second (all K models) of the engine's training step."""
-    if unfold:
-        with unfolded():
+    if unfold or triton:
+        with unfolded() if unfold else triton_blocks():
             return engine_rate(depth, k, data, device, precision, fuse, steps, compile_, graphs, channels_last)
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=BATCH, precision=precision)
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
@@ -188,6 +188,8 @@ def main() -> None:
     p.add_argument("--nchw", action="store_true", help="CUDA: also time fused packs without channels_last")
     p.add_argument("--unfolded", action="store_true",
                    help="also time packs whose blocks compute h * BN(F) as a separate product (the old blocks)")
+    p.add_argument("--triton", action="store_true",
+                   help="CUDA: also time fused packs whose blocks run in benchmarks/fused_block.py's kernels")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -240,6 +242,9 @@ def main() -> None:
             if k > 1 and args.in_turn:
                 record(f"(c) engine K={k} in turn" + (", streams" if device.type == "cuda" else ""), k,
                        engine_rate(depth, k, data, device, precision, False, args.steps))
+            if args.triton:
+                record(f"    K={k} fused, Triton blocks", k,
+                       engine_rate(depth, k, data, device, precision, True, args.steps, triton=True))
             if args.compile:
                 record(f"    K={k} fused, compiled", k,
                        engine_rate(depth, k, data, device, precision, True, args.steps, compile_=True))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from robustres.models import StepScale
+from robustres.models import ImageBlock, StepScale
 
 
 def unfolded_step(self: StepScale, x: torch.Tensor, norm, f: torch.Tensor) -> torch.Tensor:
@@ -45,3 +46,33 @@ def unfolded():
 
 def bf16_stream():
     return _blocks_stepping_with(bf16_stream_step)
+
+
+@contextlib.contextmanager
+def triton_blocks(**config):
+    """Every CIFAR block run inside that can (training, batch norm, identity shortcut, stride 1, on a
+    GPU or in Triton's interpreter) runs forward and backward in benchmarks/fused_block.py's kernels;
+    `config` goes to them (block_m, num_warps, ...). Each block hands the next one the copy of its
+    output that the convolutions read, made in the same pass, as an attribute of the output."""
+    import fused_block as fb  # benchmarks/fused_block.py: triton, imported only when used
+
+    own = ImageBlock.forward
+
+    def forward(self: ImageBlock, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and isinstance(self.shortcut, nn.Identity) and isinstance(self.bn1, nn.BatchNorm2d)
+                and self.conv1.stride == (1, 1) and (x.is_cuda or fb.INTERPRETED)):
+            return own(self, x)
+        xb = getattr(x, "convolution_copy", None)
+        if xb is None:
+            xb = x.detach().to(fb.ACTIVATIONS)
+        x1, x1b = fb.fused_block(x.float(), xb, self.conv1.weight, self.conv2.weight, self.bn1.weight, self.bn1.bias,
+                                 self.bn2.weight, self.bn2.bias, self.h.scale.view(-1).contiguous(),
+                                 self.conv1.groups, norms=(self.bn1, self.bn2), **config)
+        x1.convolution_copy = x1b
+        return x1
+
+    ImageBlock.forward = forward
+    try:
+        yield
+    finally:
+        ImageBlock.forward = own

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from robustres.models import CifarResNet
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # TRITON_INTERPRET is read when triton decorates its own library, so it must be set before triton
@@ -58,3 +60,50 @@ def test_fused_block_computes_the_engines_block_and_every_gradient():
         assert set(errors) == {"x1", "dx", "dw1", "dw2", "dgamma1", "dbeta1", "dgamma2", "dbeta2"}
         assert max(errors.values()) < 1e-5, errors
     assert len(result["engine"]) == 8 and max(result["engine"]) < 1e-5
+
+
+MODEL_SCRIPT = """
+import copy, json, torch
+import torch.nn.functional as F
+import fused_block as fb
+import variants
+from robustres.models import CifarResNet
+
+calls = []
+own = fb.fused_block
+fb.fused_block = lambda *args, **kwargs: calls.append(1) or own(*args, **kwargs)
+torch.manual_seed(0)
+model = CifarResNet(14, [0.1, 1.0]).train()  # two models; 6 blocks, 4 of them without projection
+other = copy.deepcopy(model)
+x, y = torch.randn(2, 6, 32, 32), torch.randint(0, 10, (2, 2))
+
+def step(m):
+    loss = F.cross_entropy(m(x).reshape(-1, 10), y.reshape(-1), reduction="sum")
+    loss.backward()
+    return loss.item()
+
+ref = step(model)
+with variants.triton_blocks(block_m=256):
+    mine = step(other)
+grads = [((a.grad - b.grad).abs().max() / b.grad.abs().max()).item()
+         for a, b in zip(other.parameters(), model.parameters())]
+stats = [((a - b).abs().max() / b.abs().max()).item() for (n, a), b in zip(other.named_buffers(), model.buffers())
+         if "running" in n]
+tracked = [(a == b).item() for (n, a), b in zip(other.named_buffers(), model.buffers()) if "tracked" in n]
+print(json.dumps({"calls": len(calls), "loss": abs(mine - ref) / abs(ref), "grads": grads, "stats": stats,
+                  "tracked": tracked}))
+"""
+
+
+def test_a_resnet_with_fused_blocks_trains_as_with_its_own():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}")
+    done = subprocess.run([sys.executable, "-c", MODEL_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["calls"] == 4  # the blocks with a projection shortcut keep their own forward
+    assert result["loss"] < 1e-6
+    assert len(result["grads"]) == len(list(CifarResNet(14, [0.1, 1.0]).parameters()))
+    assert max(result["grads"]) < 1e-4
+    assert len(result["stats"]) == 2 * 15 and max(result["stats"]) < 1e-5  # running mean and var of 15 BNs
+    assert len(result["tracked"]) == 15 and all(result["tracked"])
