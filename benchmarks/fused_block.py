@@ -5,9 +5,10 @@ Why: a fused pack's step is bound by memory traffic (benchmarks/floor.py). Built
 convolutions with the elementwise work fused between them, as `--compile` builds it, a block moves
 about 82 bytes per activation element; with convolutions that apply the preceding BN (forward or
 backward) while loading their input and sum the next BN's statistics before storing their output,
-about 63. Whether such kernels run near the copy rate on these small grouped shapes decides whether
-they can reach issue 3's 20x target; this measures it (`bench`) before the engine builds on it. The
-engine does not use it.
+about 63 (67 here: BN2's backward sums take a pass of their own). Whether such kernels run near the
+copy rate on these small grouped shapes decides whether they can reach issue 3's 20x target; this
+measures it (`bench`) before the engine builds on it. The engine does not use it;
+benchmarks/variants.py's `triton_blocks()` runs it inside the engine's networks, for timing.
 
 The block: y1 = conv1(x), a1 = ReLU(BN1(y1)), y2 = conv2(a1), x1 = ReLU(x + h BN2(y2)), BN in
 training mode (batch statistics), identity shortcut, stride 1. Its kernels:
@@ -21,6 +22,8 @@ training mode (batch statistics), identity shortcut, stride 1. Its kernels:
   the same prologues; the slices' partial sums are added afterwards.
 - `_tail` (x1, its bf16 copy, ReLU's mask) and `_grad_sums` (BN2's backward sums).
 Batch statistics are sums per program, added afterwards, so every result is the same run to run.
+The variance is E[y^2] - E[y]^2 in float32, fine for conv outputs whose mean is not far larger than
+their spread; a merge of per-program means and variances would be the fix if that ever fails.
 
     python3 benchmarks/fused_block.py                  # CUDA: time against the engine's own block
     TRITON_INTERPRET=1 python3 benchmarks/fused_block.py --check   # any machine: correctness only
