@@ -13,6 +13,15 @@ from robustres.models import CifarResNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _interpreted(script: str) -> dict:
+    """Runs script in a fresh Python under Triton's interpreter; its last line of output, as JSON."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
 # TRITON_INTERPRET is read when triton decorates its own library, so it must be set before triton
 # is first imported: a fresh interpreter.
 SCRIPT = """
@@ -50,11 +59,7 @@ print(json.dumps(result))
 
 
 def test_fused_block_computes_the_engines_block_and_every_gradient():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}")
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _interpreted(SCRIPT)
     assert max(result["conv"]) < 1e-5
     for errors in result["block"]:
         assert set(errors) == {"x1", "dx", "dw1", "dw2", "dgamma1", "dbeta1", "dgamma2", "dbeta2"}
@@ -96,11 +101,7 @@ print(json.dumps({"calls": len(calls), "loss": abs(mine - ref) / abs(ref), "grad
 
 
 def test_a_resnet_with_fused_blocks_trains_as_with_its_own():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}")
-    done = subprocess.run([sys.executable, "-c", MODEL_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _interpreted(MODEL_SCRIPT)
     assert result["calls"] == 4  # the blocks with a projection shortcut keep their own forward
     assert result["loss"] < 1e-6
     assert len(result["grads"]) == len(list(CifarResNet(14, [0.1, 1.0]).parameters()))
