@@ -89,7 +89,7 @@ def _conv3x3(src_ptr, m_ptr, ysrc_ptr, pa_ptr, pb_ptr, pc_ptr, w_ptr, out_ptr,
     if PRO == 2:
         pc = tl.load(pc_ptr + g * CIN + ci)[None, :]
     acc = tl.zeros((BLOCK_M, COUT), dtype=tl.float32)
-    for tap in tl.static_range(9):
+    for tap in range(9):
         hi = p * STRIDE + tap // 3 - 1
         wi = q * STRIDE + tap % 3 - 1
         inside = live & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
@@ -377,6 +377,47 @@ def check_block(n=3, k=2, c=16, hw=7, device="cpu", **config):
     names = ["x1", "dx", "dw1", "dw2", "dgamma1", "dbeta1", "dgamma2", "dbeta2"]
     pairs = [(out, expected)] + [(a.grad, b.grad) for a, b in zip(mine, ref)]
     return {name: ((a - b).abs().max() / b.abs().max()).item() for name, (a, b) in zip(names, pairs)}
+
+
+def compile_for_gpu(c: int, block_m: int = 128, arch: int = 90, num_warps: int = 4, num_stages: int = 3) -> dict:
+    """Compiles every kernel a block of C channels runs, for an NVIDIA GPU of compute capability
+    `arch` (90: H100), without one: Triton's own compiler and ptxas. Catches what the interpreter
+    cannot (lowering of the dots, shared memory); returns each kernel's shared memory in bytes."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    def build(fn, types: dict, constants: dict, **options) -> int:
+        signature = {**types, **{name: "constexpr" for name in constants}}
+        src = ASTSource(fn=fn, signature=signature,
+                        constexprs={(fn.arg_names.index(name),): v for name, v in constants.items()})
+        kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                                options={"num_warps": num_warps, "num_stages": num_stages, **options})
+        return kernel.metadata.shared
+
+    def conv_types(src: str, out: str, e: str) -> dict:
+        types = dict.fromkeys(["m_ptr", "em_ptr"], "*u8") | dict.fromkeys(["ysrc_ptr", "w_ptr"], "*bf16")
+        types |= dict.fromkeys(["pa_ptr", "pb_ptr", "pc_ptr", "ea_ptr", "eb_ptr", "s0_ptr", "s1_ptr"], "*fp32")
+        types |= {"src_ptr": src, "out_ptr": out, "e_ptr": e}
+        return {name: types.get(name, "i32") for name in _conv3x3.arg_names[:21]}
+
+    def conv_variant(src: str, out: str, e: str, pro: int, mask: bool, epi: int) -> int:
+        return build(_conv3x3, conv_types(src, out, e),
+                     dict(STRIDE=1, CIN=c, COUT=c, BLOCK_M=block_m, BF16=True, PRO=pro, HAS_MASK=mask, EPI=epi))
+
+    shared = {"conv1": conv_variant("*bf16", "*bf16", "*bf16", 0, False, 0),
+              "BN1+ReLU -> conv2": conv_variant("*bf16", "*bf16", "*bf16", 1, False, 0),
+              "conv2 dgrad": conv_variant("*fp32", "*bf16", "*bf16", 2, True, 1),
+              "conv1 dgrad": conv_variant("*bf16", "*fp32", "*fp32", 2, False, 2)}
+    wtypes = dict.fromkeys(_wgrad3x3.arg_names[:16], "*fp32") | dict.fromkeys(_wgrad3x3.arg_names[10:16], "i32")
+    wtypes |= {"a_ptr": "*bf16", "bm_ptr": "*u8", "by_ptr": "*bf16"}
+    wshape = dict(CIN=c, COUT=c, BLOCK_M=64, BF16=True)
+    shared["conv2 wgrad"] = build(_wgrad3x3, wtypes, dict(wshape, PRO_A=1, HAS_MASK=True))
+    shared["conv1 wgrad"] = build(_wgrad3x3, wtypes | {"b_ptr": "*bf16"}, dict(wshape, PRO_A=0, HAS_MASK=False))
+    shared["tail"] = build(_tail, dict.fromkeys(_tail.arg_names[:9], "*fp32") | {
+        "y_ptr": "*bf16", "x1b_ptr": "*bf16", "m_ptr": "*u8", "TOTAL": "i32", "C_ALL": "i32"}, dict(BLOCK=1024))
+    shared["BN2 gradient sums"] = build(_grad_sums, dict.fromkeys(_grad_sums.arg_names[:7], "*fp32") | {
+        "m_ptr": "*u8", "y_ptr": "*bf16", "M": "i32", "C_ALL": "i32"}, dict(C=c, BLOCK_M=64))
+    return shared
 
 
 # ------------------------------------------------------------------------------------------------

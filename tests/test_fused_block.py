@@ -108,3 +108,19 @@ def test_a_resnet_with_fused_blocks_trains_as_with_its_own():
     assert max(result["grads"]) < 1e-4
     assert len(result["stats"]) == 2 * 15 and max(result["stats"]) < 1e-5  # running mean and var of 15 BNs
     assert len(result["tracked"]) == 15 and all(result["tracked"])
+
+
+def test_every_kernel_compiles_for_an_h100_without_one():
+    # Triton's compiler and ptxas, no GPU: the dots' lowering and shared memory, which the
+    # interpreter does not check. An H100 gives a block at most 227 KB of shared memory.
+    pytest.importorskip("triton")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        fused_block = __import__("fused_block")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for channels in (16, 64):  # ResNet-110's first and last stage
+        shared = fused_block.compile_for_gpu(channels, block_m=128, arch=90)
+        assert len(shared) == 8
+        assert all(shared[name] > 0 for name in shared if "conv" in name)  # operands staged in shared memory
+        assert max(shared.values()) <= 227 * 1024, shared
