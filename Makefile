@@ -7,7 +7,7 @@ comma := ,
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustres-installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test install clean
+.PHONY: run test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The suite without its `slow` end-to-end checks (kill suites, Ray, worker processes): about 2
+# minutes on 2 cores, for the edit-test loop. CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check robustres tests benchmarks
 
 clean:
 	rm -rf $(VENV) robustres-store .pytest_cache

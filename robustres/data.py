@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import write_atomic
 from .spec import DataError, RunSpec
 
 DATA_SEED = 0  # generated data and --limit subsets are the same for every run seed
@@ -56,12 +57,6 @@ class Data:
         return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
                        test_x=move(self.test_x), test_y=move(self.test_y),
                        mean=move(self.mean), std=move(self.std))
-
-
-def data_key(spec: RunSpec) -> tuple:
-    """Runs whose specs share this key train on identical data."""
-    return (spec.dataset, spec.synthetic_like, spec.n_train, spec.n_test, spec.moons_noise,
-            spec.limit_train, spec.limit_test)
 
 
 def load(spec: RunSpec, data_dir: Path) -> Data:
@@ -209,10 +204,7 @@ def _cache_path(root: Path, kind: str, key: str) -> Path:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def _fingerprint(root: Path, files: list[Path]) -> str:

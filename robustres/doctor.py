@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .claims import Claims
 from .data import available
-from .store import Store
+from .store import Store, StoreError
 
 PACKAGES = ("torch", "torchvision", "typer", "rich", "pandas", "pyarrow", "pyyaml", "matplotlib", "ray")
 
@@ -51,11 +52,11 @@ def devices() -> list[dict]:
 
 def gather(store_root: Path, data_dir: Path) -> dict:
     """Everything doctor reports; `store` holds an `error` instead when it cannot be read."""
-    from .store import StoreError
-
     store = Store(store_root, write_cache=False)
     try:
         store_info = store.describe()
+        if store_info["exists"]:
+            store_info["runs_being_trained"] = Claims(store).count_live()
     except StoreError as exc:
         store_info = {"path": str(store_root), "exists": True, "error": str(exc)}
     return {"versions": versions(), "devices": devices(), "store": store_info,

@@ -18,12 +18,15 @@ from typing import Callable, Protocol
 
 import torch
 
-from . import __version__
+from . import __version__, engine, tuning
 from . import data as D
-from . import engine
-from .plan import Pack, make_packs, order_by_cost, pack_cost
+from .checkpoints import load_checkpoint
+from .claims import Claims
+from .devices import resolve_device
+from .plan import Pack, by_data, data_key, pack_size, plan_group
 from .spec import Execution, RunSpec
-from .store import FINAL_STATUSES, Claims, Store, StoreError, config_columns, now_iso
+from .store import FINAL_STATUSES, Store, StoreError, config_columns, now_iso
+from .units import Options
 
 
 class Reporter(Protocol):
@@ -44,16 +47,15 @@ def load_all(runs: list[RunSpec], execution: Execution) -> dict[tuple, D.Data]:
     """Every dataset the runs need, loaded (on the CPU) before anything is written anywhere."""
     loaded: dict[tuple, D.Data] = {}
     for spec in runs:
-        key = D.data_key(spec)
+        key = data_key(spec)
         if key not in loaded:
             loaded[key] = D.load(spec, execution.data_dir)
     return loaded
 
 
-def engine_options(execution: Execution) -> engine.Options:
-    return engine.Options(fuse=execution.fuse, compile=execution.compile,
-                          checkpoint_seconds=execution.checkpoint_seconds,
-                          track_layers=execution.track_layers, track_every=execution.track_every)
+def engine_options(execution: Execution) -> Options:
+    return Options(fuse=execution.fuse, compile=execution.compile, checkpoint_seconds=execution.checkpoint_every,
+                   track_layers=execution.track_layers, track_every=execution.track_every)
 
 
 def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dict:
@@ -73,16 +75,43 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
     return row
 
 
+def failed_row(spec: RunSpec, store: Store, detail: str, base: dict | None = None, seconds: float | None = None) -> dict:
+    """The row of a run whose pack failed (an exception, a dead worker or task): what the store
+    already knows of it, status `failed` and the error."""
+    existing = store.get_run(spec.run_id) or {}
+    kept = {k: existing[k] for k in ("params", "flops_per_image", "device", "torch_version", "robustres_version",
+                                     "created_at", "epochs_done", "seconds") if existing.get(k) is not None}
+    row = {**result_row(spec, None, {**kept, **(base or {})}), "status": "failed", "error": detail}
+    row.setdefault("epochs_done", 0)
+    if seconds is not None:
+        row["seconds"] = seconds
+    return row
+
+
+def record_failed(specs, store: Store, reporter: "Reporter", detail: str, rows: dict | None = None,
+                  base: dict | None = None, seconds: float | None = None) -> list[dict]:
+    """Store the failed rows of `specs` and report them; returns the rows as stored."""
+    out = []
+    for spec in specs:
+        row = failed_row(spec, store, detail, base, seconds)
+        store.put_run(row)
+        reporter.run_finished(spec, row, reused=False)
+        out.append(store.get_run(spec.run_id) or row)
+        if rows is not None:
+            rows[spec.run_id] = out[-1]
+    return out
+
+
 def _store_full(exc: OSError, store: Store) -> bool:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
         return True
     return exc.filename is not None and str(store.root.resolve()) in str(Path(exc.filename).resolve())
 
 
-class _PackRunner:
-    """Trains one pack and keeps the store in step with it."""
+class PackRunner:
+    """Trains one pack and keeps the store in step with it (every executor's way to train a pack)."""
 
-    def __init__(self, store: Store, device: torch.device, options: engine.Options, reporter: Reporter):
+    def __init__(self, store: Store, device: torch.device, options: Options, reporter: Reporter):
         self.store, self.device, self.options, self.reporter = store, device, options, reporter
 
     def run(self, pack: Pack, data: D.Data, cpu_data: D.Data) -> list[dict]:
@@ -97,7 +126,7 @@ class _PackRunner:
                 "robustres_version": __version__,
                 "created_at": existing["created_at"] if existing else now_iso(),
             })
-            saved = engine.load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
+            saved = load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
             histories.append([dict(r) for r in saved["history"]] if saved else [])
             store.put_run({**result_row(spec, None, bases[-1]), "status": "running",
                            "epochs_done": len(histories[-1])})
@@ -146,14 +175,10 @@ class _PackRunner:
         return rows
 
     def _failed(self, specs, bases, histories, detail: str, started: float) -> list[dict]:
-        rows = []
-        for spec, base, history in zip(specs, bases, histories):
-            row = {**result_row(spec, None, base), "status": "failed", "error": detail,
-                   "epochs_done": len(history), "seconds": time.perf_counter() - started}
-            self.store.put_run(row)
-            self.reporter.run_finished(spec, row, reused=False)
-            rows.append(self.store.get_run(spec.run_id) or row)
-        return rows
+        seconds = time.perf_counter() - started
+        return [record_failed([spec], self.store, self.reporter, detail,
+                              base={**base, "epochs_done": len(history)}, seconds=seconds)[0]
+                for spec, base, history in zip(specs, bases, histories)]
 
 
 @dataclass
@@ -186,7 +211,7 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
             finished[spec.run_id] = existing
             continue
         todo.append(spec)
-        saved = None if execution.force or not checkpoints else engine.load_checkpoint(
+        saved = None if execution.force or not checkpoints else load_checkpoint(
             store.checkpoint_path(spec.run_id), spec.run_id)
         done[spec.run_id] = len(saved["history"]) if saved else 0
     return Survey(finished, todo, done)
@@ -261,23 +286,24 @@ def until_done(execute_some: Callable[[list[RunSpec], Execution], list[dict | No
 
 def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.Data],
             reporter: Reporter | None = None) -> list[dict]:
-    """Train (or reuse) every run; return one store row per run, in the order given."""
+    """Train (or reuse) every run in this process; one store row per run, in the order given (None
+    for runs another process holds, see `until_done`)."""
     reporter = reporter or Silent()
-    device = engine.resolve_device(execution.device)
+    device = resolve_device(execution.device)
     options = engine_options(execution)
     store, work, rows = begin(runs, execution, reporter)
     try:
-        runner = _PackRunner(store, device, options, reporter)
-        for key in dict.fromkeys(D.data_key(s) for s in work.todo):  # one dataset on the device at a time
-            group = [s for s in work.todo if D.data_key(s) == key]
+        runner = PackRunner(store, device, options, reporter)
+        for group in by_data(work.todo):  # one dataset on the device at a time
+            key = data_key(group[0])
             data = datasets[key].to(device)
-            size = execution.pack_size or engine.auto_pack_size(group, data, device, options)
-            packs = make_packs(group, size, work.epochs_done)
-            costs = [pack_cost(p, flops_per_image(p.runs[0], data.input_shape, data.num_classes),
-                               len(data.train_y)) for p in packs]
-            packs = order_by_cost(packs, costs)
+            measured = None if execution.pack_size else tuning.auto_pack_size(group, data, device, options)
+            shape, classes = data.input_shape, data.num_classes
+            flops = lambda spec: flops_per_image(spec, shape, classes)  # noqa: E731
+            packs = [p for p, _ in plan_group(group, pack_size(execution.pack_size, group, measured),
+                                              work.epochs_done, flops, len(data.train_y))]
             for index, pack in enumerate(packs):
-                fused = engine.choose_fuse(pack.runs, data, device, options)
+                fused = tuning.choose_fuse(pack.runs, data, device, options)
                 reporter.pack_started(pack, index, len(packs), fused)
                 for row in runner.run(pack, data, datasets[key]):
                     rows[row["run_id"]] = row

@@ -375,7 +375,7 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     """Forward multiply-adds for one input, counted from the convolutions and linear layers."""
     total = 0
 
-    def hook(module, inputs, output):
+    def hook(module, _inputs, output):
         nonlocal total
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             per_output = module.in_channels // module.groups

@@ -1,18 +1,24 @@
-"""From runs to packs: which runs train together as one network.
+"""From runs to packs, for every executor and for the dry run: grouping, pack size and order.
 
-A pack holds runs that differ only in h, seed and training-noise level (everything else, the
-architecture and the schedule, is shared) and that stand at the same epoch, since a pack resumes
-together. Packs are cut to at most `pack_size` runs, as evenly as possible.
+A pack holds runs that differ only in h, seed and training-noise level (the architecture, the
+schedule and the data are shared) and that stand at the same epoch, since a pack resumes together.
+Runs are grouped by their data first (one dataset on the device at a time); each group is cut into
+packs of at most the pack size, as evenly as possible, and the packs are ordered most expensive
+first, so that the long ones do not start last.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from .spec import RunSpec
 
 PER_MODEL_FIELDS = ("h", "seed", "train_noise")  # what may differ inside a pack
+# `--pack-size auto` where nothing measures the device the packs will run on (Ray workers, several
+# local workers, a dry run on CUDA): at most this many runs per pack. The local executor measures.
+AUTO_PACK_CAP = 16
 
 
 @dataclass(frozen=True)
@@ -25,20 +31,43 @@ class Pack:
         return len(self.runs)
 
 
+def data_key(spec: RunSpec) -> tuple:
+    """Runs whose specs share this key train on identical data."""
+    return (spec.dataset, spec.synthetic_like, spec.n_train, spec.n_test, spec.moons_noise,
+            spec.limit_train, spec.limit_test)
+
+
 def pack_key(spec: RunSpec) -> RunSpec:
     """Runs with equal keys may share a pack."""
     return spec.with_(**{name: 0 for name in PER_MODEL_FIELDS})
 
 
-def make_packs(runs: list[RunSpec], pack_size: int | None, epochs_done: dict[str, int] | None = None) -> list[Pack]:
-    """Group `runs` (in order) into packs of at most `pack_size` runs (None: no limit)."""
+def by_data(runs: list[RunSpec]) -> list[list[RunSpec]]:
+    """The runs grouped by their data, in order of first appearance."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in runs:
+        groups.setdefault(data_key(spec), []).append(spec)
+    return list(groups.values())
+
+
+def pack_size(requested: int | None, group: list[RunSpec], measured: int | None = None) -> int:
+    """The pack size policy: what was asked for, else what the device was measured to fit, else the cap."""
+    if requested is not None:
+        return requested
+    if measured is not None:
+        return measured
+    return min(len(group), AUTO_PACK_CAP)
+
+
+def make_packs(runs: list[RunSpec], size: int | None, epochs_done: dict[str, int] | None = None) -> list[Pack]:
+    """Group `runs` (in order) into packs of at most `size` runs (None: no limit)."""
     epochs_done = epochs_done or {}
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in runs:
         groups.setdefault((pack_key(spec), epochs_done.get(spec.run_id, 0)), []).append(spec)
     packs = []
     for (_, start), members in groups.items():
-        count = 1 if pack_size is None else math.ceil(len(members) / pack_size)
+        count = 1 if size is None else math.ceil(len(members) / size)
         cuts = [len(members) * i // count for i in range(count + 1)]  # even: 10 runs, at most 4 -> 3, 3, 4
         for a, b in zip(cuts, cuts[1:]):
             packs.append(Pack(tuple(members[a:b]), start))
@@ -61,6 +90,17 @@ def pack_cost(pack: Pack, flops_per_image: int, n_train: int | None = None) -> f
     return 3.0 * flops_per_image * n * (first.epochs - pack.start_epoch) * pack.k
 
 
-def order_by_cost(packs: list[Pack], costs: list[float]) -> list[Pack]:
-    """Most expensive first, so that the long packs do not start last."""
-    return [p for _, p in sorted(zip(costs, packs), key=lambda t: -t[0])]
+def plan_group(group: list[RunSpec], size: int, epochs_done: dict[str, int],
+               flops_per_image: Callable[[RunSpec], int], n_train: int | None = None) -> list[tuple[Pack, float]]:
+    """The packs of one data group with their costs, most expensive first."""
+    packs = make_packs(group, size, epochs_done)
+    costed = [(p, pack_cost(p, flops_per_image(p.runs[0]), n_train)) for p in packs]
+    return sorted(costed, key=lambda pc: -pc[1])
+
+
+def plan_all(runs: list[RunSpec], requested: int | None, epochs_done: dict[str, int],
+             flops_per_image: Callable[[RunSpec], int]) -> list[Pack]:
+    """Every pack of `runs` where nothing measures the device (workers, Ray): cap, then cost order."""
+    costed = [pc for group in by_data(runs)
+              for pc in plan_group(group, pack_size(requested, group), epochs_done, flops_per_image)]
+    return [p for p, _ in sorted(costed, key=lambda pc: -pc[1])]

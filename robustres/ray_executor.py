@@ -17,12 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import engine
-from .executor import Reporter, Silent, result_row, begin
-from .plan import Pack, make_packs
+from .checkpoints import load_checkpoint, save_checkpoint_bytes
+from .executor import Reporter, Silent, begin, flops_per_image, record_failed, result_row
+from .plan import Pack, data_key, plan_all
 from .spec import Execution, RunSpec
 from .store import now_iso
-
-RAY_PACK_SIZE = 16  # --pack-size auto under Ray: the driver cannot measure the workers' devices
+from .units import Options
 
 
 def train_pack_task(spec_dicts: list[dict], data_dir: str, options: dict, saved: list[bytes | None],
@@ -41,7 +41,7 @@ def train_pack_task(spec_dicts: list[dict], data_dir: str, options: dict, saved:
         for path, blob in zip(paths, saved):
             if blob is not None:
                 path.write_bytes(blob)
-        outcomes = engine.train(specs, data, device, paths, options=engine.Options(**options))
+        outcomes = engine.train(specs, data, device, paths, options=Options(**options))
         return [{"status": o.status, "history": [asdict(r) for r in o.history],
                  "diverged_epoch": o.diverged_epoch, "diverged_step": o.diverged_step, "seconds": o.seconds,
                  "layer_stats": o.layer_stats,
@@ -69,7 +69,6 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
     import torch
 
     from . import __version__
-    from . import data as D
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -79,19 +78,20 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         options = {"fuse": execution.fuse, "compile": execution.compile,
-                   "checkpoint_seconds": execution.checkpoint_seconds,
+                   "checkpoint_seconds": execution.checkpoint_every,
                    "track_layers": execution.track_layers, "track_every": execution.track_every}
         per_task_cpus = 1 if gpus else max(1, cpus // 2)
         task = ray.remote(train_pack_task).options(num_gpus=1 if gpus else 0, num_cpus=per_task_cpus,
                                                    max_retries=0)
-        packs: list[Pack] = []
-        for key in dict.fromkeys(D.data_key(s) for s in work.todo):
-            group = [s for s in work.todo if D.data_key(s) == key]
-            packs += make_packs(group, execution.pack_size or RAY_PACK_SIZE, work.epochs_done)
+        def flops(spec: RunSpec) -> int:
+            data = datasets[data_key(spec)]
+            return flops_per_image(spec, data.input_shape, data.num_classes)
+
+        packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, flops)
 
         pending, bases = {}, {}
         for index, pack in enumerate(packs):
-            data = datasets[D.data_key(pack.runs[0])]
+            data = datasets[data_key(pack.runs[0])]
             saved = []
             for spec in pack.runs:
                 existing = store.get_run(spec.run_id)
@@ -101,7 +101,7 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
                     "created_at": existing["created_at"] if existing else now_iso(),
                 }
                 path = store.checkpoint_path(spec.run_id)
-                blob = path.read_bytes() if engine.load_checkpoint(path, spec.run_id) else None
+                blob = path.read_bytes() if load_checkpoint(path, spec.run_id) else None
                 saved.append(blob)
                 store.put_run({**result_row(spec, None, bases[spec.run_id]), "status": "running",
                                "device": "ray", "epochs_done": work.epochs_done.get(spec.run_id, 0)})
@@ -119,16 +119,14 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
             except Exception as exc:  # the task raised, or its worker died
                 detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
                 for spec in pack.runs:
-                    row = {**result_row(spec, None, bases[spec.run_id]), "status": "failed", "error": detail,
-                           "device": "ray", "epochs_done": 0, "seconds": time.perf_counter() - started}
-                    store.put_run(row)
-                    reporter.run_finished(spec, row, reused=False)
-                    rows[spec.run_id] = store.get_run(spec.run_id) or row
+                    record_failed([spec], store, reporter, detail, rows,
+                                  base={**bases[spec.run_id], "device": "ray", "epochs_done": 0},
+                                  seconds=time.perf_counter() - started)
                 work.release(pack.runs)
                 continue
             for spec, result in zip(pack.runs, results):
                 if result["checkpoint"] is not None:
-                    engine.save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
+                    save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
                 outcome = engine.Outcome(status=result["status"],
                                          history=[engine.EpochRecord(**r) for r in result["history"]],
                                          diverged_epoch=result["diverged_epoch"],

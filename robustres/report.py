@@ -10,20 +10,20 @@ Accuracies are fractions in [0, 1] here and percentages in what is printed.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import pandas as pd
 
+from .spec import PROTOCOL_FIELDS
+
 # Everything of a run's config but depth, h, seed and training noise: runs that differ here are not
 # comparable and never pooled.
-PROTOCOL = ["model", "bn", "epochs", "batch_size", "lr", "momentum", "milestones", "gamma", "weight_decay",
-            "optimizer", "noise_kind", "precision", "limit_train", "limit_test", "n_train", "n_test",
-            "moons_noise", "synthetic_like", "width", "hidden"]
+PROTOCOL = list(PROTOCOL_FIELDS)
 RUN_COLUMNS = ["run_id", "dataset", "depth", "h", "seed", "train_noise", "status", "final_test_acc",
                "best_test_acc"] + PROTOCOL
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
 LABELS = ("best", "within noise", "unstable", "over-smoothed", "worse", "too few seeds")
+MIN_SEEDS = 3  # completed runs an h needs to be recommended (report --min-seeds)
 
 
 @dataclass(frozen=True)
@@ -114,23 +114,8 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
         near = near.assign(_std=std[near.index]).sort_values(["_std", "h"])
         rec = near.iloc[0]
         rec_std = 0.0 if math.isnan(rec.final_std) else rec.final_std
-        labels, notes = {}, []
-        clearly_worse_cut = top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std) - 1e-12
-        for i, row in rows.iterrows():
-            s = std[i]
-            noisy = rec_std > 0 and s > 2 * rec_std
-            if row.diverged or row.failed:
-                labels[i] = "unstable"
-            elif row.completed < min_seeds:
-                labels[i] = "too few seeds"
-            elif i == rec.name:
-                labels[i] = "best"
-            elif i in near.index:
-                labels[i] = "unstable" if noisy else "within noise"
-            elif row.h < rec.h and row.final_median <= clearly_worse_cut:
-                labels[i] = "over-smoothed"
-            else:
-                labels[i] = "unstable" if noisy else "worse"
+        labels = _labels(rows, std, near, rec, top, min_seeds)
+        notes = []
         groups.loc[list(labels), "label"] = list(labels.values())
         reason = f"h={rec.h:g}: best median {100 * rec.final_median:.1f} % (std {100 * rec_std:.2f})"
         if rec.name != top.name:
@@ -157,7 +142,37 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
         entry.update(_paired(runs, key, rec.h))
         recommendations.append(entry)
 
-    # The guideline across depths: the recommended h should not grow with depth.
+    warnings += _guideline_warnings(recommendations)
+    return groups, recommendations, warnings
+
+
+
+def _labels(rows: pd.DataFrame, std: pd.Series, near: pd.DataFrame, rec, top, min_seeds: int) -> dict:
+    """Every h of a block: best, within noise, unstable, over-smoothed, worse or too few seeds."""
+    rec_std = 0.0 if math.isnan(rec.final_std) else rec.final_std
+    labels = {}
+    clearly_worse_cut = top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std) - 1e-12
+    for i, row in rows.iterrows():
+        s = std[i]
+        noisy = rec_std > 0 and s > 2 * rec_std
+        if row.diverged or row.failed:
+            labels[i] = "unstable"
+        elif row.completed < min_seeds:
+            labels[i] = "too few seeds"
+        elif i == rec.name:
+            labels[i] = "best"
+        elif i in near.index:
+            labels[i] = "unstable" if noisy else "within noise"
+        elif row.h < rec.h and row.final_median <= clearly_worse_cut:
+            labels[i] = "over-smoothed"
+        else:
+            labels[i] = "unstable" if noisy else "worse"
+    return labels
+
+
+def _guideline_warnings(recommendations: list[dict]) -> list[str]:
+    """The guideline across depths: the recommended h should not grow with depth."""
+    warnings = []
     recs = pd.DataFrame([r for r in recommendations if r["h"] is not None])
     if not recs.empty:
         for (dataset, protocol, noise), block in recs.groupby(["dataset", "protocol", "train_noise"]):
@@ -168,7 +183,7 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
                 where = ", ".join(x for x in (protocol, f"noise {noise:g}" if noise else "") if x)
                 warnings.append(f"{dataset}{f' ({where})' if where else ''}: the recommended h grows with "
                                 f"depth ({pairs}), against the guideline 'deeper, smaller'")
-    return groups, recommendations, warnings
+    return warnings
 
 
 def _paired(runs: pd.DataFrame, key: dict, h: float) -> dict:
@@ -197,200 +212,72 @@ def _paired(runs: pd.DataFrame, key: dict, h: float) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures
+# A report over a store: selection, recommendation, gates and figures
 # ---------------------------------------------------------------------------------------------
 
 
-class _Figures:
-    """Where figures go: every figure saved as PNG and SVG into one folder, paths remembered."""
-
-    def __init__(self, folder):
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-        from pathlib import Path
-
-        self.plt = plt
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.written: list = []
-
-    def save(self, fig, name: str) -> None:
-        for ext in ("png", "svg"):
-            path = self.folder / f"{name}.{ext}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
-            self.written.append(path)
-        self.plt.close(fig)
-
-    def colors(self, hs) -> dict:
-        """One colour per h, from small (dark) to large (light), the same in every panel."""
-        hs = sorted(hs)
-        return {h: self.plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(hs)}
+@dataclass
+class Gates:
+    min_seeds: int | None = None  # given: fail when a (depth, h) has fewer completed runs
+    max_failures: int | None = None
+    require_complete: bool = False  # with a preset: every grid point finished in the store
 
 
-def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, folder) -> list:
-    """The paper's figures for these runs, as PNG and SVG files in `folder`; returns the paths."""
-    figures = _Figures(folder)
-    plt, save = figures.plt, figures.save
-
-    def slug(*parts) -> str:
-        return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
-
-    done = groups[groups.completed > 0]
-    for (dataset, protocol, noise), g in done.groupby(["dataset", "protocol", "train_noise"]):
-        tag = slug(dataset, protocol, f"noise{noise:g}" if noise else "")
-        # Fig. 6: accuracy against h per depth, log axis, median with the spread over seeds.
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for depth, d in g.groupby("depth"):
-            d = d.sort_values("h")
-            err = [100 * (d.final_median - d.final_min), 100 * (d.final_max - d.final_median)]
-            ax.errorbar(d.h, 100 * d.final_median, yerr=err, marker="o", capsize=3, label=f"depth {depth}")
-        ax.set_xscale("log")
-        ax.set_xlabel("step factor h (log scale)")
-        ax.set_ylabel("final test accuracy, % (median, min-max over seeds)")
-        ax.set_title(f"{dataset}: accuracy against h" + (f", training noise {noise:g}" if noise else ""))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(title="ResNet")
-        save(fig, f"fig6-acc-vs-h-{tag}")
-        # Fig. 3: accuracy against depth per h.
-        if g.depth.nunique() > 1:
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            ax.set_prop_cycle(color=[plt.get_cmap("viridis")(i / max(1, g.h.nunique() - 1))
-                                     for i in range(g.h.nunique())])
-            for h, d in g.groupby("h"):
-                d = d.sort_values("depth")
-                ax.errorbar(d.depth, 100 * d.final_median, yerr=100 * d.final_std.fillna(0), marker="o", capsize=3,
-                            label=f"h = {h:g}")
-            ax.set_xlabel("depth")
-            ax.set_ylabel("final test accuracy, % (median, error bar: std)")
-            ax.set_title(f"{dataset}: accuracy against depth")
-            ax.grid(True, alpha=0.3)
-            ax.legend(ncol=2, fontsize="small", title="step factor")
-            save(fig, f"fig3-acc-vs-depth-{tag}")
-    # Fig. 5: accuracy against the training-noise level per h (and depth).
-    for (dataset, protocol), g in done.groupby(["dataset", "protocol"]):
-        if g.train_noise.nunique() < 2:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for (depth, h), d in g.groupby(["depth", "h"]):
-            d = d.sort_values("train_noise")
-            ax.errorbar(d.train_noise, 100 * d.final_median, yerr=100 * d.final_std.fillna(0), marker="o",
-                        capsize=3, label=f"depth {depth}, h = {h:g}")
-        ax.set_xlabel("training-noise level")
-        ax.set_ylabel("final test accuracy, % (median, error bar: std)")
-        ax.set_title(f"{dataset}: training on noisy inputs")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-        save(fig, f"fig5-acc-vs-noise-{slug(dataset, protocol)}")
-    # Learning curves: median test accuracy over seeds per epoch, one panel per depth.
-    if epochs is not None and not epochs.empty:
-        merged = epochs.merge(runs[["run_id", "dataset", "protocol", "depth", "h", "train_noise"]], on="run_id")
-        for (dataset, protocol, noise), g in merged.groupby(["dataset", "protocol", "train_noise"]):
-            depths = sorted(g.depth.unique())
-            hs = sorted(g.h.unique())
-            colors = figures.colors(hs)
-            fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.6), squeeze=False, sharey=True)
-            for ax, depth in zip(axes[0], depths):
-                for h, d in g[g.depth == depth].groupby("h"):
-                    curve = d.groupby("epoch").test_acc.median()
-                    ax.plot(curve.index, 100 * curve.values, color=colors[h])
-                ax.set_title(f"depth {depth}")
-                ax.set_xlabel("epoch")
-                ax.grid(True, alpha=0.3)
-            axes[0][0].set_ylabel("test accuracy, % (median over seeds)")
-            handles = [plt.Line2D([], [], color=colors[h], label=f"h = {h:g}") for h in hs]
-            fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
-            fig.suptitle(f"{dataset}: learning curves (a curve stops where its runs diverged)"
-                         + (f", training noise {noise:g}" if noise else ""), y=1.03)
-            save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
-    return figures.written
+@dataclass
+class Report:
+    groups: pd.DataFrame
+    recommendations: list[dict]
+    warnings: list[str]
+    failures: list[str]  # gates that failed
+    figures: list
+    summaries: list[str]
 
 
-def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFrame, runs: pd.DataFrame,
-                     folder) -> tuple[list, list[str]]:
-    """Figures of noise-eval's tables: accuracy against test-noise level, perturbation against block
-    (Prop. 2), weight and gradient norms over steps (Fig. 2). Returns (paths, one-line summaries)."""
-    figures = _Figures(folder)
-    plt, save, colors = figures.plt, figures.save, figures.colors
-    summaries = []
-    meta = runs[["run_id", "dataset", "depth", "h"]]
-
-    if not noise.empty:
-        frame = noise.merge(meta, on="run_id")
-        for (dataset, depth, kind), g in frame.groupby(["dataset", "depth", "kind"]):
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            cmap = colors(g.h.unique())
-            for h, d in g.groupby("h"):
-                med = d.groupby("level").accuracy.median()
-                ax.plot(med.index, 100 * med.values, marker="o", color=cmap[h], label=f"h = {h:g}")
-            ax.set_xlabel(f"test-noise level ({kind})")
-            ax.set_ylabel("test accuracy, % (median over seeds)")
-            ax.set_title(f"{dataset}, depth {depth}: corrupted test inputs")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-            save(fig, f"noise-acc-{dataset}-depth{depth}-{kind}")
-    if not prop.empty:
-        frame = prop.merge(meta, on="run_id")
-        for (dataset, depth, kind, level), g in frame.groupby(["dataset", "depth", "kind", "level"]):
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            cmap = colors(g.h.unique())
-            for h, d in g.groupby("h"):
-                med = d.groupby("block").value.median()
-                ax.plot(med.index, med.values, color=cmap[h], label=f"h = {h:g}")
-            ax.set_xlabel("block n (0: the input to the first block)")
-            ax.set_ylabel("||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||")
-            ax.set_title(f"{dataset}, depth {depth}: {kind} noise {level:g} through the blocks")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-            save(fig, f"propagation-{dataset}-depth{depth}-{kind}-{level:g}")
-    if not stats.empty:
-        frame = stats.merge(meta, on="run_id")
-        for (dataset, depth, layer), g in frame.groupby(["dataset", "depth", "layer"]):
-            fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
-            fig.subplots_adjust(wspace=0.35)
-            cmap = colors(g.h.unique())
-            for h, d in g.groupby("h"):
-                med = d.groupby("step")[["grad_norm", "weight_norm"]].median()
-                axes[0].plot(med.index, med.grad_norm, color=cmap[h], label=f"h = {h:g}")
-                axes[1].plot(med.index, med.weight_norm, color=cmap[h], label=f"h = {h:g}")
-                early = d[d.step <= 10].grad_norm.median()
-                summaries.append(f"{dataset} depth {depth} layer {layer}: median gradient norm over the first 10 "
-                                 f"steps at h={h:g}: {early:.3g}")
-            for ax, what in zip(axes, ("gradient norm", "weight norm")):
-                ax.set_yscale("log")
-                ax.set_xlabel("SGD step")
-                ax.set_ylabel(f"{what} (median over seeds, log)")
-                ax.grid(True, which="both", alpha=0.3)
-            axes[1].legend(fontsize="small")
-            fig.suptitle(f"{dataset}, depth {depth}: layer {layer}")
-            save(fig, f"layer-norms-{dataset}-depth{depth}-layer{layer}")
-    return figures.written, summaries
+def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, source: str | None = None,
+          plot_dir=None) -> Report | None:
+    """Select the runs (those of a preset's `slots`, see grid.preset_slots), recommend h, check the
+    gates, draw the figures; None when no run matches."""
+    runs = select(store.runs(columns=RUN_COLUMNS), filters)
+    if runs.empty:
+        return None
+    min_seeds = gates.min_seeds or MIN_SEEDS
+    groups, recs, warnings = recommend(aggregate(runs), runs, min_seeds)
+    failures = []
+    failed = int((runs.status == "failed").sum())
+    if gates.max_failures is not None and failed > gates.max_failures:
+        failures.append(f"{failed} runs failed, more than --max-failures {gates.max_failures}")
+    if slots is not None and gates.require_complete:
+        missing = missing_slots(runs, slots)
+        if missing:
+            failures.append(f"{missing} of {len(slots)} runs of {source} are not finished in the store")
+    short = groups[groups.completed < min_seeds]
+    if not short.empty and gates.min_seeds is not None:
+        failures.append(f"{len(short)} (depth, h) groups have fewer than {min_seeds} completed runs")
+    figures, summaries = [], []
+    if plot_dir is not None:
+        figures, summaries = draw(store, groups, runs, plot_dir)
+    return Report(groups, recs, warnings, failures, figures, summaries)
 
 
-def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int) -> list:
-    """The paper's Fig. 4: two-moons test points as they move through the blocks of width-2 models,
-    one row per h, columns at blocks 0, D/4, D/2, 3D/4 and D."""
-    import torch
+def missing_slots(runs: pd.DataFrame, slots: list[tuple]) -> int:
+    """Grid points of a preset with no finished run (at any precision the preset may have run at)."""
+    finished = set(runs[runs.status.isin(["completed", "diverged"])].run_id)
+    return sum(1 for slot in slots if not any(s.run_id in finished for s in slot))
 
-    figures = _Figures(folder)
-    plt = figures.plt
 
-    cols = sorted({0, depth // 4, depth // 2, 3 * depth // 4, depth})
-    fig, axes = plt.subplots(len(models), len(cols), figsize=(2.6 * len(cols), 2.5 * len(models)), squeeze=False)
-    for row, (h, model) in enumerate(models):
-        with torch.no_grad():
-            feats = model.features(points)
-        for c, block in enumerate(cols):
-            ax = axes[row][c]
-            xy = feats[block].cpu().numpy()
-            ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu().numpy(), cmap="coolwarm", s=3)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"block {block}")
-            if c == 0:
-                ax.set_ylabel(f"h = {h:g}")
-    fig.suptitle(f"two-moons, {depth} blocks of width 2: the test points block by block")
-    figures.save(fig, f"fig4-moons-features-depth{depth}")
-    return figures.written
+def draw(store, groups: pd.DataFrame, runs: pd.DataFrame, folder) -> tuple[list, list[str]]:
+    from .figures import plot, plot_instruments, plot_moons_features
+    from .instruments import moons_models
+
+    files = plot(groups, store.epochs(), runs, folder)
+    ids = set(runs.run_id)
+
+    def pick(df):
+        return df[df.run_id.isin(ids)]
+
+    more, summaries = plot_instruments(pick(store.noise_evals()), pick(store.propagation()),
+                                       pick(store.layer_stats()), runs, folder)
+    files += more
+    for depth, models, data in moons_models(store, runs):
+        files += plot_moons_features(models, data.test_x[:500], data.test_y[:500], folder, depth)
+    return files, summaries

@@ -1,18 +1,25 @@
-"""Validated, frozen descriptions of what to run.
+"""What to run, declared once: the field table of a run and of its execution.
 
-Every command-line option and (later) every YAML key resolves into these dataclasses, and all
-validation lives here, so the rest of the code can trust what it is handed. A `RunSpec` is the
-identity of one training run: its `run_id` is a hash of every field that can change the result.
-Where the run executes (device, data directory, store) is an `Execution`, kept out of the hash.
+`RunSpec` *is* the table of run fields. Each field carries its metadata (help text, CLI flag,
+whether it is a shared option, which sweep key lists it), and everything else is derived from it
+by introspection: the YAML keys and their types (grid.py), the options of `train`, `sweep` and
+`noise-eval` (cli/options.py), the store schema (store.py) and report's protocol columns
+(report.py). Adding an option is one field here plus its validation in `make_run_spec`.
+
+A `RunSpec` is the identity of one training run: its `run_id` hashes every field, so every field
+must be one that can change the result. Where and how the run executes (device, store, data
+folder, pack size) is an `Execution`, declared the same way and kept out of the hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 # Bump when the meaning of a RunSpec field changes, so old run ids do not collide with new ones.
@@ -28,20 +35,15 @@ class DataError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Datasets and model families
+# Datasets, model families and the paper's protocols
 # ---------------------------------------------------------------------------------------------
 
 # modality -> model family; the family decides which depths are valid.
 FAMILY_OF_MODALITY = {"image": "resnet", "text": "vdcnn", "points": "mlp"}
 
 # dataset -> modality, or None for `synthetic` (its modality is that of the dataset it imitates).
-DATASETS = {
-    "two-moons": "points",
-    "cifar10": "image",
-    "imagefolder": "image",
-    "ag-news": "text",
-    "synthetic": None,
-}
+DATASETS = {"two-moons": "points", "cifar10": "image", "imagefolder": "image", "ag-news": "text",
+            "synthetic": None}
 SYNTHETIC_LIKE = ("cifar10", "ag-news", "two-moons")
 GENERATED = ("two-moons", "synthetic")  # datasets made in memory, sized by n_train / n_test
 SYNTHETIC_SIZES = {"cifar10": (50_000, 10_000), "ag-news": (120_000, 7_600), "two-moons": (1_000, 1_000)}
@@ -66,9 +68,7 @@ def modality_of(dataset: str, synthetic_like: str | None = None) -> str:
     if dataset == "synthetic":
         like = synthetic_like or "cifar10"
         if like not in SYNTHETIC_LIKE:
-            raise SpecError(
-                f"unknown --like {like!r} for synthetic data; choose one of: {', '.join(SYNTHETIC_LIKE)}"
-            )
+            raise SpecError(f"unknown --like {like!r} for synthetic data; choose one of: {', '.join(SYNTHETIC_LIKE)}")
         return DATASETS[like]
     return DATASETS[dataset]
 
@@ -85,49 +85,79 @@ def check_depth(family: str, depth: int) -> None:
         if depth not in TEXT_DEPTHS:
             choices = ", ".join(str(d) for d in TEXT_DEPTHS)
             raise SpecError(f"depth {depth} is not a text ResNet depth; choose one of: {choices}")
-    elif family == "mlp":
-        if depth < 1:
-            raise SpecError(f"depth {depth} is not valid for the MLP ResNet: it counts blocks, >= 1")
-    else:  # pragma: no cover - families come from FAMILY_OF_MODALITY
-        raise SpecError(f"unknown model family {family!r}")
+    elif depth < 1:  # mlp
+        raise SpecError(f"depth {depth} is not valid for the MLP ResNet: it counts blocks, >= 1")
 
 
 # ---------------------------------------------------------------------------------------------
-# RunSpec
+# The field table: a field's metadata
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Meta:
+    help: str
+    flag: str | None = None  # the CLI flag (default --name-with-dashes); "--x/--no-x" for booleans
+    option: bool = True  # a shared option of train/sweep (and a YAML key); False: derived
+    grid: str | None = None  # the sweep key that lists this field's values (depths, h, seeds, ...)
+    noise_eval: bool = False  # also an option of `noise-eval --mode train-noise`
+    metavar: str = ""  # what the flag takes, shown in --help
+    sweep_only: bool = False  # execution options that only sweeps have
+
+
+def _field(help: str, *, default=MISSING, default_factory=MISSING, **meta):
+    return field(default=default, default_factory=default_factory, metadata={"robustres": Meta(help, **meta)})
+
+
+def meta(f) -> Meta:
+    return f.metadata["robustres"]
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that decides the outcome of one training run (and nothing else)."""
 
-    dataset: str
-    model: str
-    depth: int
-    h: float
-    seed: int
-    bn: bool
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    milestones: tuple[int, ...]
-    gamma: float
-    weight_decay: float
-    optimizer: str
-    train_noise: float
-    noise_kind: str
-    precision: str = "fp32"  # fp32 | bf16 (autocast); part of the identity: it changes results
-    limit_train: int | None = None
-    limit_test: int | None = None
+    dataset: str = _field("two-moons, cifar10, imagefolder, ag-news or synthetic (default two-moons).",
+                          noise_eval=True, metavar="NAME")
+    model: str = _field("resnet, vdcnn or mlp: follows from the dataset.", option=False)
+    depth: int = _field("Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).", grid="depths")
+    h: float = _field("The step factor of every block.", grid="h")
+    seed: int = _field("Seed of the initialisation, data order, augmentation and noise.", grid="seeds")
+    bn: bool = _field("BatchNorm in every block (default: on, off for two-moons).", flag="--bn/--no-bn")
+    epochs: int = _field("Epochs (default: the paper's protocol for the dataset).", noise_eval=True,
+                         metavar="N")
+    batch_size: int = _field("Batch size (default: 128, two-moons 64).", metavar="N")
+    lr: float = _field("Initial learning rate (default 0.1).", noise_eval=True, metavar="X")
+    momentum: float = _field("SGD momentum (default 0.9).", metavar="X")
+    milestones: tuple[int, ...] = _field(
+        "Epochs after which lr is multiplied by gamma, e.g. 40,60; 'none' for a fixed lr (default: per "
+        "dataset).", noise_eval=True, metavar="LIST")
+    gamma: float = _field("Learning-rate factor at each milestone (default 0.1).", metavar="X")
+    weight_decay: float = _field("Weight decay (default 0: the paper uses none).", metavar="X")
+    optimizer: str = _field("sgd or adam (default sgd).", metavar="NAME")
+    train_noise: float = _field("Noise level from 0 to 1 on the training inputs; test data stay clean.",
+                                grid="train_noise")
+    noise_kind: str = _field("gaussian, salt-pepper or mosaic (images), char-swap (text), gaussian (points).",
+                             metavar="KIND")
+    # fp32 | bf16 (autocast); part of the identity: it changes results. The option also takes
+    # `auto` (bf16 on CUDA, fp32 on a CPU), resolved before a RunSpec is made.
+    precision: str = _field("fp32, bf16 (autocast) or auto: bf16 on CUDA, fp32 on a CPU (default auto).",
+                            default="fp32", noise_eval=True, metavar="NAME")
+    limit_train: int | None = _field("Train on a fixed, class-balanced subset of N examples.", default=None,
+                                     noise_eval=True, metavar="N")
+    limit_test: int | None = _field("Test on a fixed, class-balanced subset of N examples.", default=None,
+                                    noise_eval=True, metavar="N")
     # Only for generated datasets (two-moons, synthetic).
-    n_train: int | None = None
-    n_test: int | None = None
-    moons_noise: float | None = None
-    synthetic_like: str | None = None
+    n_train: int | None = _field("Generated datasets: training examples (two-moons 1000).", default=None,
+                                 metavar="N")
+    n_test: int | None = _field("Generated datasets: test examples (two-moons 1000).", default=None, metavar="N")
+    moons_noise: float | None = _field("Two-moons: std of the points' noise (default 0.2).", default=None,
+                                       metavar="X")
+    synthetic_like: str | None = _field("Synthetic data: the dataset whose shape it imitates (default cifar10).",
+                                        default=None, flag="--like", metavar="NAME")
     # Only for the MLP ResNet.
-    width: int | None = None
-    hidden: int | None = None
+    width: int | None = _field("MLP ResNet: feature width (default 2).", default=None, metavar="N")
+    hidden: int | None = _field("MLP ResNet: hidden width inside a block (default 16).", default=None, metavar="N")
 
     @property
     def modality(self) -> str:
@@ -144,14 +174,35 @@ class RunSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
+    def from_dict(cls, d: dict) -> RunSpec:
+        kwargs = {k: v for k, v in d.items() if k in FIELD_TYPES}
         kwargs["milestones"] = tuple(int(m) for m in kwargs.get("milestones") or ())
         return cls(**kwargs)
 
-    def with_(self, **changes) -> "RunSpec":
+    def with_(self, **changes) -> RunSpec:
         return replace(self, **changes)
+
+
+def value_type(hint) -> type:
+    """int, float, bool, str or tuple: the type a field's (or option's) values have, None aside."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    hint = args[0] if args and typing.get_origin(hint) is not tuple else hint
+    return tuple if typing.get_origin(hint) is tuple else hint
+
+
+RUN_FIELDS = fields(RunSpec)
+FIELD_TYPES = {f.name: value_type(t) for f, t in zip(RUN_FIELDS, typing.get_type_hints(RunSpec).values())}
+# The options every run of a sweep shares (YAML keys and flags of train/sweep); the grid axes are
+# listed by their own keys.
+RUN_OPTIONS = tuple(f for f in RUN_FIELDS if meta(f).option and meta(f).grid is None)
+GRID_FIELDS = {meta(f).grid: f.name for f in RUN_FIELDS if meta(f).grid}  # sweep key -> field
+# What must agree for runs to be pooled over seeds: everything but the dataset and the grid axes.
+PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if meta(f).grid is None and f.name != "dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# make_run_spec: the paper's protocol defaults, then every check
+# ---------------------------------------------------------------------------------------------
 
 
 def _finite(name: str, value: float, *, minimum: float | None = None, positive: bool = False) -> float:
@@ -176,106 +227,101 @@ def _count(name: str, value, *, minimum: int = 1) -> int:
     return value
 
 
-def make_run_spec(
-    *,
-    dataset: str = "two-moons",
-    depth: int | None = None,
-    h: float = 0.1,
-    seed: int = 0,
-    bn: bool | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    momentum: float = 0.9,
-    milestones: tuple[int, ...] | list[int] | None = None,
-    gamma: float = 0.1,
-    weight_decay: float = 0.0,
-    optimizer: str = "sgd",
-    train_noise: float = 0.0,
-    noise_kind: str | None = None,
-    precision: str = "fp32",
-    limit_train: int | None = None,
-    limit_test: int | None = None,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    moons_noise: float | None = None,
-    synthetic_like: str | None = None,
-    width: int | None = None,
-    hidden: int | None = None,
-) -> RunSpec:
-    """Fill in the paper's protocol defaults for the dataset, validate everything, return a RunSpec."""
-    modality = modality_of(dataset, synthetic_like)
-    if dataset != "synthetic" and synthetic_like is not None:
-        raise SpecError("--like applies only to --dataset synthetic")
-    if dataset == "synthetic":
-        synthetic_like = synthetic_like or "cifar10"
-    family = FAMILY_OF_MODALITY[modality]
-    proto = PROTOCOLS[modality]
+# Defaults that do not depend on the dataset; the others come from PROTOCOLS or the data.
+DEFAULTS = dict(dataset="two-moons", h=0.1, seed=0, momentum=0.9, gamma=0.1, weight_decay=0.0,
+                optimizer="sgd", train_noise=0.0, precision="fp32")
 
-    depth = proto["depth"] if depth is None else _count("depth", depth)
-    check_depth(family, depth)
-    h = _finite("h", h, minimum=0.0)
-    seed = _count("seed", seed, minimum=0)
-    bn = proto["bn"] if bn is None else bool(bn)
-    epochs = _count("epochs", proto["epochs"] if epochs is None else epochs)
-    batch_size = _count("batch size", proto["batch_size"] if batch_size is None else batch_size)
-    lr = _finite("lr", proto["lr"] if lr is None else lr, positive=True)
-    momentum = _finite("momentum", momentum, minimum=0.0)
-    if momentum >= 1:
-        raise SpecError(f"momentum must be < 1, got {momentum:g}")
-    milestones = tuple(proto["milestones"] if milestones is None else milestones)
+
+def make_run_spec(**values) -> RunSpec:
+    """Fill in the paper's protocol defaults for the dataset, validate everything, return a RunSpec.
+
+    Takes any RunSpec field but `model` (None or absent: the default).
+    """
+    unknown = set(values) - set(FIELD_TYPES) | ({"model"} & set(values))
+    if unknown:
+        raise SpecError(f"unknown run option {sorted(unknown)[0]!r}")
+    v = {**DEFAULTS, **{k: x for k, x in values.items() if x is not None}}
+    dataset, like = v["dataset"], v.get("synthetic_like")
+    modality = modality_of(dataset, like)
+    if dataset != "synthetic" and like is not None:
+        raise SpecError("--like applies only to --dataset synthetic")
+    family, proto = FAMILY_OF_MODALITY[modality], PROTOCOLS[modality]
+    v = {**proto, **v, "model": family}
+    if dataset == "synthetic":
+        v["synthetic_like"] = like or "cifar10"
+    _check_schedule(v)
+    _check_noise_and_precision(v, modality)
+    _check_sizes(v, dataset, family)
+    return RunSpec(**{name: v.get(name) for name in FIELD_TYPES})
+
+
+def _check_schedule(v: dict) -> None:
+    v["depth"] = _count("depth", v["depth"])
+    check_depth(v["model"], v["depth"])
+    v["h"] = _finite("h", v["h"], minimum=0.0)
+    v["seed"] = _count("seed", v["seed"], minimum=0)
+    v["bn"] = bool(v["bn"])
+    v["epochs"] = _count("epochs", v["epochs"])
+    v["batch_size"] = _count("batch size", v["batch_size"])
+    v["lr"] = _finite("lr", v["lr"], positive=True)
+    v["momentum"] = _finite("momentum", v["momentum"], minimum=0.0)
+    if v["momentum"] >= 1:
+        raise SpecError(f"momentum must be < 1, got {v['momentum']:g}")
+    milestones = v["milestones"] = tuple(v["milestones"])
     for m in milestones:
         _count("milestone", m)
     if list(milestones) != sorted(set(milestones)):
         raise SpecError(f"milestones must be strictly increasing, got {','.join(map(str, milestones))}")
-    gamma = _finite("gamma", gamma, positive=True)
-    weight_decay = _finite("weight decay", weight_decay, minimum=0.0)
-    if optimizer not in OPTIMIZERS:
-        raise SpecError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    train_noise = _finite("train noise", train_noise, minimum=0.0)
-    if train_noise > 1:
-        raise SpecError(f"train noise is a level in [0, 1], got {train_noise:g}")
+    v["gamma"] = _finite("gamma", v["gamma"], positive=True)
+    v["weight_decay"] = _finite("weight decay", v["weight_decay"], minimum=0.0)
+    if v["optimizer"] not in OPTIMIZERS:
+        raise SpecError(f"unknown optimizer {v['optimizer']!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+def _check_noise_and_precision(v: dict, modality: str) -> None:
+    v["train_noise"] = _finite("train noise", v["train_noise"], minimum=0.0)
+    if v["train_noise"] > 1:
+        raise SpecError(f"train noise is a level in [0, 1], got {v['train_noise']:g}")
     kinds = NOISE_KINDS[modality]
-    noise_kind = noise_kind or kinds[0]
-    if noise_kind not in kinds:
-        raise SpecError(f"noise kind {noise_kind!r} does not apply to {modality} data; choose: {', '.join(kinds)}")
-    if precision not in PRECISIONS:
-        raise SpecError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if limit_train is not None:
-        _count("limit-train", limit_train)
-    if limit_test is not None:
-        _count("limit-test", limit_test)
+    v["noise_kind"] = v.get("noise_kind") or kinds[0]
+    if v["noise_kind"] not in kinds:
+        raise SpecError(f"noise kind {v['noise_kind']!r} does not apply to {modality} data; "
+                        f"choose: {', '.join(kinds)}")
+    if v["precision"] not in PRECISIONS:
+        raise SpecError(f"unknown precision {v['precision']!r}; choose one of: {', '.join(PRECISIONS)}")
 
-    generated = dataset in GENERATED
-    for name, value in (("n-train", n_train), ("n-test", n_test)):
-        if value is not None:
-            if not generated:
-                raise SpecError(f"--{name} applies only to generated datasets ({', '.join(GENERATED)})")
-            _count(name, value)
+
+def _check_sizes(v: dict, dataset: str, family: str) -> None:
+    for name in ("limit_train", "limit_test"):
+        if v.get(name) is not None:
+            _count(name.replace("_", "-"), v[name])
+    for name in ("n_train", "n_test"):
+        if v.get(name) is not None:
+            if dataset not in GENERATED:
+                raise SpecError(f"--{name.replace('_', '-')} applies only to generated datasets "
+                                f"({', '.join(GENERATED)})")
+            _count(name.replace("_", "-"), v[name])
     if dataset == "synthetic":
-        n_train = SYNTHETIC_SIZES[synthetic_like][0] if n_train is None else n_train
-        n_test = SYNTHETIC_SIZES[synthetic_like][1] if n_test is None else n_test
+        train, test = SYNTHETIC_SIZES[v["synthetic_like"]]
+        v["n_train"], v["n_test"] = v.get("n_train") or train, v.get("n_test") or test
     if dataset == "two-moons":
-        n_train = 1000 if n_train is None else n_train
-        n_test = 1000 if n_test is None else n_test
-        moons_noise = 0.2 if moons_noise is None else _finite("moons noise", moons_noise, minimum=0.0)
-    elif moons_noise is not None:
+        v["n_train"], v["n_test"] = v.get("n_train") or 1000, v.get("n_test") or 1000
+        noise = v.get("moons_noise")
+        v["moons_noise"] = 0.2 if noise is None else _finite("moons noise", noise, minimum=0.0)
+    elif v.get("moons_noise") is not None:
         raise SpecError("--moons-noise applies only to --dataset two-moons")
-
     if family == "mlp":
-        width = 2 if width is None else _count("width", width)
-        hidden = 16 if hidden is None else _count("hidden", hidden)
-    elif width is not None or hidden is not None:
+        v["width"] = 2 if v.get("width") is None else _count("width", v["width"])
+        v["hidden"] = 16 if v.get("hidden") is None else _count("hidden", v["hidden"])
+    elif v.get("width") is not None or v.get("hidden") is not None:
         raise SpecError("--width and --hidden apply only to the MLP ResNet (two-moons data)")
 
-    return RunSpec(
-        dataset=dataset, model=family, depth=depth, h=h, seed=seed, bn=bn, epochs=epochs,
-        batch_size=batch_size, lr=lr, momentum=momentum, milestones=milestones, gamma=gamma,
-        weight_decay=weight_decay, optimizer=optimizer, train_noise=train_noise,
-        noise_kind=noise_kind, precision=precision, limit_train=limit_train, limit_test=limit_test, n_train=n_train,
-        n_test=n_test, moons_noise=moons_noise, synthetic_like=synthetic_like, width=width,
-        hidden=hidden,
-    )
+
+def resolve_precision(precision: str | None, device_type: str) -> str:
+    """`auto` (or nothing) -> bf16 on CUDA, fp32 elsewhere; the run records what it resolved to."""
+    if precision in (None, "auto"):
+        return "bf16" if device_type == "cuda" else "fp32"
+    return precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,20 +340,50 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Execution:
-    device: str = "auto"
-    store: Path = field(default_factory=default_store)
-    data_dir: Path = field(default_factory=default_data_dir)
-    force: bool = False
-    pack_size: int | None = None  # None: as many as fit in free device memory
-    fuse: bool | None = None  # None: measure fused against in-turn execution, take the faster
-    compile: bool = False
-    checkpoint_seconds: float = 10.0  # see engine.Options
-    workers: int | None = None  # local worker processes; None: one per visible GPU (1 without)
-    track_layers: tuple[str, ...] = ()  # --track-layers 2,50,last
-    track_every: int = 10
+    """The execution options, declared like RunSpec's fields (the same Meta drives flags and YAML)."""
+
+    device: str = _field("auto, cpu, cuda or cuda:N (default auto).", default="auto", metavar="NAME")
+    store: Path = _field("Store folder (default: $ROBUSTRES_STORE, else ./robustres-store).",
+                         default_factory=default_store, metavar="PATH")
+    data_dir: Path = _field("Data folder (default: $ROBUSTRES_DATA, else ~/.cache/robustres).",
+                            default_factory=default_data_dir, metavar="PATH")
+    pack_size: int | None = _field("Most runs trained together as one network (default auto: as many as fit).",
+                                   default=None, metavar="N|auto")
+    fuse: bool | None = _field("Fused network or models in turn (default: measured on the device).",
+                               default=None, flag="--fuse/--no-fuse")
+    compile: bool = _field("torch.compile the network.", default=False, flag="--compile")
+    checkpoint_every: float = _field(
+        "Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always "
+        "after the last epoch (default 10).", default=10.0, metavar="SECONDS")
+    track_layers: tuple[str, ...] = _field(
+        "Record weight and gradient norms of these weight layers (1-based, or 'last'), e.g. 2,50,last.",
+        default=(), metavar="LIST")
+    track_every: int = _field("With --track-layers: every step of the first epoch, then every N steps (default 10).",
+                              default=10, metavar="N")
+    executor: str = _field("local (this process) or ray (each pack a Ray task; pip install 'robustres[ray]').",
+                           default="local", sweep_only=True, metavar="NAME")
+    ray_address: str | None = _field("Ray cluster address (HOST:PORT or 'auto'); default: start a local Ray.",
+                                     default=None, sweep_only=True, metavar="ADDRESS")
+    workers: int | None = _field("Local worker processes, packs queued to free ones (default: one per visible "
+                                 "GPU, else 1).", default=None, sweep_only=True, metavar="N")
+    force: bool = _field("Retrain runs that the store already holds.", default=False, option=False)
 
 
-def parse_track_layers(text: str | None) -> tuple[str, ...]:
+EXECUTION_FIELDS = fields(Execution)
+EXECUTION_TYPES = {f.name: value_type(t) for f, t in zip(EXECUTION_FIELDS, typing.get_type_hints(Execution).values())}
+EXECUTION_OPTIONS = tuple(f for f in EXECUTION_FIELDS if meta(f).option)
+# Options that only training has (noise-eval's test mode refuses them).
+TRAINING_EXECUTION = ("pack_size", "fuse", "compile", "checkpoint_every", "track_layers", "track_every")
+
+
+def check_device(device: str) -> str:
+    """Validate the device string's form; whether CUDA exists is checked where torch is loaded."""
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def parse_track_layers(text) -> tuple[str, ...]:
     """'2,50,last' -> ('2', '50', 'last'); layers are 1-based weight layers in forward order."""
     if not text:
         return ()
@@ -321,237 +397,34 @@ def parse_track_layers(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def check_device(device: str) -> str:
-    """Validate the device string's form; whether CUDA exists is checked where torch is loaded."""
-    if device in ("auto", "cpu", "cuda"):
-        return device
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return device
-    raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing of list-valued options
-# ---------------------------------------------------------------------------------------------
-
-
-def parse_floats(name: str, text: str) -> list[float]:
-    items = [t.strip() for t in str(text).split(",")]
-    if not items or any(t == "" for t in items):
-        raise SpecError(f"{name} must be a comma-separated list of numbers, got {text!r}")
-    out = []
-    for t in items:
-        try:
-            out.append(float(t))
-        except ValueError:
-            raise SpecError(f"{name}: {t!r} is not a number") from None
-    return out
-
-
-def parse_ints(name: str, text: str, *, allow_empty: bool = False) -> list[int]:
-    text = str(text).strip()
-    if allow_empty and text in ("", "none"):
-        return []
-    items = [t.strip() for t in text.split(",")]
-    out = []
-    for t in items:
-        try:
-            out.append(int(t))
-        except ValueError:
-            raise SpecError(f"{name}: {t!r} is not a whole number") from None
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Sweeps: grids of depth x h x seed x training noise, from flags and/or a YAML file
-# ---------------------------------------------------------------------------------------------
-
-
-def _number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SpecError(f"{name}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SpecError(f"{name}: {text!r} is not finite")
-    return value
-
-
-def decade_grid(a: float, b: float) -> list[float]:
-    """The 1-2-5 values of every decade from a to b, with a and b themselves always included."""
-    values = {a, b}
-    for exponent in range(math.floor(math.log10(a)) - 1, math.ceil(math.log10(b)) + 1):
-        for mantissa in (1, 2, 5):
-            v = float(f"{mantissa}e{exponent}")  # exact decimal, no 0.30000000000000004
-            if a <= v <= b:
-                values.add(v)
-    return sorted(values)
-
-
-def log_grid(a: float, b: float, n: int) -> list[float]:
-    """n log-spaced points from a to b inclusive, rounded to 4 significant digits (ends exact)."""
-    inner = [float(f"{a * (b / a) ** (i / (n - 1)):.4g}") for i in range(1, n - 1)]
-    return [a, *inner, b]
-
-
-def parse_h_grid(text: str, name: str = "--h") -> list[float]:
-    """'0.1,0.5,1' (a list), 'A..B' (the decade grid of 1-2-5 steps) or 'A..B:N' (N log-spaced)."""
-    text = str(text).strip()
-    if ".." not in text:
-        values = parse_floats(name, text)
-    else:
-        bounds, _, count = text.partition(":")
-        lo, _, hi = bounds.partition("..")
-        a, b = _number(name, lo.strip()), _number(name, hi.strip())
-        if a <= 0 or b <= 0:
-            raise SpecError(f"{name}: a range needs A and B > 0 (a log grid), got {text!r}")
-        if a >= b:
-            raise SpecError(f"{name}: range {text!r} is empty or reversed; write A..B with A < B")
-        if count:
-            try:
-                n = int(count)
-            except ValueError:
-                raise SpecError(f"{name}: {count!r} after ':' is not a whole number") from None
-            if n < 2:
-                raise SpecError(f"{name}: a range needs at least 2 points, got {n}")
-            values = log_grid(a, b, n)
-        else:
-            values = decade_grid(a, b)
-    for v in values:
-        if not math.isfinite(v) or v < 0:
-            raise SpecError(f"{name}: h must be finite and >= 0, got {v:g}")
-    return list(dict.fromkeys(values))
-
-
-def parse_seeds(value) -> list[int]:
-    """5 -> seeds 0..4; '7,8,9' -> those; '3..6' -> 3, 4, 5, 6."""
-    if isinstance(value, bool):
-        raise SpecError(f"--seeds: {value!r} is not a count or a list of seeds")
-    if isinstance(value, int):
-        if value < 1:
-            raise SpecError(f"--seeds: a count of seeds must be >= 1, got {value}")
-        return list(range(value))
-    if isinstance(value, (list, tuple)):
-        return list(dict.fromkeys(_count("seed", int(v) if str(v).lstrip("-").isdigit() else v, minimum=0)
-                                  for v in value))
-    text = str(value).strip()
-    if ".." in text:
-        lo, _, hi = text.partition("..")
-        a, b = parse_ints("--seeds", lo)[0], parse_ints("--seeds", hi)[0]
-        if a < 0 or b < a:
-            raise SpecError(f"--seeds: range {text!r} is empty or negative")
-        return list(range(a, b + 1))
-    items = parse_ints("--seeds", text)
-    if len(items) == 1 and "," not in text:
-        return parse_seeds(items[0])
-    for s in items:
-        _count("seed", s, minimum=0)
-    return list(dict.fromkeys(items))
-
-
-def _as_list(name: str, value, parse) -> list:
-    if isinstance(value, (list, tuple)):
-        return [parse(name, str(v)) for v in value]
-    return parse(name, str(value))
-
-
-# Keys of a sweep (YAML file or flags): the grid, and every train option, applied to all runs.
-GRID_KEYS = ("depths", "h", "seeds", "train_noise")
-RUN_KEYS = ("dataset", "bn", "epochs", "batch_size", "lr", "momentum", "milestones", "gamma", "weight_decay",
-            "optimizer", "noise_kind", "precision", "limit_train", "limit_test", "n_train", "n_test",
-            "moons_noise", "synthetic_like", "width", "hidden")
-EXECUTION_KEYS = ("device", "store", "data_dir", "pack_size", "fuse", "compile", "checkpoint_every", "executor",
-                  "ray_address", "workers", "track_layers", "track_every")
-SWEEP_KEYS = GRID_KEYS + RUN_KEYS + EXECUTION_KEYS
-_TYPES = {"bn": bool, "fuse": bool, "compile": bool, "epochs": int, "batch_size": int, "limit_train": int,
-          "limit_test": int, "n_train": int, "n_test": int, "width": int, "hidden": int,
-          "lr": float, "momentum": float, "gamma": float, "weight_decay": float, "moons_noise": float,
-          "checkpoint_every": float, "dataset": str, "optimizer": str, "noise_kind": str,
-          "precision": str, "synthetic_like": str, "device": str, "store": str, "data_dir": str,
-          "executor": str, "ray_address": str, "workers": int, "track_layers": str, "track_every": int}
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    depths: tuple[int, ...]
-    hs: tuple[float, ...]
-    seeds: tuple[int, ...]
-    train_noises: tuple[float, ...]
-    run_options: tuple[tuple[str, object], ...]  # make_run_spec keywords shared by every run
-    source: str = "flags"
-
-    def runs(self) -> list[RunSpec]:
-        """Every run of the grid, depth-major; each validated like a `train` run."""
-        options = dict(self.run_options)
-        return [make_run_spec(depth=d, h=h, seed=s, train_noise=noise, **options)
-                for d in self.depths for noise in self.train_noises for h in self.hs for s in self.seeds]
-
-
-def load_sweep_file(path: Path) -> dict:
-    """A sweep preset: a YAML mapping of SWEEP_KEYS. Unknown keys and bad values name the key and file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"sweep config {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise SpecError(f"{path}: not valid YAML{line}") from None
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise SpecError(f"{path}: must be a mapping of keys to values, got {type(values).__name__}")
-    out = {}
-    for key, value in values.items():
-        norm = str(key).replace("-", "_")
-        if norm not in SWEEP_KEYS and norm != "description":
-            raise SpecError(f"{path}: unknown key {key!r}; known keys: {', '.join(SWEEP_KEYS)}")
-        expected = _TYPES.get(norm)
-        if expected is not None and value is not None:
-            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise SpecError(f"{path}: key {key!r} must be {expected.__name__}, got {value!r}")
-        out[norm] = value
-    out.pop("description", None)
-    return out
-
-
-def make_sweep_spec(values: dict, source: str = "flags") -> SweepSpec:
-    """Resolve merged sweep values (file, then flags) into a validated SweepSpec."""
-    unknown = set(values) - set(SWEEP_KEYS)
+def make_execution(values: dict) -> Execution:
+    """Validate execution options (flags or YAML keys; None or absent: the default)."""
+    v = {k: x for k, x in values.items() if x is not None}
+    unknown = set(v) - set(EXECUTION_TYPES)
     if unknown:
-        raise SpecError(f"{source}: unknown key {sorted(unknown)[0]!r}")
-    try:
-        depths = values.get("depths")
-        if depths is None:
-            raise SpecError("no depths given (--depths 20,110 or 'depths:' in the config)")
-        depth_list = [int(d) for d in depths] if isinstance(depths, (list, tuple)) else parse_ints("depths", str(depths))
-        hs = values.get("h")
-        if hs is None:
-            raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
-        h_list = [float(v) for v in hs] if isinstance(hs, (list, tuple)) else parse_h_grid(str(hs))
-        seeds = parse_seeds(values.get("seeds", 1))
-        noise = values.get("train_noise", 0.0)
-        noise_list = [float(v) for v in noise] if isinstance(noise, (list, tuple)) else parse_floats("train_noise", str(noise))
-        options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
-        if "milestones" in options and not isinstance(options["milestones"], (list, tuple)):
-            options["milestones"] = parse_ints("milestones", str(options["milestones"]), allow_empty=True)
-        if "milestones" in options:
-            options["milestones"] = tuple(int(m) for m in options["milestones"])
-        spec = SweepSpec(tuple(dict.fromkeys(depth_list)), tuple(dict.fromkeys(h_list)), tuple(seeds),
-                         tuple(dict.fromkeys(noise_list)), tuple(sorted(options.items())), source)
-        if not spec.depths or not spec.hs:
-            raise SpecError("the grid is empty")
-        spec.runs()  # validate every run now, before anything is written
-    except SpecError as exc:
-        if source != "flags" and not str(exc).startswith(source):
-            raise SpecError(f"{source}: {exc}") from None
-        raise
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{source}: {exc}") from None
-    return spec
+        raise SpecError(f"unknown execution option {sorted(unknown)[0]!r}")
+    if "device" in v:
+        v["device"] = check_device(str(v["device"]))
+    if "pack_size" in v:
+        size = str(v["pack_size"]).strip()
+        if size == "auto":
+            del v["pack_size"]
+        elif not size.isdigit() or int(size) < 1:
+            raise SpecError(f"--pack-size must be auto or a whole number >= 1, got {v['pack_size']!r}")
+        else:
+            v["pack_size"] = int(size)
+    if "checkpoint_every" in v and not float(v["checkpoint_every"]) >= 0:
+        raise SpecError(f"--checkpoint-every must be >= 0 seconds, got {float(v['checkpoint_every']):g}")
+    if "track_every" in v and v["track_every"] < 1:
+        raise SpecError(f"--track-every must be >= 1, got {v['track_every']}")
+    if "workers" in v and v["workers"] < 1:
+        raise SpecError(f"--workers must be >= 1, got {v['workers']}")
+    if v.get("executor", "local") not in ("local", "ray"):
+        raise SpecError(f"unknown executor {v['executor']!r}; choose local or ray")
+    if v.get("executor") == "ray" and importlib.util.find_spec("ray") is None:
+        raise SpecError("--executor ray needs Ray: pip install 'robustres[ray]'")
+    v["track_layers"] = parse_track_layers(v.get("track_layers"))
+    for name in ("store", "data_dir"):
+        if name in v:
+            v[name] = Path(v[name])
+    return Execution(**v)

@@ -1,11 +1,11 @@
-"""The results store: the only code that touches Parquet files.
+"""The results store: the only code that reads or writes Parquet files.
 
 Layout under the store root:
 
     runs/<run_id>.parquet         one row: the run's full config, status and results
     epochs/<run_id>.parquet       one row per finished epoch
     checkpoints/<run_id>.pt       the latest end-of-epoch training state (written by the engine)
-    claims/<run_id>.json          which live process is training the run now (see `Claims`)
+    claims/<run_id>.json          which live process is training the run now (claims.py)
 
 One file per run keeps writers independent (no shared file to rewrite), and every write goes to a
 temporary name in the same folder followed by an atomic rename, so a reader sees the old file or the
@@ -15,37 +15,26 @@ new one, never a partial one. Readers only look at `*.parquet`.
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
-import json
 import os
 import re
-import socket
 import sys
-import threading
-import time
-from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .spec import RunSpec
+from .atomic import write_atomic
+from .processes import alive
+from .spec import FIELD_TYPES, RunSpec
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "diverged", "failed")
 FINAL_STATUSES = ("completed", "diverged")  # results: re-running them reports, not retrains
 
-_CONFIG_TYPES = {
-    "dataset": pa.string(), "model": pa.string(), "depth": pa.int64(), "h": pa.float64(),
-    "seed": pa.int64(), "bn": pa.bool_(), "epochs": pa.int64(), "batch_size": pa.int64(),
-    "lr": pa.float64(), "momentum": pa.float64(), "milestones": pa.string(), "gamma": pa.float64(),
-    "weight_decay": pa.float64(), "optimizer": pa.string(), "train_noise": pa.float64(),
-    "noise_kind": pa.string(), "precision": pa.string(), "limit_train": pa.int64(), "limit_test": pa.int64(),
-    "n_train": pa.int64(), "n_test": pa.int64(), "moons_noise": pa.float64(),
-    "synthetic_like": pa.string(), "width": pa.int64(), "hidden": pa.int64(),
-}
-assert set(_CONFIG_TYPES) == {f.name for f in fields(RunSpec)}, "store schema out of step with RunSpec"
+# The config columns, one per RunSpec field (milestones as text, e.g. "40,60").
+_ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string(), tuple: pa.string()}
+_CONFIG_TYPES = {name: _ARROW[t] for name, t in FIELD_TYPES.items()}
 
 RUNS_SCHEMA = pa.schema(
     [("run_id", pa.string())]
@@ -123,11 +112,9 @@ def config_columns(spec: RunSpec) -> dict:
 def spec_from_row(row: dict) -> RunSpec:
     d = {k: (None if _is_missing(v) else v) for k, v in row.items() if k in _CONFIG_TYPES}
     d["milestones"] = tuple(int(m) for m in str(d.get("milestones") or "").split(",") if m)
-    for k in ("depth", "seed", "epochs", "batch_size", "limit_train", "limit_test", "n_train",
-              "n_test", "width", "hidden"):
-        if d.get(k) is not None:
-            d[k] = int(d[k])
-    d["bn"] = bool(d["bn"])
+    for k, t in FIELD_TYPES.items():
+        if t in (int, bool) and d.get(k) is not None:
+            d[k] = t(d[k])
     return RunSpec.from_dict(d)
 
 
@@ -138,14 +125,6 @@ def _is_missing(v) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _with_keys(schema: pa.Schema) -> pa.Schema:
@@ -183,158 +162,13 @@ class StoreError(Exception):
 RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def _file_name(run_id: str, suffix: str) -> str:
+def file_name(run_id: str, suffix: str) -> str:
     """A run's file name; run ids are hashes, so anything else (say, `../x` from a foreign Parquet
     row) is refused rather than turned into a path outside the store."""
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
         raise StoreError(f"not a run id: {run_id!r}")
     return run_id + suffix
 
-
-def _process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, Linux), so that a recycled pid is not
-    mistaken for the process that wrote a claim. None where /proc is unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-class Claims:
-    """Claim files: a run is trained by one process at a time, even when sweeps share a store.
-
-    A claim is `claims/<run_id>.json` naming its host, pid and the process's start time. Another
-    process may take a claim over only when it is stale: on this host, its process is gone (or its
-    pid now belongs to a newer process); from another host (a store on a shared file system), its
-    file was not refreshed for `STALE_SECONDS` (a heartbeat thread refreshes every live claim).
-    Reading and taking claims happens under a short `flock` on `claims/.lock`, so two processes
-    never both decide that they hold one.
-    """
-
-    HEARTBEAT_SECONDS = 30.0
-    STALE_SECONDS = 300.0
-
-    def __init__(self, store: "Store"):
-        self.folder = store.root / "claims"
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
-        self.held: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _path(self, run_id: str) -> Path:
-        return self.folder / _file_name(run_id, ".json")
-
-    def _mutex(self):
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.folder}: {exc.strerror or exc}") from None
-        return _Flock(self.folder / ".lock")
-
-    def holder(self, run_id: str) -> dict | None:
-        """Who holds the run's claim, or None when it is free (no claim, or a stale one)."""
-        path = self._path(run_id)
-        try:
-            owner = json.loads(path.read_text())
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return None  # an unreadable claim protects nothing
-        if not isinstance(owner, dict):
-            return None
-        if owner.get("host") == self.me["host"]:
-            pid = owner.get("pid")
-            if not isinstance(pid, int) or not _alive(pid):
-                return None
-            start = _process_start(pid)
-            if start is not None and owner.get("start") is not None and start != owner.get("start"):
-                return None  # the pid was recycled
-            return owner
-        return owner if age < self.STALE_SECONDS else None
-
-    def take(self, run_ids: list[str]) -> tuple[list[str], dict[str, dict]]:
-        """Claim every run that is free; returns (claimed, {run_id: holder} for the others)."""
-        mine, others = [], {}
-        with self._mutex():
-            for run_id in run_ids:
-                owner = None if run_id in self.held else self.holder(run_id)
-                if owner is not None and owner != self.me:
-                    others[run_id] = owner
-                    continue
-                path = self._path(run_id)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                try:
-                    tmp.write_text(json.dumps(self.me))
-                    os.replace(tmp, path)
-                except OSError as exc:
-                    tmp.unlink(missing_ok=True)
-                    raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-                self.held.add(run_id)
-                mine.append(run_id)
-        if self.held and self._thread is None:
-            self._thread = threading.Thread(target=self._heartbeat, name="robustres-claims", daemon=True)
-            self._thread.start()
-        return mine, others
-
-    def release(self, run_ids) -> None:
-        run_ids = [r for r in run_ids if r in self.held]
-        if not run_ids:
-            return
-        with self._mutex():
-            for run_id in run_ids:
-                self.held.discard(run_id)
-                path = self._path(run_id)
-                try:
-                    if json.loads(path.read_text()) == self.me:
-                        path.unlink()
-                except (OSError, ValueError):
-                    pass
-
-    def clear_stale(self, run_ids) -> None:
-        """Delete the claims on these runs that no live process holds: a process killed after it
-        stored a run's results but before it released the claim leaves one behind, and once the run
-        is finished nothing would take that claim over."""
-        stale = [r for r in run_ids if r not in self.held and self._path(r).exists()]
-        if not stale:
-            return
-        try:
-            with self._mutex():
-                for run_id in stale:
-                    if self.holder(run_id) is None:
-                        self._path(run_id).unlink(missing_ok=True)
-        except (OSError, StoreError):
-            pass  # a read-only store keeps its litter; it protects nothing
-
-    def release_all(self) -> None:
-        self.release(list(self.held))
-        self._stop.set()
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.HEARTBEAT_SECONDS):
-            for run_id in list(self.held):
-                try:
-                    os.utime(self._path(run_id))
-                except OSError:
-                    pass
-
-
-class _Flock:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
 
 
 class Store:
@@ -358,7 +192,7 @@ class Store:
         return self.root / "checkpoints"
 
     def checkpoint_path(self, run_id: str) -> Path:
-        return self.checkpoints_dir / _file_name(run_id, ".pt")
+        return self.checkpoints_dir / file_name(run_id, ".pt")
 
     def create(self) -> None:
         try:
@@ -370,19 +204,10 @@ class Store:
     # -- writing ----------------------------------------------------------------------------
 
     def _write(self, table: pa.Table, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomic(path, lambda f: pq.write_table(table, f))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def put_run(self, row: dict) -> None:
         row = dict(row)
@@ -394,7 +219,7 @@ class Store:
             raise ValueError(f"unknown run columns: {sorted(unknown)}")
         table = pa.Table.from_pylist([{k: row.get(k) for k in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
         self.create()
-        self._write(table, self.runs_dir / _file_name(row["run_id"], ".parquet"))
+        self._write(table, self.runs_dir / file_name(row["run_id"], ".parquet"))
 
     def put_epochs(self, run_id: str, rows: list[dict]) -> None:
         table = pa.Table.from_pylist(
@@ -402,7 +227,7 @@ class Store:
             schema=EPOCHS_SCHEMA,
         )
         self.create()
-        self._write(table, self.epochs_dir / _file_name(run_id, ".parquet"))
+        self._write(table, self.epochs_dir / file_name(run_id, ".parquet"))
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by writers that were killed mid-write (their pid is gone).
@@ -416,7 +241,7 @@ class Store:
                     pid = int(path.name.rsplit(".", 2)[-2])
                 except ValueError:
                     continue
-                if pid == os.getpid() or _alive(pid):
+                if pid == os.getpid() or alive(pid):
                     continue
                 path.unlink(missing_ok=True)
                 removed += 1
@@ -424,7 +249,7 @@ class Store:
 
     def _put_merged(self, folder: Path, schema: pa.Schema, run_id: str, rows: list[dict], key: list[str]) -> None:
         """Add rows to a run's file in `folder`, replacing rows with the same key."""
-        path = folder / _file_name(run_id, ".parquet")
+        path = folder / file_name(run_id, ".parquet")
         old = []
         if path.exists():
             try:
@@ -455,7 +280,7 @@ class Store:
         folder.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([{**{k: r.get(k) for k in LAYER_STATS_SCHEMA.names}, "run_id": run_id}
                                       for r in rows], schema=LAYER_STATS_SCHEMA)
-        self._write(table, folder / _file_name(run_id, ".parquet"))
+        self._write(table, folder / file_name(run_id, ".parquet"))
 
     def layer_stats(self) -> pd.DataFrame:
         return self._read_all(self.root / "layer_stats", LAYER_STATS_SCHEMA, None)
@@ -467,10 +292,10 @@ class Store:
         return self._read_all(self.root / "propagation", PROPAGATION_SCHEMA, None)
 
     def delete_run(self, run_id: str) -> None:
-        for path in (self.runs_dir / _file_name(run_id, ".parquet"), self.epochs_dir / _file_name(run_id, ".parquet"),
-                     self.checkpoint_path(run_id), self.root / "noise_evals" / _file_name(run_id, ".parquet"),
-                     self.root / "layer_stats" / _file_name(run_id, ".parquet"),
-                     self.root / "propagation" / _file_name(run_id, ".parquet")):
+        for path in (self.runs_dir / file_name(run_id, ".parquet"), self.epochs_dir / file_name(run_id, ".parquet"),
+                     self.checkpoint_path(run_id), self.root / "noise_evals" / file_name(run_id, ".parquet"),
+                     self.root / "layer_stats" / file_name(run_id, ".parquet"),
+                     self.root / "propagation" / file_name(run_id, ".parquet")):
             path.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
@@ -555,7 +380,7 @@ class Store:
         self._snapshot(self.epochs_dir, EPOCHS_SCHEMA)
 
     def describe(self) -> dict:
-        """What `robustres doctor` shows: size, files, runs by status, unreadable files, live claims.
+        """What `robustres doctor` shows: size, files, runs by status, unreadable files.
         Raises StoreError when the store exists but cannot be read as a whole."""
         if not self.root.exists():
             return {"path": str(self.root), "exists": False}
@@ -570,11 +395,9 @@ class Store:
             runs = self.runs(columns=["status"])
         except OSError as exc:
             raise StoreError(f"cannot read the store at {self.root}: {exc.strerror or exc}") from None
-        claims = Claims(self)
-        live = [p.stem for p in claims.folder.glob("*.json") if RUN_ID.match(p.stem) and claims.holder(p.stem)]
         return {"path": str(self.root.resolve()), "exists": True, "bytes": size, "files": files,
                 "runs": len(runs), "by_status": {s: int(n) for s, n in runs.status.value_counts().items()},
-                "unreadable_files": len(self.warnings), "runs_being_trained": len(live)}
+                "unreadable_files": len(self.warnings)}
 
     def runs(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self._read_all(self.runs_dir, RUNS_SCHEMA, columns)
@@ -582,7 +405,7 @@ class Store:
     def epochs(self, run_id: str | None = None) -> pd.DataFrame:
         if run_id is None:
             return self._read_all(self.epochs_dir, EPOCHS_SCHEMA, None)
-        path = self.epochs_dir / _file_name(run_id, ".parquet")
+        path = self.epochs_dir / file_name(run_id, ".parquet")
         if not path.exists():
             return EPOCHS_SCHEMA.empty_table().to_pandas()
         try:
@@ -592,7 +415,7 @@ class Store:
             return EPOCHS_SCHEMA.empty_table().to_pandas()
 
     def get_run(self, run_id: str) -> dict | None:
-        path = self.runs_dir / _file_name(run_id, ".parquet")
+        path = self.runs_dir / file_name(run_id, ".parquet")
         if not path.exists():
             return None
         try:

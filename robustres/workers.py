@@ -1,7 +1,7 @@
 """Local worker processes: one per device (every visible GPU), packs queued to whichever is free.
 
 Each worker is a spawned process pinned to its device; it loads the data it needs once, trains
-the packs it is handed through the same `_PackRunner` as the in-process executor (so it writes its
+the packs it is handed through the same `PackRunner` as the in-process executor (so it writes its
 own runs' rows and checkpoints, one file per run) and sends its progress back to the driver. The
 driver watches the workers: when one dies (a segfault, the OOM killer, kill -9), the pack it held
 is marked `failed` with the exit code, a fresh worker takes its device, and the sweep goes on.
@@ -16,8 +16,8 @@ import time
 import traceback
 from dataclasses import asdict
 
-from .executor import Reporter, Silent, _PackRunner, engine_options, result_row, begin
-from .plan import Pack, make_packs
+from .executor import PackRunner, Reporter, Silent, begin, engine_options, flops_per_image, record_failed
+from .plan import Pack, data_key, plan_all
 from .spec import Execution, RunSpec
 from .store import Store
 
@@ -59,15 +59,16 @@ def _worker_main(worker: int, device_name: str, execution: Execution, tasks, res
     import torch
 
     from . import data as D
-    from . import engine
+    from . import tuning
+    from .devices import resolve_device
 
     _die_with_parent(parent)
-    device = engine.resolve_device(device_name)
+    device = resolve_device(device_name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(1)
-    runner = _PackRunner(Store(execution.store), device, engine_options(execution), _Forward(results, worker))
+    runner = PackRunner(Store(execution.store), device, engine_options(execution), _Forward(results, worker))
     loaded: dict[tuple, tuple] = {}
     while True:
         task = tasks.get()
@@ -76,13 +77,13 @@ def _worker_main(worker: int, device_name: str, execution: Execution, tasks, res
         index, spec_dicts, start_epoch = task
         specs = tuple(RunSpec.from_dict(d) for d in spec_dicts)
         try:
-            key = D.data_key(specs[0])
+            key = data_key(specs[0])
             if key not in loaded:
                 loaded.clear()
                 cpu = D.load(specs[0], execution.data_dir)
                 loaded[key] = (cpu, cpu.to(device))
             cpu, on_device = loaded[key]
-            fused = engine.choose_fuse(specs, on_device, device, runner.options)
+            fused = tuning.choose_fuse(specs, on_device, device, runner.options)
             results.put(("started", worker, index, fused))
             rows = runner.run(Pack(specs, start_epoch), on_device, cpu)
             results.put(("done", worker, index, rows))
@@ -98,21 +99,19 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
     store, work, rows = begin(runs, execution, reporter)
     try:
         if work.todo:
-            _train_packs(work, execution, devices, store, reporter, rows)
+            _train_packs(work, execution, devices, store, reporter, rows, datasets)
     finally:
         work.release_all()
     return [rows.get(s.run_id) for s in runs]
 
 
 def _train_packs(work, execution: Execution, devices: list[str], store: Store, reporter: Reporter,
-                 rows: dict) -> None:
-    from . import data as D
+                 rows: dict, datasets: dict) -> None:
+    def flops(spec: RunSpec) -> int:
+        data = datasets[data_key(spec)]
+        return flops_per_image(spec, data.input_shape, data.num_classes)
 
-    packs: list[Pack] = []
-    for key in dict.fromkeys(D.data_key(s) for s in work.todo):
-        group = [s for s in work.todo if D.data_key(s) == key]
-        packs += make_packs(group, execution.pack_size or len(group), work.epochs_done)
-    packs.sort(key=lambda p: -(p.runs[0].depth * p.runs[0].epochs * p.k))  # the long ones first
+    packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, flops)
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -147,8 +146,8 @@ def _train_packs(work, execution: Execution, devices: list[str], store: Store, r
                     if proc.is_alive() or worker not in holding:
                         continue
                     index = holding.pop(worker)
-                    _fail(packs[index], f"worker process on {devices[worker]} died (exit code {proc.exitcode})",
-                          store, reporter, rows)
+                    record_failed(packs[index].runs, store, reporter,
+                                  f"worker process on {devices[worker]} died (exit code {proc.exitcode})", rows)
                     work.release(packs[index].runs)
                     procs[worker] = start(worker)
                     hand_out(worker)
@@ -162,7 +161,7 @@ def _train_packs(work, execution: Execution, devices: list[str], store: Store, r
                 index = message[2]
                 holding.pop(worker, None)
                 if kind == "error":
-                    _fail(packs[index], message[3], store, reporter, rows)
+                    record_failed(packs[index].runs, store, reporter, message[3], rows)
                 else:
                     for row in message[3]:
                         rows[row["run_id"]] = row
@@ -184,15 +183,3 @@ def engine_record(d: dict):
     from .engine import EpochRecord
 
     return EpochRecord(**d)
-
-
-def _fail(pack: Pack, detail: str, store: Store, reporter: Reporter, rows: dict) -> None:
-    for spec in pack.runs:
-        existing = store.get_run(spec.run_id) or {}
-        base = {k: existing[k] for k in ("params", "flops_per_image", "device", "torch_version",
-                                         "robustres_version", "created_at") if existing.get(k) is not None}
-        row = {**result_row(spec, None, base), "status": "failed", "error": detail,
-               "epochs_done": existing.get("epochs_done") or 0, "seconds": existing.get("seconds")}
-        store.put_run(row)
-        reporter.run_finished(spec, row, reused=False)
-        rows[spec.run_id] = store.get_run(spec.run_id) or row

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustres.spec import SpecError, parse_h_grid, parse_ints, parse_seeds
+from robustres.grid import parse_h_grid, parse_ints, parse_seeds
+from robustres.spec import SpecError
 
 CUDA = torch.cuda.is_available()
 S = ["sweep", "--depths", "3", "--h", "0.1"]  # a valid sweep, to which one bad option is added

@@ -112,6 +112,7 @@ def _env(tmp_path: Path, store: str) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_finishes_like_an_uninterrupted_run(tmp_path):
     args = ROBUSTRES + ["train", "--depth", "10", "--epochs", "60", "--n-train", "2000", "--json",
                         "--checkpoint-every", "0"]

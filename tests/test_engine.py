@@ -1,4 +1,3 @@
-import time
 
 import pytest
 import torch
@@ -7,11 +6,12 @@ from robustres import data as D
 from robustres import engine
 from robustres.models import init_model
 from robustres.spec import make_run_spec
+from robustres.units import Options
 
 CPU = torch.device("cpu")
 
 
-EVERY_EPOCH = engine.Options(checkpoint_seconds=0)
+EVERY_EPOCH = Options(checkpoint_seconds=0)
 
 
 def run(spec, checkpoint=None, **kwargs):
@@ -19,13 +19,11 @@ def run(spec, checkpoint=None, **kwargs):
     return engine.train([spec], D.load(spec, "."), CPU, [checkpoint], options=EVERY_EPOCH, **kwargs)[0]
 
 
-def test_two_moons_reaches_95_percent_at_h_0_1_in_seconds():
+def test_two_moons_reaches_95_percent_at_h_0_1():
     spec = make_run_spec(dataset="two-moons", h=0.1)
-    started = time.perf_counter()
     outcome = run(spec)
     assert outcome.status == "completed" and len(outcome.history) == spec.epochs
     assert outcome.final_test_acc > 0.95
-    assert time.perf_counter() - started < 30  # generous: it takes about a second
 
 
 def test_tiny_h_over_smooths_a_deep_mlp():
@@ -89,7 +87,7 @@ def test_a_resumed_pack_keeps_the_execution_it_started_with(tmp_path, monkeypatc
     loaded machine could flip it): it goes on as it started, and matches the uninterrupted run."""
     specs = [make_run_spec(dataset="two-moons", depth=4, h=h, seed=s, epochs=4) for h, s in ((0.5, 0), (1.0, 1))]
     data = D.load(specs[0], ".")
-    in_turn = engine.Options(checkpoint_seconds=0, fuse=False)
+    in_turn = Options(checkpoint_seconds=0, fuse=False)
     whole = engine.train(specs, data, CPU, [tmp_path / f"w{i}.pt" for i in range(2)], options=in_turn)
 
     def stop_after_two(i, record, saved):

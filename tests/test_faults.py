@@ -15,7 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robustres.store import Claims, Store, _process_start
+from robustres.checkpoints import load_checkpoint
+from robustres.claims import Claims
+from robustres.processes import process_start as _process_start
+from robustres.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "ci-smoke.yaml"
@@ -38,6 +41,7 @@ def _load_kill_suite():
 # ------------------------------------------------------------------ kill -9 at random moments
 
 
+@pytest.mark.slow
 def test_kill_suite_three_random_kills_lose_nothing(tmp_path):
     suite = _load_kill_suite()
     counts = suite.run_suite(trials=3, seed=11, workdir=tmp_path)
@@ -51,6 +55,7 @@ def test_kill_suite_three_random_kills_lose_nothing(tmp_path):
 # ------------------------------------------------------------------ two sweeps, one store
 
 
+@pytest.mark.slow
 def test_two_overlapping_sweeps_at_once_train_each_run_once(tmp_path):
     common = ["--depths", "3", "--seeds", "2", "--epochs", "150", "--pack-size", "2", "--checkpoint-every", "0",
               "--json"]
@@ -95,6 +100,7 @@ def _claim(store: Path, run_id: str, owner: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_dead_processs_claim_is_taken_over_a_live_ones_waited_for(tmp_path):
     args = ["--depths", "3", "--h", "0.1", "--seeds", "1", "--epochs", "5"]
     (run_id,) = _dry_run_ids(tmp_path, args)
@@ -288,9 +294,8 @@ class _Exploit:
 def test_a_checkpoint_holding_code_is_never_unpickled(tmp_path):
     import torch
 
-    from robustres import engine
 
     path, marker = tmp_path / "0123456789abcdef.pt", tmp_path / "pwned"
     torch.save({"run_id": "0123456789abcdef", "payload": _Exploit(marker)}, path)
-    assert engine.load_checkpoint(path, "0123456789abcdef") is None  # refused, read as damaged
+    assert load_checkpoint(path, "0123456789abcdef") is None  # refused, read as damaged
     assert not marker.exists()

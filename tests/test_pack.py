@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from robustres import data as D
-from robustres import engine
+from robustres import engine, tuning
 from robustres.models import build_pack, init_model, unfuse
 from robustres.plan import Pack, make_packs
 from robustres.spec import make_run_spec
+from robustres.units import Options, Unit
 
 CPU = torch.device("cpu")
-EVERY_EPOCH = engine.Options(checkpoint_seconds=0)
+EVERY_EPOCH = Options(checkpoint_seconds=0)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -148,8 +149,8 @@ def test_a_packed_run_follows_its_lone_trajectory_at_small_h():
     specs = [make_run_spec(dataset="synthetic", depth=8, n_train=640, n_test=16, batch_size=64, h=h, seed=0)
              for h in (0.1, 0.5, 1.0, 2.0)]
     data = D.load(specs[0], ".")
-    packed = _step_losses([engine.Unit([0, 1, 2, 3], specs, data, CPU, engine.Options())], data, 20, 64, specs)
-    alone = _step_losses([engine.Unit([0], specs, data, CPU, engine.Options())], data, 20, 64, specs)
+    packed = _step_losses([Unit([0, 1, 2, 3], specs, data, CPU, Options())], data, 20, 64, specs)
+    alone = _step_losses([Unit([0], specs, data, CPU, Options())], data, 20, 64, specs)
     assert abs(packed[0, 0] - alone[0, 0]) <= 1e-6 * alone[0, 0]  # same weights, same first batch
     drift = ((packed[:, 0] - alone[:, 0]).abs() / alone[:, 0].abs()).max().item()
     assert drift <= 1e-4, f"relative drift {drift:.2e}"
@@ -158,16 +159,16 @@ def test_a_packed_run_follows_its_lone_trajectory_at_small_h():
 def test_a_diverging_pack_mate_leaves_the_others_untouched():
     specs = [make_run_spec(dataset="two-moons", depth=30, epochs=3, h=h, seed=0) for h in (20.0, 0.1)]
     data = D.load(specs[0], ".")
-    packed = _step_losses([engine.Unit([0, 1], specs, data, CPU, engine.Options())], data, 20, 64, specs)
-    alone = _step_losses([engine.Unit([1], specs, data, CPU, engine.Options())], data, 20, 64, specs)
+    packed = _step_losses([Unit([0, 1], specs, data, CPU, Options())], data, 20, 64, specs)
+    alone = _step_losses([Unit([1], specs, data, CPU, Options())], data, 20, 64, specs)
     assert not torch.isfinite(packed[:, 0]).all()  # the h = 20 model did blow up
     assert torch.isfinite(packed[:, 1]).all()
     drift = ((packed[:, 1] - alone[:, 0]).abs() / alone[:, 0].abs()).max().item()
     assert drift <= 1e-4, f"relative drift {drift:.2e}"
 
     # Through the whole engine: statuses, and the survivor's epochs as alone.
-    out = engine.train(specs, data, CPU, options=engine.Options(fuse=True))
-    solo = engine.train(specs[1:], data, CPU, options=engine.Options(fuse=True))[0]
+    out = engine.train(specs, data, CPU, options=Options(fuse=True))
+    solo = engine.train(specs[1:], data, CPU, options=Options(fuse=True))[0]
     assert out[0].status == "diverged" and out[0].diverged_epoch == 1 and out[0].history == []
     assert out[1].status == "completed" and len(out[1].history) == 3
     for a, b in zip(out[1].history, solo.history):
@@ -178,7 +179,7 @@ def test_a_diverging_pack_mate_leaves_the_others_untouched():
 def test_diverged_slices_are_zeroed_and_frozen():
     specs = [make_run_spec(dataset="two-moons", depth=30, h=h) for h in (20.0, 0.1)]
     data = D.load(specs[0], ".")
-    unit = engine.Unit([0, 1], specs, data, CPU, engine.Options())
+    unit = Unit([0, 1], specs, data, CPU, Options())
     _step_losses([unit], data, 5, 64, specs)
     assert unit.alive.tolist() == [False, True]
     unit.freeze([0])
@@ -197,7 +198,7 @@ def test_diverged_slices_are_zeroed_and_frozen():
 def test_fused_and_in_turn_execution_agree(fuse):
     specs = [make_run_spec(dataset="two-moons", depth=5, epochs=3, h=h, seed=s) for h in (0.1, 0.5) for s in (0, 1)]
     data = D.load(specs[0], ".")
-    packed = engine.train(specs, data, CPU, options=engine.Options(fuse=fuse))
+    packed = engine.train(specs, data, CPU, options=Options(fuse=fuse))
     for spec, outcome in zip(specs, packed):
         alone = engine.train([spec], data, CPU)[0]
         for a, b in zip(outcome.history, alone.history):
@@ -259,9 +260,9 @@ def test_make_packs_groups_by_architecture_and_progress_and_cuts_evenly():
 def test_auto_pack_size_and_fuse_choice_on_the_cpu():
     specs = [make_run_spec(dataset="two-moons", depth=4, h=h) for h in (0.1, 0.2, 0.5)]
     data = D.load(specs[0], ".")
-    k = engine.auto_pack_size(specs, data, CPU, engine.Options())
+    k = tuning.auto_pack_size(specs, data, CPU, Options())
     assert 1 <= k <= 3
-    choice = engine.choose_fuse(specs, data, CPU, engine.Options())
-    assert isinstance(choice, bool) and engine.choose_fuse(specs, data, CPU, engine.Options()) == choice
-    assert engine.choose_fuse(specs, data, CPU, engine.Options(fuse=False)) is False
-    assert math.isfinite(engine._time_steps([engine.Unit([0], specs, data, CPU, engine.Options())], data, 64))
+    choice = tuning.choose_fuse(specs, data, CPU, Options())
+    assert isinstance(choice, bool) and tuning.choose_fuse(specs, data, CPU, Options()) == choice
+    assert tuning.choose_fuse(specs, data, CPU, Options(fuse=False)) is False
+    assert math.isfinite(tuning._time_steps([Unit([0], specs, data, CPU, Options())], data, 64))

@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from robustres import figures
 from robustres import report as R
 from robustres.spec import make_run_spec
 from robustres.store import Store, config_columns
@@ -162,7 +163,7 @@ def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
     real_close = plt.close
     plt.close = lambda fig=None: (captured.append(fig), real_close(fig))
     try:
-        files = R.plot(groups, store.epochs(), runs, tmp_path / "figs")
+        files = figures.plot(groups, store.epochs(), runs, tmp_path / "figs")
     finally:
         plt.close = real_close
     names = sorted(p.name for p in files)

@@ -1,6 +1,7 @@
 import pytest
 
-from robustres.spec import RunSpec, SpecError, make_run_spec, parse_floats, parse_ints
+from robustres.grid import parse_floats, parse_ints
+from robustres.spec import RunSpec, SpecError, make_run_spec
 
 
 def test_protocol_defaults_follow_the_paper():

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustres.spec import (SpecError, decade_grid, load_sweep_file, make_run_spec, make_sweep_spec,
-                            parse_h_grid, parse_seeds)
+from robustres.grid import decade_grid, load_sweep_file, make_sweep_spec, parse_h_grid, parse_seeds
+from robustres.spec import SpecError, make_run_spec
 from robustres.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +165,7 @@ def _env(tmp_path, store):
                 OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_completes_every_run_exactly_once(tmp_path):
     # --fuse: both processes run the packs alike (a timed choice could flip on a loaded machine)
     args = [sys.executable, "-m", "robustres", "sweep", "--depths", "3,6", "--h", "0.1,0.5,1", "--seeds", "2",
@@ -201,6 +202,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_every_run_exactly_once(tmp_path)
     assert not list((tmp_path / "cut").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_sweep_through_a_real_local_ray_matches_the_local_executor(cli, tmp_path):
     pytest.importorskip("ray")
     preset = SWEEPS / "ci-smoke.yaml"
@@ -223,6 +225,7 @@ def test_a_sweep_through_a_real_local_ray_matches_the_local_executor(cli, tmp_pa
     assert code == 0 and err.count("not retrained") == 8
 
 
+@pytest.mark.slow
 def test_worker_processes_share_out_the_packs_like_one_process(cli, tmp_path):
     preset = SWEEPS / "ci-smoke.yaml"
     code, out, err = cli("sweep", "--config", preset, "--workers", "2", "--pack-size", "2", "--no-fuse", "--json",
@@ -248,6 +251,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_pack_and_the_sweep_goes_on(tmp_path):
     args = [sys.executable, "-m", "robustres", "sweep", "--depths", "3", "--h", "0.1,0.5,1,2", "--seeds", "1",
             "--epochs", "400", "--workers", "2", "--pack-size", "2", "--no-fuse", "--json"]

@@ -1,0 +1,102 @@
+"""robustres noise-eval: the paper's robustness instruments (Fig. 5 and Prop. 2)."""
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import report as R
+from ..grid import EXECUTION_KEYS, merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
+from ..spec import NOISE_KINDS, TRAINING_EXECUTION, SpecError
+from . import render
+from .app import EXIT_FAILED, EXIT_OK, app, examples
+from .common import execution_of
+from .options import AsJson, Config, HGrid, Seeds, execution_options, run_options, with_options
+from .sweep import run_sweep
+
+HELP = ("The paper's robustness instruments: training on noisy inputs (--mode train-noise, Fig. 5), accuracy of "
+        "trained runs on corrupted test inputs (--mode test-noise), and how input noise grows through the blocks "
+        "(--propagation, Prop. 2).")
+
+
+@app.command("noise-eval", help=HELP, short_help="Robustness: noisy training (Fig. 5), corrupted test inputs, Prop. 2.",
+             epilog=examples("robustres noise-eval --mode train-noise --dataset two-moons --depth 10 --h 0.1,1 "
+                             "--levels 0,0.1,0.2 --seeds 3",
+                             "robustres noise-eval --depth 10 --levels 0,0.2,0.4 --propagation"))
+@with_options(run_options(noise_eval=True), execution_options(names=("device", "store", "data_dir") + TRAINING_EXECUTION[:4]))
+def noise_eval(
+    options: dict,
+    mode: Annotated[str, typer.Option(metavar="MODE", help="train-noise (train on noisy inputs: a sweep over --levels) or test-noise (evaluate trained runs on corrupted test inputs).")] = "test-noise",
+    levels: Annotated[str, typer.Option(metavar="LIST", help="Noise levels from 0 to 1, comma-separated.")] = "0,0.1,0.2,0.3",
+    kinds: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Noise kinds, comma-separated: gaussian, salt-pepper, mosaic (images), char-swap (text), gaussian (points). Default: the data's first.")] = None,
+    propagation: Annotated[bool, typer.Option("--propagation", help="test-noise: also record, per block, ||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||.")] = False,
+    config: Config = None,
+    depth: Annotated[Optional[str], typer.Option("--depth", "--depths", metavar="LIST", show_default=False, help="Depth(s), comma-separated.")] = None,
+    h: HGrid = None,
+    seeds: Seeds = None,
+    as_json: AsJson = False,
+) -> None:
+    level_list = parse_floats("--levels", levels)
+    for level in level_list:
+        if not 0 <= level <= 1:
+            raise SpecError(f"--levels: a noise level is in [0, 1], got {level:g}")
+    kind_list = [k.strip() for k in kinds.split(",")] if kinds else []
+    known = sorted({k for ks in NOISE_KINDS.values() for k in ks})
+    for kind in kind_list:
+        if kind not in known:
+            raise SpecError(f"unknown noise kind {kind!r}; choose: {', '.join(known)}")
+    if mode == "train-noise":
+        if propagation:
+            raise SpecError("--propagation goes with --mode test-noise (it reads trained checkpoints)")
+        if len(kind_list) > 1:
+            raise SpecError("--mode train-noise trains with one noise kind at a time")
+        flags = {**options, "depths": depth, "h": h, "seeds": seeds, "train_noise": level_list,
+                 "noise_kind": kind_list[0] if kind_list else None}
+        run_sweep(merge_preset(config, flags), config, False, as_json, False)
+    if mode != "test-noise":
+        raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
+    if seeds is not None:
+        options = {**options, "seeds": seeds}
+    for name in ("seeds", "epochs", "lr", "limit_train", "milestones", "precision", *TRAINING_EXECUTION):
+        if name in options:
+            flag = "--fuse/--no-fuse" if name == "fuse" else "--" + name.replace("_", "-")
+            raise SpecError(f"{flag} goes with --mode train-noise (test-noise trains nothing)")
+    test_noise(options, level_list, kind_list, propagation, config, depth, h, as_json)
+
+
+def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_json) -> None:
+    from ..instruments import evaluate_store
+    from ..store import Store
+
+    execution = execution_of({k: v for k, v in options.items() if k in EXECUTION_KEYS})
+    store = Store(execution.store, write_cache=False)  # nothing is written before the input is checked
+    planned = None
+    if config is not None:
+        planned = frozenset(s.run_id for slot in preset_slots(merge_preset(config, {}), str(config)) for s in slot)
+    dataset = options.get("dataset")
+    filters = R.Filters(datasets=(dataset,) if dataset else (), depths=tuple(parse_ints("--depth", depth)) if depth else (),
+                        hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
+    rows = R.select(store.runs(), filters)
+    rows = rows[rows.status == "completed"]
+    if rows.empty:
+        print(f"error: no completed runs in {store.root} match", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
+    result = evaluate_store(store, rows, levels, kinds, with_propagation, execution.data_dir,
+                            options.get("limit_test"), execution.device)
+    if not result.evaluated:
+        print(f"error: none of the {len(result.specs)} matching runs has a usable checkpoint",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        print(json.dumps({"noise_evals": result.results}, indent=2))
+        raise typer.Exit(EXIT_OK)
+    prop = None
+    if with_propagation:
+        import pandas as pd
+
+        prop = store.propagation()
+        prop = prop[prop.run_id.isin([s.run_id for s in result.specs])].merge(
+            pd.DataFrame([{"run_id": s.run_id, "depth": s.depth, "h": s.h} for s in result.specs]), on="run_id")
+    render.print_noise_table(result.results, result.evaluated, store.root, prop)
+    raise typer.Exit(EXIT_OK)

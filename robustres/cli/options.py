@@ -1,0 +1,78 @@
+"""The commands' options, derived from the field tables in spec.py.
+
+`with_options(fields)` adds one typed Typer option per field to a command: its flag, help text and
+metavar come from the field's Meta, every default is None (so "given" means "not None", and a
+flag given on the command line overrides a preset's key), and the command receives them all as
+one dict, `options`, holding only the options given.
+"""
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..spec import EXECUTION_FIELDS, EXECUTION_TYPES, FIELD_TYPES, RUN_OPTIONS, meta
+
+# What the flag of a field takes on the command line, where that is not the field's own type.
+_CLI_TYPES = {"milestones": str, "precision": str, "pack_size": str, "track_layers": str, "store": Path,
+              "data_dir": Path}
+
+
+def _option(f, types: dict) -> inspect.Parameter:
+    m = meta(f)
+    py_type = _CLI_TYPES.get(f.name, types[f.name])
+    flag = m.flag or "--" + f.name.replace("_", "-")
+    info = typer.Option(flag, help=m.help, metavar=None if py_type is bool else m.metavar or None,
+                        show_default=False)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[py_type], info])
+
+
+def run_options(*, noise_eval: bool = False) -> list[inspect.Parameter]:
+    """The shared run options (all of them; or those of `noise-eval --mode train-noise`)."""
+    return [_option(f, FIELD_TYPES) for f in RUN_OPTIONS if meta(f).noise_eval or not noise_eval]
+
+
+def execution_options(*, sweep: bool = False, names: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
+    """The execution options: train's, sweep's (with the executors'), or the ones named."""
+    chosen = [f for f in EXECUTION_FIELDS if meta(f).option and (sweep or not meta(f).sweep_only)]
+    if names is not None:
+        chosen = [f for f in EXECUTION_FIELDS if f.name in names]
+    return [_option(f, EXECUTION_TYPES) for f in chosen]
+
+
+def with_options(*groups: list[inspect.Parameter]):
+    """Add the options of `groups` to a command; it gets those given as `options` (a dict)."""
+    added = [p for group in groups for p in group]
+    names = [p.name for p in added]
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            given = {n: kwargs.pop(n) for n in names if n in kwargs}
+            return command(options={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(own + added)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+        del wrapper.__wrapped__  # typer must see the new signature, not the command's
+        return wrapper
+
+    return decorate
+
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress goes to stderr).")]
+Force = Annotated[bool, typer.Option("--force", help="Retrain runs that the store already holds.")]
+Config = Annotated[Optional[Path], typer.Option(
+    "--config", metavar="PRESET", show_default=False,
+    help="A sweep preset (YAML), e.g. sweeps/quick-moons.yaml; flags override its keys.")]
+HGrid = Annotated[Optional[str], typer.Option(
+    "--h", metavar="GRID", show_default=False,
+    help="h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 log-spaced).")]
+Seeds = Annotated[Optional[str], typer.Option(
+    "--seeds", metavar="SEEDS", show_default=False, help="5 (seeds 0..4), 7,8,9 (those) or 3..6 (a range).")]
+Depths = Annotated[Optional[str], typer.Option("--depths", metavar="LIST", show_default=False,
+                                               help="Depths, comma-separated, e.g. 20,110,218.")]

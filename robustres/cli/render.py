@@ -1,0 +1,249 @@
+"""Tables and text for people, and JSON for scripts: everything the commands print."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .progress import status_text
+
+
+def pct(value) -> str:
+    try:
+        return "-" if value is None or value != value else f"{100 * value:.2f}"
+    except TypeError:
+        return "-"
+
+
+def counts(rows: list[dict]) -> dict:
+    out = {s: 0 for s in ("completed", "diverged", "failed", "running")}
+    for r in rows:
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return out
+
+
+def json_runs(rows: list[dict], extra: tuple[str, ...] = ()) -> list[dict]:
+    keys = ("run_id", "dataset", "depth", "h", "seed", *extra, "status", "final_test_acc",
+            "best_test_acc", "epochs_done", "params", "seconds")
+    return [{k: json_value(r.get(k)) for k in keys} for r in rows]
+
+
+def print_sweep_summary(out: Console, rows: list[dict], groups, recs: list[dict], store: Path, seconds: float) -> None:
+    """Per dataset, depth and training noise: each h's completed / diverged / failed runs and the
+    median final test accuracy; the h that `report` recommends is marked (report.recommend)."""
+    n = counts(rows)
+    out.print(f"robustres sweep: {len(rows)} runs in {seconds:.1f}s: {n['completed']} completed, "
+              f"{n['diverged']} diverged, {n['failed']} failed; store {store}")
+    chosen = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r["h"] for r in recs}
+    for block, g in groups.groupby(["dataset", "protocol", "depth", "train_noise"], sort=False):
+        dataset, protocol, depth, noise = block
+        title = f"{dataset} depth {depth}" + (f", training noise {noise:g}" if noise else "") + \
+            (f" ({protocol})" if protocol else "")
+        table = Table(title=title)
+        for col in ("h", "runs", "completed", "diverged", "failed", "median final test %"):
+            table.add_column(col, justify="right")
+        for r in g.sort_values("h").itertuples():
+            mark = " <- best" if chosen.get(block) == r.h else ""
+            table.add_row(f"{r.h:g}", str(r.runs), str(r.completed), str(r.diverged), str(r.failed),
+                          pct(r.final_median) + mark)
+        out.print(table)
+
+
+def print_plan(plan: dict) -> None:
+    out = console()
+    table = Table(title=f"robustres sweep --dry-run: {plan['runs_total']} runs, {plan['runs_done']} done, "
+                        f"{plan['runs_todo']} to do, in {len(plan['packs'])} pack(s); nothing trained")
+    for col in ("#", "dataset", "depth", "K", "h", "seeds", "noise", "epochs", "device", "cost"):
+        table.add_column(col, justify="left" if col in ("dataset", "h", "seeds", "noise", "device") else "right")
+    for i, p in enumerate(plan["packs"], 1):
+        epochs = f"{p['start_epoch']}->{p['epochs']}" if p["start_epoch"] else str(p["epochs"])
+        table.add_row(str(i), p["dataset"], str(p["depth"]), str(p["k"]), short_list(p["h"]), short_list(p["seeds"]),
+                      short_list(p["train_noise"]), epochs, p["device"], flop_text(p["tflop"] * 1e12))
+    out.print(table)
+    total = sum(p["tflop"] for p in plan["packs"])
+    out.print(f"estimated training cost {flop_text(total * 1e12)} (3x forward multiply-adds per image and epoch); "
+                  f"pack size {plan['pack_size']}; store {plan['store']}")
+    for warning in plan["warnings"]:
+        out.print(f"warning: {warning}")
+
+
+def flop_text(x: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if x >= scale:
+            return f"{x / scale:,.1f} {unit}"
+    return f"{x / 1e6:,.1f} MFLOP"
+
+
+def short_list(values: list) -> str:
+    text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def json_value(v):
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def console() -> Console:
+    # Wide enough for the tables when the output goes to a file or a CI log.
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
+def print_dry_run(described: list[dict]) -> None:
+    out = console()
+    table = Table(title=f"robustres train --dry-run: {len(described)} run(s), nothing trained")
+    for col in ("run_id", "dataset", "model", "depth", "h", "seed", "epochs", "batch", "lr", "params", "MFLOPs/img"):
+        table.add_column(col, justify="left" if col in ("run_id", "dataset", "model") else "right")
+    for r in described:
+        table.add_row(r["run_id"], r["dataset"], r["model"], str(r["depth"]), f"{r['h']:g}", str(r["seed"]),
+                      str(r["epochs"]), str(r["batch_size"]), f"{r['lr']:g}", f"{r['params']:,}",
+                      f"{r['flops_per_image'] / 1e6:.2f}")
+    out.print(table)
+    first = described[0]
+    out.print(f"device {first['device']}, store {first['store']}, data {first['data_dir']}")
+
+
+def print_train_summary(out: Console, rows: list[dict], store: Path, seconds: float) -> None:
+    table = Table(title=f"robustres train: {len(rows)} run(s) in {seconds:.1f}s, store {store}")
+    for col in ("run_id", "dataset", "depth", "h", "seed", "status", "final test %", "best test %", "epochs", "seconds"):
+        table.add_column(col, justify="left" if col in ("run_id", "dataset", "status") else "right")
+    for r in rows:
+        epochs = f"{r['epochs_done']}/{r['epochs']}"
+        table.add_row(r["run_id"], r["dataset"], str(r["depth"]), f"{r['h']:g}", str(r["seed"]), r["status"],
+                      pct(r.get("final_test_acc")), pct(r.get("best_test_acc")), epochs,
+                      f"{r['seconds']:.1f}" if r.get("seconds") is not None else "-")
+    out.print(table)
+    for r in rows:
+        if r["status"] in ("diverged", "failed"):
+            out.print(f"{r['run_id']} h={r['h']:g}: {status_text(r)}")
+
+
+
+def records(df) -> list[dict]:
+    return [{k: json_value(v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in df.to_dict(orient="records")]
+
+
+def report_json(groups, recs, warnings, files) -> dict:
+    return {"schema_version": 1, "groups": records(groups), "recommendations": recs, "warnings": warnings,
+            "figures": [str(f) for f in files]}
+
+
+def report_markdown(groups, recs, warnings) -> str:
+    lines = ["| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | median final % | std | "
+             "best-epoch median % | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in groups.itertuples():
+        lines.append(f"| {r.dataset} | {r.protocol} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | {r.completed} | "
+                     f"{r.diverged} | {r.failed} | {pct(r.final_median)} | {pct(r.final_std)} | "
+                     f"{pct(r.best_epoch_median)} | {r.label} |")
+    lines.append("")
+    for rec in recs:
+        lines.append(f"- **{rec['dataset']}, depth {rec['depth']}**: {rec['reason']}")
+    lines += [f"- warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def print_report(groups, recs, warnings) -> None:
+    out = console()
+    by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
+    for (dataset, protocol), g in groups.groupby(["dataset", "protocol"], sort=True):
+        noisy = g.train_noise.nunique() > 1 or (g.train_noise != 0).any()
+        table = Table(title=f"robustres report: {dataset}" + (f" ({protocol})" if protocol else ""),
+                      caption="final = test accuracy after the last epoch (recommendations use it); "
+                              "best epoch = the best epoch's, what the paper reports")
+        cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail", "final % median",
+                                                          "std", "min-max", "best epoch %", "label"]
+        for col in cols:
+            table.add_column(col, justify="left" if col == "label" else "right")
+        last = None
+        for r in g.itertuples():
+            block = (r.dataset, r.protocol, r.depth, r.train_noise)
+            if last is not None and block != last:
+                table.add_section()
+            last = block
+            label = r.label + (" <- recommended" if r.label == "best" else "")
+            spread = "-" if _isna(r.final_min) else f"{100 * r.final_min:.1f}-{100 * r.final_max:.1f}"
+            table.add_row(str(r.depth), *([f"{r.train_noise:g}"] if noisy else []), f"{r.h:g}", str(r.runs),
+                          str(r.completed), str(r.diverged), str(r.failed), pct(r.final_median), pct(r.final_std),
+                          spread, pct(r.best_epoch_median), label,
+                          style="bold" if r.label == "best" else None)
+        out.print(table)
+        for block, rec in by_block.items():
+            if block[:2] != (dataset, protocol):
+                continue
+            where = f"depth {block[2]}" + (f", noise {block[3]:g}" if block[3] else "")
+            line = f"{where}: {rec['reason']}"
+            vs = rec.get("vs_h1")
+            if vs:
+                diff = "" if vs["median_diff"] is None else f"median {100 * vs['median_diff']:+.1f} points, "
+                line += (f". Against h=1 over {vs['seeds']} paired seeds: {diff}wins {vs['wins']}/{vs['seeds']} "
+                         f"(sign test p={vs['sign_test_p']:.2f}; a divergence loses)")
+            out.print(line)
+    for w in warnings:
+        out.print(f"warning: {w}")
+
+
+def _isna(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+
+def size_text(n) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+
+
+def print_doctor(info: dict) -> None:
+    out = console()
+    out.print(" ".join(f"{k} {v}" for k, v in info["versions"].items() if v is not None and k != "platform"))
+    out.print(f"platform {info['versions']['platform']}")
+    for d in info["devices"]:
+        free = f", {size_text(d['free_bytes'])} free" if d["free_bytes"] is not None else ""
+        out.print(f"device {d['device']}: {d['name']}, {d['cores']} cores/SMs, {size_text(d['memory_bytes'])} memory{free}")
+    st = info["store"]
+    if "error" in st:
+        out.print(f"store {st['path']}: [red]{st['error']}[/red]")
+    elif not st["exists"]:
+        out.print(f"store {st['path']}: not created yet")
+    else:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(st["by_status"].items())) or "no runs"
+        out.print(f"store {st['path']}: {size_text(st['bytes'])} in {st['files']} files, {st['runs']} runs "
+                  f"({statuses}), {st['unreadable_files']} unreadable files, "
+                  f"{st['runs_being_trained']} runs being trained now")
+    dd = info["data"]
+    out.print(f"data {dd['path']}" + ("" if dd["exists"] else " (does not exist)") + ": "
+              + ", ".join(f"{k} ({v})" for k, v in dd["datasets"].items()))
+
+
+def print_noise_table(results: list[dict], evaluated: int, store_root, propagation=None) -> None:
+    """Accuracy on corrupted test inputs, median over seeds, per (dataset, depth, h, kind) and level;
+    with `propagation` (rows of the store's table for these runs, with depth and h), the median
+    relative perturbation at the last block."""
+    import pandas as pd
+
+    frame = pd.DataFrame(results)
+    table = Table(title=f"robustres noise-eval: {evaluated} run(s), accuracy on corrupted test inputs "
+                        f"(median over seeds), store {store_root}")
+    levels = sorted(frame.level.unique())
+    for col in ["dataset", "depth", "h", "kind"] + [f"{lv:g}" for lv in levels]:
+        table.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+    for (ds, dp, hv, kind), g in frame.groupby(["dataset", "depth", "h", "kind"]):
+        med = g.groupby("level").accuracy.median()
+        table.add_row(ds, str(dp), f"{hv:g}", kind, *[pct(med.get(lv)) for lv in levels])
+    console().print(table)
+    if propagation is not None and not propagation.empty:
+        last = propagation[propagation.block == propagation.groupby("run_id").block.transform("max")]
+        for (dp, hv, kind, lv), g in last.groupby(["depth", "h", "kind", "level"]):
+            print(f"depth {dp} h {hv:g} {kind} {lv:g}: relative perturbation at the last block, median "
+                  f"{g.value.median():.3f}")

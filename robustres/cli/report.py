@@ -1,0 +1,79 @@
+"""robustres report: which h to use at each depth, and how sure; figures and CI gates."""
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import report as R
+from ..grid import merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
+from ..spec import SpecError, default_store
+from ..store import Store
+from . import render
+from .app import EXIT_FAILED, EXIT_OK, app, examples
+from .options import Config, execution_options, with_options
+
+FORMATS = ("table", "json", "csv", "markdown")
+HELP = ("Which h to use at each depth, and how sure: tables, JSON, CSV or markdown, the paper's figures, and gates "
+        "for CI. Exit codes: 0 fine, 1 a gate failed or no run matched, 2 bad input.")
+
+
+@app.command(help=HELP, short_help="Which h to use at each depth, and how sure; figures and CI gates.",
+             epilog=examples("robustres report --config sweeps/quick-moons.yaml",
+                             "robustres report --depths 30 --format json",
+                             "robustres report --config sweeps/ci-smoke.yaml --require-complete --max-failures 0",
+                             "robustres report --plot figures/"))
+@with_options(execution_options(names=("store",)))
+def report(
+    options: dict,
+    config: Config = None,
+    dataset: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Only these datasets, comma-separated.")] = None,
+    depths: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Only these depths, comma-separated.")] = None,
+    h: Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False, help="Only these h (a list or a range, as in sweep).")] = None,
+    train_noise: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Only these training-noise levels.")] = None,
+    min_seeds: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help=f"Completed runs an h needs to be recommended (default {R.MIN_SEEDS}); given, also a gate: exit 1 when a (depth, h) has fewer.")] = None,
+    max_failures: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help="Gate: exit 1 when more runs than this failed.")] = None,
+    require_complete: Annotated[bool, typer.Option("--require-complete", help="Gate: exit 1 unless every run of --config is finished in the store.")] = False,
+    format_: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table, json, csv or markdown.")] = "table",
+    plot: Annotated[Optional[str], typer.Option(metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
+) -> None:
+    if format_ not in FORMATS:
+        raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
+    if min_seeds is not None and min_seeds < 1:
+        raise SpecError(f"--min-seeds must be >= 1, got {min_seeds}")
+    if max_failures is not None and max_failures < 0:
+        raise SpecError(f"--max-failures must be >= 0, got {max_failures}")
+    if require_complete and config is None:
+        raise SpecError("--require-complete needs --config: which runs should be there?")
+    slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
+    filters = R.Filters(
+        datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
+        depths=tuple(parse_ints("--depths", depths)) if depths else (),
+        hs=tuple(parse_h_grid(h)) if h else (),
+        train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
+        run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None,
+    )
+    store = Store(options.get("store") or default_store())
+    gates = R.Gates(min_seeds, max_failures, require_complete)
+    result = R.build(store, filters, slots, gates, str(config), plot)
+    if result is None:
+        if slots is not None and require_complete:
+            print(f"gate failed: 0 of {len(slots)} runs of {config} are in the store (not finished)", file=sys.stderr)
+        else:
+            print(f"error: no runs in {store.root} match", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
+    if format_ == "json":
+        print(json.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
+                                            result.figures), indent=2))
+    elif format_ == "csv":
+        print(result.groups.to_csv(index=False), end="")
+    elif format_ == "markdown":
+        print(render.report_markdown(result.groups, result.recommendations, result.warnings + result.failures))
+    else:
+        render.print_report(result.groups, result.recommendations, result.warnings)
+        for line in result.summaries + [f"wrote {path}" for path in result.figures]:
+            print(line)
+    for failure in result.failures:
+        print(f"gate failed: {failure}", file=sys.stderr)
+    raise typer.Exit(EXIT_FAILED if result.failures else EXIT_OK)

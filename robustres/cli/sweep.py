@@ -1,0 +1,63 @@
+"""robustres sweep: a depth x h x seed (x training-noise) grid from a preset and/or flags."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from .. import report as R
+from ..grid import merge_preset, sweep_runs
+from . import render
+from .app import EXIT_FAILED, EXIT_OK, app, examples
+from .common import execution_of, precision_of, train_with_progress
+from .options import AsJson, Config, Depths, Force, HGrid, Seeds, execution_options, run_options, with_options
+
+HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record. Runs already completed or "
+        "diverged in the store are skipped; an interrupted sweep resumes where it stopped when the same command "
+        "runs again.")
+
+
+@app.command(help=HELP, short_help="Train a depth x h x seed grid: plan, pack, resume, record.",
+             epilog=examples("robustres sweep --config sweeps/quick-moons.yaml",
+                             "robustres sweep --dataset two-moons --depths 4,30 --h 0.01..2 --seeds 3 --epochs 30",
+                             "robustres sweep --config sweeps/fig6-cifar10.yaml --dry-run"))
+@with_options(run_options(), execution_options(sweep=True))
+def sweep(
+    options: dict,
+    config: Config = None,
+    depths: Depths = None,
+    h: HGrid = None,
+    seeds: Seeds = None,
+    train_noise: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2.")] = None,
+    force: Force = False,
+    as_json: AsJson = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
+) -> None:
+    values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
+    run_sweep(values, config, force, as_json, dry_run)
+
+
+def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> None:
+    """Train (or plan) merged sweep values; also noise-eval's train-noise mode."""
+    execution = execution_of(values, force)
+    runs = sweep_runs(values, str(config) if config is not None else "flags", precision_of(values, execution))
+    if dry_run:
+        from ..runner import dry_run as plan
+
+        made = plan(runs, execution)
+        if as_json:
+            print(json.dumps(made, indent=2))
+        else:
+            render.print_plan(made)
+        raise typer.Exit(EXIT_OK)
+
+    rows, seconds, console = train_with_progress(runs, execution, as_json)
+    if as_json:
+        print(json.dumps({"runs": render.json_runs(rows, ("train_noise",)), "counts": render.counts(rows)}, indent=2))
+    else:
+        table = R.select(pd.DataFrame(rows).reindex(columns=R.RUN_COLUMNS), R.Filters())
+        groups, recs, _ = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
+        render.print_sweep_summary(console, rows, groups, recs, execution.store, seconds)
+    raise typer.Exit(EXIT_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK)

@@ -1,0 +1,144 @@
+"""Tuning: how to execute a pack on this device, measured. Fused or in turn (`choose_fuse`), and
+how many models fit in free memory (`auto_pack_size`). None of it changes what a run computes
+beyond float rounding."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from . import data as D
+from .models import count_params, init_model
+from .spec import RunSpec
+from .units import Options, Unit, make_streams, step_all
+
+# ---------------------------------------------------------------------------------------------
+# Choosing fused or in-turn execution, by measurement
+# ---------------------------------------------------------------------------------------------
+
+_FUSE_CHOICE: dict[tuple, bool] = {}
+
+
+def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3,
+                options: Options = Options()) -> float:
+    order = D.order(units[0].seeds.new_tensor([s.seed for u in units for s in u.specs]), 0, len(data.train_y))
+    streams = make_streams(units, order.device, options)
+    for unit in units:
+        unit.start_epoch()
+    sync = torch.cuda.synchronize if order.device.type == "cuda" else (lambda: None)
+    warm = 5 if order.device.type == "cuda" else 1  # on CUDA: 3 eager steps, the capture, a replay
+    per_epoch = max(1, len(data.train_y) // batch_size)
+    for i in range(steps + warm):
+        if i == warm:
+            sync()
+            started = time.perf_counter()
+        step_all(units, data, order, 0, i % per_epoch, batch_size, streams)
+    sync()
+    return (time.perf_counter() - started) / steps
+
+
+def choose_fuse(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> bool:
+    """True when one fused network steps the pack faster than its models in turn, on this device."""
+    if options.fuse is not None:
+        return options.fuse
+    if len(specs) == 1:
+        return True
+    first = specs[0]
+    key = (str(device), first.model, first.depth, first.width, first.hidden, first.bn, first.batch_size,
+           first.precision, len(specs), data.input_shape, options.channels_last, options.compile)
+    if key not in _FUSE_CHOICE:
+        # Measured on at most 4 models and 3 steps each way: a proxy that costs seconds, not minutes.
+        probe = list(specs[:4])
+        n = len(data.train_y)
+        steps = max(1, min(3, n // first.batch_size))
+        fused = _time_steps([Unit(list(range(len(probe))), probe, data, device, options)], data,
+                            first.batch_size, steps, options)
+        alone = _time_steps([Unit([i], probe, data, device, options) for i in range(len(probe))], data,
+                            first.batch_size, steps, options)
+        _FUSE_CHOICE[key] = fused <= alone
+    return _FUSE_CHOICE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# How many models fit on the device
+# ---------------------------------------------------------------------------------------------
+
+MAX_PACK = 64
+
+
+def _peak_bytes_of_a_step(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    unit = Unit(list(range(len(specs))), specs, data, device, Options(fuse=True, channels_last=options.channels_last))
+    order = D.order(unit.seeds, 0, len(data.train_y))
+    unit.start_epoch()
+    unit.train_step(data, order, 0, 0, specs[0].batch_size)
+    unit.train_step(data, order, 0, 1 % max(1, len(data.train_y) // specs[0].batch_size), specs[0].batch_size)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del unit, order
+    torch.cuda.empty_cache()
+    return peak
+
+
+def _activation_bytes_per_input(spec: RunSpec, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """Bytes of every layer output for one input: what backward keeps, roughly, per sample."""
+    model = init_model(spec, num_classes, input_shape)
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        if torch.is_tensor(output):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    dtype = torch.long if spec.modality == "text" else torch.float32
+    with torch.no_grad():
+        model(torch.zeros((2, *input_shape), dtype=dtype))
+    for handle in handles:
+        handle.remove()
+    return total // 2 + count_params(model) * 4 * 4 // max(1, spec.batch_size)
+
+
+def _available_host_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def auto_pack_size(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> int:
+    """The most models of this kind that fit in free device memory, with a 20 % safety margin.
+
+    On CUDA this is measured: the peak memory of real training steps with packs of 1 and 2 gives
+    the cost of one more model. On the CPU it is estimated from the layer outputs of one input.
+    """
+    n = len(specs)
+    if n == 1:
+        return 1
+    if device.type == "cuda":
+        one = _peak_bytes_of_a_step(specs[:1], data, device, options)
+        two = _peak_bytes_of_a_step(specs[:2], data, device, options)
+        per_model = max(two - one, 1)
+        free, _ = torch.cuda.mem_get_info(device)
+        fits = int((0.8 * free - (one - per_model)) // per_model)
+    else:
+        return estimated_cpu_fit(specs, data.input_shape, data.num_classes)
+    return max(1, min(n, fits, MAX_PACK))
+
+
+def estimated_cpu_fit(specs: Sequence[RunSpec], input_shape: tuple[int, ...], num_classes: int) -> int:
+    """On the CPU: half the available host memory over an estimate of one model's training step."""
+    per_model = _activation_bytes_per_input(specs[0], input_shape, num_classes) * specs[0].batch_size * 2
+    fits = int(0.5 * _available_host_bytes() // max(per_model, 1))
+    return max(1, min(len(specs), fits, MAX_PACK))
+
+

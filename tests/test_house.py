@@ -1,0 +1,200 @@
+"""The shape of the code, and the defects that shape caused: one definition of the best h, run
+identity that does not depend on the host, gates that hold through Typer's CliRunner, library code
+that never prints to stdout, no private imports, modules and functions a newcomer can read, and
+training-noise features whose tests fail when they are switched off."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from robustres import data as D
+from robustres import tuning
+from robustres.cli import app
+from robustres.spec import FIELD_TYPES, RUN_OPTIONS, make_run_spec
+from robustres.store import RUNS_SCHEMA, Store, config_columns
+from robustres.units import Options, Unit
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "robustres"
+CPU = torch.device("cpu")
+
+
+def _modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+# ---------------------------------------------------------------------------------------------
+# One source of truth
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_run_field_is_a_store_column_a_preset_key_and_a_flag():
+    from robustres.cli.options import run_options
+    from robustres.grid import RUN_KEYS, SWEEP_KEYS
+    from robustres.report import PROTOCOL
+
+    assert set(FIELD_TYPES) <= set(RUNS_SCHEMA.names)
+    assert set(RUN_KEYS) == {f.name for f in RUN_OPTIONS} and set(RUN_KEYS) <= set(SWEEP_KEYS)
+    assert {p.name for p in run_options()} == set(RUN_KEYS)
+    assert set(PROTOCOL) == set(FIELD_TYPES) - {"dataset", "depth", "h", "seed", "train_noise"}
+
+
+def _put(store, preset_values, h, seed, acc):
+    spec = make_run_spec(**preset_values, h=h, seed=seed)
+    store.put_run({"run_id": spec.run_id, **config_columns(spec), "status": "completed", "final_test_acc": acc,
+                   "best_test_acc": acc, "epochs_done": spec.epochs})
+
+
+def test_sweep_summary_and_report_name_the_same_best_h_on_a_tie(cli, tmp_path):
+    # Three runs at 0.9 for both h = 0.1 and h = 0.5: the sweep's summary used to mark 0.5 (ties
+    # toward the larger h) while report recommended 0.1.
+    preset = tmp_path / "tie.yaml"
+    preset.write_text("dataset: two-moons\ndepths: [3]\nh: [0.1, 0.5]\nseeds: 3\nepochs: 2\nprecision: fp32\n")
+    store = Store(tmp_path / "store")
+    for h in (0.1, 0.5):
+        for seed in range(3):
+            _put(store, dict(dataset="two-moons", depth=3, epochs=2), h, seed, 0.9)
+    code, out, _ = cli("sweep", "--config", preset)
+    assert code == 0
+    marked = [line for line in out.splitlines() if "<- best" in line]
+    assert len(marked) == 1 and marked[0].split()[1] == "0.1"
+    code, out, _ = cli("report", "--config", preset, "--format", "json")
+    assert code == 0 and [r["h"] for r in json.loads(out)["recommendations"]] == [0.1]
+
+
+def test_a_preset_swept_at_bf16_is_reported_whole_by_the_same_preset(cli, tmp_path):
+    # What a GPU does by default (auto -> bf16), then report on a CPU machine (auto -> fp32).
+    preset = tmp_path / "smoke.yaml"
+    preset.write_text("dataset: two-moons\ndepths: [3]\nh: [0.1, 1]\nseeds: 2\nepochs: 2\n")
+    code, _, err = cli("sweep", "--config", preset, "--precision", "bf16")
+    assert code == 0, err
+    code, out, err = cli("report", "--config", preset, "--require-complete", "--format", "json")
+    assert code == 0, err
+    groups = json.loads(out)["groups"]
+    assert sum(g["runs"] for g in groups) == 4
+    code, _, err = cli("noise-eval", "--config", preset, "--levels", "0,0.1", "--json")
+    assert code == 0, err
+
+
+def test_a_preset_with_a_missing_run_fails_require_complete(cli, tmp_path):
+    preset = tmp_path / "smoke.yaml"
+    preset.write_text("dataset: two-moons\ndepths: [3]\nh: [0.1, 1]\nseeds: 2\nepochs: 2\n")
+    store = Store(tmp_path / "store")
+    _put(store, dict(dataset="two-moons", depth=3, epochs=2), 0.1, 0, 0.9)
+    code, _, err = cli("report", "--config", preset, "--require-complete")
+    assert code == 1 and "3 of 4 runs" in err
+
+
+def test_the_min_seeds_gate_holds_through_typers_cli_runner(tmp_path):
+    store = Store(tmp_path / "store")
+    for seed in range(2):
+        _put(store, dict(dataset="two-moons", depth=3, epochs=2), 0.1, seed, 0.9)
+    runner = CliRunner()
+    given = runner.invoke(app, ["report", "--store", str(tmp_path / "store"), "--min-seeds", "3"])
+    assert given.exit_code == 1 and "fewer than 3 completed runs" in given.output
+    default = runner.invoke(app, ["report", "--store", str(tmp_path / "store")])
+    assert default.exit_code == 0, default.output
+
+
+# ---------------------------------------------------------------------------------------------
+# The code's shape
+# ---------------------------------------------------------------------------------------------
+
+
+def _calls_print_without_file(tree) -> list[int]:
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"
+            and not any(k.arg == "file" for k in n.keywords)]
+
+
+def test_library_code_never_prints_to_stdout():
+    offenders = {}
+    for path in _modules():
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue  # the commands own stdout
+        lines = _calls_print_without_file(ast.parse(path.read_text()))
+        if lines:
+            offenders[path.name] = lines
+    assert offenders == {}
+
+
+def test_nothing_private_is_imported_from_other_packages():
+    private = []
+    for path in _modules() + sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "robustres" and any(p.startswith("_") for p in parts[1:]):
+                    private.append(f"{path.name}: {name}")
+    assert private == []
+
+
+def test_no_test_edits_sys_path():
+    assert [p.name for p in sorted((ROOT / "tests").glob("*.py")) if "sys.path" in p.read_text()
+            and p.name != "test_house.py"] == []
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for path in _modules():
+        text = path.read_text()
+        limit = 150 if path.parent.name == "cli" and path.stem not in ("render", "progress", "options") else 500
+        if len(text.splitlines()) > limit:
+            too_long.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    too_long.append(f"{path.name}:{node.name}: {length} lines")
+    assert too_long == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Training noise: changes the training batches, never the test batches
+# ---------------------------------------------------------------------------------------------
+
+
+def _inputs(spec_kwargs, noise):
+    spec = make_run_spec(**spec_kwargs, train_noise=noise)
+    data = D.load(spec, ".")
+    unit = Unit([0], [spec], data, CPU, Options())
+    idx = torch.arange(spec.batch_size).view(1, -1)
+    zero = torch.zeros((), dtype=torch.long)
+    return unit.train_inputs(data, idx, zero, zero), unit.test_inputs(data, torch.arange(8))
+
+
+IMAGES = dict(dataset="synthetic", synthetic_like="cifar10", depth=8, n_train=64, n_test=16, batch_size=16)
+TEXT = dict(dataset="synthetic", synthetic_like="ag-news", depth=9, n_train=64, n_test=16, batch_size=16)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "salt-pepper", "mosaic"])
+def test_image_training_noise_changes_training_batches_and_never_test_batches(kind):
+    clean_train, clean_test = _inputs({**IMAGES, "noise_kind": kind}, 0.0)
+    noisy_train, noisy_test = _inputs({**IMAGES, "noise_kind": kind}, 0.3)
+    assert (noisy_train - clean_train).abs().mean() > 0.01
+    assert torch.equal(noisy_test, clean_test)
+
+
+def test_char_swap_changes_training_texts_and_never_test_texts():
+    clean_train, clean_test = _inputs(TEXT, 0.0)
+    noisy_train, noisy_test = _inputs(TEXT, 0.3)
+    changed = (noisy_train != clean_train).float().mean().item()
+    assert 0.05 < changed < 0.5  # about the level's fraction of the (non-padding) characters
+    assert torch.equal(noisy_test, clean_test)
+
+
+def test_auto_pack_size_follows_its_memory_measurement(monkeypatch):
+    specs = [make_run_spec(dataset="two-moons", depth=10, seed=s) for s in range(40)]
+    data = D.load(specs[0], ".")
+    per_model = tuning._activation_bytes_per_input(specs[0], data.input_shape, data.num_classes) * 64 * 2
+    for models in (1, 3, 7, 40):
+        monkeypatch.setattr(tuning, "_available_host_bytes", lambda m=models: int(2 * per_model * (m + 0.5)))
+        assert tuning.auto_pack_size(specs, data, CPU, Options()) == models
