@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import data as D
+from . import transforms as T
 from .checkpoints import load_checkpoint, save_checkpoint
 from .models import count_flops, count_params, init_model
 from .spec import RunSpec
@@ -122,7 +123,7 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
         # One pass over the data: each run in its own order, every unit one step at a time.
         started = time.perf_counter()
         lr = lr_at(first, epoch)
-        order = D.order(seeds, epoch, n)  # [K, n]
+        order = T.order(seeds, epoch, n)  # [K, n]
         for unit in units:
             unit.set_lr(lr)
             unit.start_epoch()

@@ -96,28 +96,33 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
         save(fig, f"fig5-acc-vs-noise-{slug(dataset, protocol)}")
-    # Learning curves: median test accuracy over seeds per epoch, one panel per depth.
     if epochs is not None and not epochs.empty:
-        merged = epochs.merge(runs[["run_id", "dataset", "protocol", "depth", "h", "train_noise"]], on="run_id")
-        for (dataset, protocol, noise), g in merged.groupby(["dataset", "protocol", "train_noise"]):
-            depths = sorted(g.depth.unique())
-            hs = sorted(g.h.unique())
-            colors = figures.colors(hs)
-            fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.6), squeeze=False, sharey=True)
-            for ax, depth in zip(axes[0], depths):
-                for h, d in g[g.depth == depth].groupby("h"):
-                    curve = d.groupby("epoch").test_acc.median()
-                    ax.plot(curve.index, 100 * curve.values, color=colors[h])
-                ax.set_title(f"depth {depth}")
-                ax.set_xlabel("epoch")
-                ax.grid(True, alpha=0.3)
-            axes[0][0].set_ylabel("test accuracy, % (median over seeds)")
-            handles = [plt.Line2D([], [], color=colors[h], label=f"h = {h:g}") for h in hs]
-            fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
-            fig.suptitle(f"{dataset}: learning curves (a curve stops where its runs diverged)"
-                         + (f", training noise {noise:g}" if noise else ""), y=1.03)
-            save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
+        _learning_curves(figures, epochs, runs, slug)
     return figures.written
+
+
+def _learning_curves(figures: _Figures, epochs: pd.DataFrame, runs: pd.DataFrame, slug) -> None:
+    """Median test accuracy over seeds per epoch, one panel per depth."""
+    plt, save = figures.plt, figures.save
+    merged = epochs.merge(runs[["run_id", "dataset", "protocol", "depth", "h", "train_noise"]], on="run_id")
+    for (dataset, protocol, noise), g in merged.groupby(["dataset", "protocol", "train_noise"]):
+        depths = sorted(g.depth.unique())
+        hs = sorted(g.h.unique())
+        colors = figures.colors(hs)
+        fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.6), squeeze=False, sharey=True)
+        for ax, depth in zip(axes[0], depths):
+            for h, d in g[g.depth == depth].groupby("h"):
+                curve = d.groupby("epoch").test_acc.median()
+                ax.plot(curve.index, 100 * curve.values, color=colors[h])
+            ax.set_title(f"depth {depth}")
+            ax.set_xlabel("epoch")
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy, % (median over seeds)")
+        handles = [plt.Line2D([], [], color=colors[h], label=f"h = {h:g}") for h in hs]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+        fig.suptitle(f"{dataset}: learning curves (a curve stops where its runs diverged)"
+                     + (f", training noise {noise:g}" if noise else ""), y=1.03)
+        save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
 
 
 def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFrame, runs: pd.DataFrame,

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from . import data as D
+from . import transforms as T
 from .checkpoints import load_checkpoint
 from .devices import resolve_device
 from .models import init_model
@@ -37,19 +38,19 @@ def corrupted_test_batch(data: D.Data, index: torch.Tensor, kind: str, level: fl
     x = data.test_x[index]
     seed = torch.tensor([TEST_NOISE_SEED], device=x.device)
     if data.modality == "image":
-        x = D.to_float_images(x).unsqueeze(0)
+        x = T.to_float_images(x).unsqueeze(0)
         if level > 0:
             lv = torch.tensor([level], device=x.device)
-            x = D.corrupt_images(x, kind, lv, lambda n: D.keyed_bits(seed, D.STREAM_TEST_NOISE, 0, batch, n))
-        return D.normalize(x[0], data.mean, data.std)
+            x = T.corrupt_images(x, kind, lv, lambda n: T.keyed_bits(seed, T.STREAM_TEST_NOISE, 0, batch, n))
+        return T.normalize(x[0], data.mean, data.std)
     if data.modality == "text":
         if level > 0:
-            x = D.char_swap(x, index, torch.full((len(index),), level, device=x.device),
+            x = T.char_swap(x, index, torch.full((len(index),), level, device=x.device),
                             torch.full((len(index),), TEST_NOISE_SEED, device=x.device))
         return x.long()
     if level > 0:
-        bits = D.keyed_bits(seed, D.STREAM_TEST_NOISE, 0, batch, x.numel())
-        x = D.gaussian_noise(x.unsqueeze(0), torch.tensor([level], device=x.device), bits, clip=False)[0]
+        bits = T.keyed_bits(seed, T.STREAM_TEST_NOISE, 0, batch, x.numel())
+        x = T.gaussian_noise(x.unsqueeze(0), torch.tensor([level], device=x.device), bits, clip=False)[0]
     return x
 
 

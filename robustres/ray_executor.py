@@ -66,9 +66,6 @@ def execute_ray(runs: list[RunSpec], execution: Execution, datasets: dict, repor
 def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Reporter, rows: dict,
                  address: str | None) -> None:
     import ray
-    import torch
-
-    from . import __version__
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -77,69 +74,79 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        options = {"fuse": execution.fuse, "compile": execution.compile,
-                   "checkpoint_seconds": execution.checkpoint_every,
-                   "track_layers": execution.track_layers, "track_every": execution.track_every}
         per_task_cpus = 1 if gpus else max(1, cpus // 2)
         task = ray.remote(train_pack_task).options(num_gpus=1 if gpus else 0, num_cpus=per_task_cpus,
                                                    max_retries=0)
+
         def flops(spec: RunSpec) -> int:
             data = datasets[data_key(spec)]
             return flops_per_image(spec, data.input_shape, data.num_classes)
 
         packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, flops)
-
         pending, bases = {}, {}
         for index, pack in enumerate(packs):
-            data = datasets[data_key(pack.runs[0])]
-            saved = []
-            for spec in pack.runs:
-                existing = store.get_run(spec.run_id)
-                bases[spec.run_id] = {
-                    **engine.describe(spec, data.input_shape, data.num_classes),
-                    "torch_version": torch.__version__, "robustres_version": __version__,
-                    "created_at": existing["created_at"] if existing else now_iso(),
-                }
-                path = store.checkpoint_path(spec.run_id)
-                blob = path.read_bytes() if load_checkpoint(path, spec.run_id) else None
-                saved.append(blob)
-                store.put_run({**result_row(spec, None, bases[spec.run_id]), "status": "running",
-                               "device": "ray", "epochs_done": work.epochs_done.get(spec.run_id, 0)})
-            future = task.remote([s.to_dict() for s in pack.runs], str(execution.data_dir), options, saved,
-                                 per_task_cpus)
+            saved = _mark_running(pack, datasets[data_key(pack.runs[0])], store, work, bases)
+            future = task.remote([s.to_dict() for s in pack.runs], str(execution.data_dir), _options(execution),
+                                 saved, per_task_cpus)
             pending[future] = pack
             reporter.pack_started(pack, index, len(packs), True)
-
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             pack = pending.pop(done[0])
-            started = time.perf_counter()
-            try:
-                results = ray.get(done[0])
-            except Exception as exc:  # the task raised, or its worker died
-                detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                for spec in pack.runs:
-                    record_failed([spec], store, reporter, detail, rows,
-                                  base={**bases[spec.run_id], "device": "ray", "epochs_done": 0},
-                                  seconds=time.perf_counter() - started)
-                work.release(pack.runs)
-                continue
-            for spec, result in zip(pack.runs, results):
-                if result["checkpoint"] is not None:
-                    save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
-                outcome = engine.Outcome(status=result["status"],
-                                         history=[engine.EpochRecord(**r) for r in result["history"]],
-                                         diverged_epoch=result["diverged_epoch"],
-                                         diverged_step=result["diverged_step"], seconds=result["seconds"])
-                row = {**result_row(spec, outcome, bases[spec.run_id]), "device": f"ray:{result['device']}"}
-                store.put_epochs(spec.run_id, result["history"])
-                if result["layer_stats"]:
-                    store.put_layer_stats(spec.run_id, result["layer_stats"])
-                store.put_run(row)
-                reporter.run_finished(spec, row, reused=False)
-                rows[spec.run_id] = store.get_run(spec.run_id) or row
+            _collect(ray, done[0], pack, store, reporter, rows, bases)
             work.release(pack.runs)
     finally:
         if started_here:
             ray.shutdown()
     store.refresh()
+
+
+def _options(execution: Execution) -> dict:
+    return {"fuse": execution.fuse, "compile": execution.compile, "checkpoint_seconds": execution.checkpoint_every,
+            "track_layers": execution.track_layers, "track_every": execution.track_every}
+
+
+def _mark_running(pack: Pack, data, store, work, bases: dict) -> list[bytes | None]:
+    """Store the pack's runs as `running`; returns the checkpoints the store holds for them."""
+    import torch
+
+    from . import __version__
+
+    saved = []
+    for spec in pack.runs:
+        existing = store.get_run(spec.run_id)
+        bases[spec.run_id] = {**engine.describe(spec, data.input_shape, data.num_classes),
+                              "torch_version": torch.__version__, "robustres_version": __version__,
+                              "created_at": existing["created_at"] if existing else now_iso()}
+        path = store.checkpoint_path(spec.run_id)
+        saved.append(path.read_bytes() if load_checkpoint(path, spec.run_id) else None)
+        store.put_run({**result_row(spec, None, bases[spec.run_id]), "status": "running",
+                       "device": "ray", "epochs_done": work.epochs_done.get(spec.run_id, 0)})
+    return saved
+
+
+def _collect(ray, future, pack: Pack, store, reporter: Reporter, rows: dict, bases: dict) -> None:
+    """A finished task's results into the store (the driver is the only writer)."""
+    started = time.perf_counter()
+    try:
+        results = ray.get(future)
+    except Exception as exc:  # the task raised, or its worker died
+        detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        for spec in pack.runs:
+            record_failed([spec], store, reporter, detail, rows,
+                          base={**bases[spec.run_id], "device": "ray", "epochs_done": 0},
+                          seconds=time.perf_counter() - started)
+        return
+    for spec, result in zip(pack.runs, results):
+        if result["checkpoint"] is not None:
+            save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
+        outcome = engine.Outcome(status=result["status"], history=[engine.EpochRecord(**r) for r in result["history"]],
+                                 diverged_epoch=result["diverged_epoch"], diverged_step=result["diverged_step"],
+                                 seconds=result["seconds"])
+        row = {**result_row(spec, outcome, bases[spec.run_id]), "device": f"ray:{result['device']}"}
+        store.put_epochs(spec.run_id, result["history"])
+        if result["layer_stats"]:
+            store.put_layer_stats(spec.run_id, result["layer_stats"])
+        store.put_run(row)
+        reporter.run_finished(spec, row, reused=False)
+        rows[spec.run_id] = store.get_run(spec.run_id) or row

@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from . import data as D
+from . import transforms as T
 from .models import count_params, init_model
 from .spec import RunSpec
 from .units import Options, Unit, make_streams, step_all
@@ -23,7 +24,7 @@ _FUSE_CHOICE: dict[tuple, bool] = {}
 
 def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3,
                 options: Options = Options()) -> float:
-    order = D.order(units[0].seeds.new_tensor([s.seed for u in units for s in u.specs]), 0, len(data.train_y))
+    order = T.order(units[0].seeds.new_tensor([s.seed for u in units for s in u.specs]), 0, len(data.train_y))
     streams = make_streams(units, order.device, options)
     for unit in units:
         unit.start_epoch()
@@ -74,7 +75,7 @@ def _peak_bytes_of_a_step(specs: Sequence[RunSpec], data: D.Data, device: torch.
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     unit = Unit(list(range(len(specs))), specs, data, device, Options(fuse=True, channels_last=options.channels_last))
-    order = D.order(unit.seeds, 0, len(data.train_y))
+    order = T.order(unit.seeds, 0, len(data.train_y))
     unit.start_epoch()
     unit.train_step(data, order, 0, 0, specs[0].batch_size)
     unit.train_step(data, order, 0, 1 % max(1, len(data.train_y) // specs[0].batch_size), specs[0].batch_size)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as D
+from . import transforms as T
 from .checkpoints import split_optimizer, stack_optimizers
 from .models import build_pack, split_state, stack_states
 from .spec import RunSpec
@@ -155,28 +156,28 @@ class Unit:
         x = data.train_x[idx]  # [K, b, ...]
         if self.modality == "image":
             shape = x.shape[2:]
-            u = D.uniform(D.keyed_bits(self.seeds, D.STREAM_CROP, epoch, step, 3 * b)).view(k * b, 3)
-            x = D.to_float_images(D.crop_flip(x.view(k * b, *shape), u)).view(k, b, *shape)
+            u = T.uniform(T.keyed_bits(self.seeds, T.STREAM_CROP, epoch, step, 3 * b)).view(k * b, 3)
+            x = T.to_float_images(T.crop_flip(x.view(k * b, *shape), u)).view(k, b, *shape)
             if self.any_noise:
-                x = D.corrupt_images(x, self.noise_kind, self.noise,
-                                     lambda n: D.keyed_bits(self.seeds, D.STREAM_NOISE, epoch, step, n))
-            x = D.normalize(x, data.mean, data.std)
+                x = T.corrupt_images(x, self.noise_kind, self.noise,
+                                     lambda n: T.keyed_bits(self.seeds, T.STREAM_NOISE, epoch, step, n))
+            x = T.normalize(x, data.mean, data.std)
             x = x.transpose(0, 1).reshape(b, k * shape[0], *shape[1:])
             return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if self.modality == "text":
             if self.any_noise:
-                x = D.char_swap(x, idx, self.noise[:, None], self.seeds[:, None])
+                x = T.char_swap(x, idx, self.noise[:, None], self.seeds[:, None])
             return x.transpose(0, 1)  # [b, K, L]
         if self.any_noise:
-            bits = D.keyed_bits(self.seeds, D.STREAM_NOISE, epoch, step, x[0].numel())
-            x = D.gaussian_noise(x, self.noise, bits, clip=False)
+            bits = T.keyed_bits(self.seeds, T.STREAM_NOISE, epoch, step, x[0].numel())
+            x = T.gaussian_noise(x, self.noise, bits, clip=False)
         return x.transpose(0, 1).reshape(b, -1)
 
     def test_inputs(self, data: D.Data, index: torch.Tensor) -> torch.Tensor:
         """The same clean test batch for every model of the unit."""
         x = data.test_x[index]
         if self.modality == "image":
-            x = D.normalize(D.to_float_images(x), data.mean, data.std).repeat(1, self.k, 1, 1)
+            x = T.normalize(T.to_float_images(x), data.mean, data.std).repeat(1, self.k, 1, 1)
             return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if self.modality == "text":
             return x.unsqueeze(1).expand(-1, self.k, -1)

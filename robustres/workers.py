@@ -107,12 +107,7 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
 
 def _train_packs(work, execution: Execution, devices: list[str], store: Store, reporter: Reporter,
                  rows: dict, datasets: dict) -> None:
-    def flops(spec: RunSpec) -> int:
-        data = datasets[data_key(spec)]
-        return flops_per_image(spec, data.input_shape, data.num_classes)
-
-    packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, flops)
-
+    packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, _flops_of(datasets))
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     by_spec = {s.run_id: s for s in work.todo}
@@ -169,14 +164,27 @@ def _train_packs(work, execution: Execution, devices: list[str], store: Store, r
                 work.release(packs[index].runs)
                 hand_out(worker)
     finally:
-        for q in queues:
-            q.put(None)
-        deadline = time.time() + 10
-        for proc in procs:
-            proc.join(max(0.1, deadline - time.time()))
-            if proc.is_alive():
-                proc.terminate()
+        _shut_down(queues, procs)
     store.refresh()
+
+
+def _flops_of(datasets: dict):
+    def flops(spec: RunSpec) -> int:
+        data = datasets[data_key(spec)]
+        return flops_per_image(spec, data.input_shape, data.num_classes)
+
+    return flops
+
+
+def _shut_down(queues, procs) -> None:
+    """Tell every worker to stop; terminate the ones still alive after 10 s."""
+    for q in queues:
+        q.put(None)
+    deadline = time.time() + 10
+    for proc in procs:
+        proc.join(max(0.1, deadline - time.time()))
+        if proc.is_alive():
+            proc.terminate()
 
 
 def engine_record(d: dict):

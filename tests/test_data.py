@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from robustres import data as D
+from robustres import transforms as T
 from robustres.spec import make_run_spec
 
 CODE_TO_CHAR = {i + 1: c for i, c in enumerate(D.ALPHABET)}
@@ -56,8 +57,8 @@ def test_synthetic_data_has_the_shape_of_what_it_imitates():
 def test_crop_flip_output_is_a_padded_crop_of_its_own_image():
     torch.manual_seed(0)
     x = torch.randint(1, 256, (16, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding is recognisable
-    u = D.uniform(D.keyed_bits(torch.tensor([1]), D.STREAM_CROP, 0, 0, 48)).view(16, 3)
-    out = D.crop_flip(x, u, pad=4)
+    u = T.uniform(T.keyed_bits(torch.tensor([1]), T.STREAM_CROP, 0, 0, 48)).view(16, 3)
+    out = T.crop_flip(x, u, pad=4)
     assert out.shape == x.shape and out.dtype == torch.uint8
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     seen_offsets, flips = set(), 0
@@ -69,41 +70,41 @@ def test_crop_flip_output_is_a_padded_crop_of_its_own_image():
         flips += matches[0][2]
     assert len(seen_offsets) > 8 and 0 < flips < len(x)
     # The extreme offsets and the flip follow u exactly.
-    corner = D.crop_flip(x[:1], torch.tensor([[0.0, 0.999, 0.9]]), pad=4)
+    corner = T.crop_flip(x[:1], torch.tensor([[0.0, 0.999, 0.9]]), pad=4)
     assert torch.equal(corner[0], padded[0, :, 0:8, 8:16])
-    flipped = D.crop_flip(x[:1], torch.tensor([[0.5, 0.5, 0.1]]), pad=4)
+    flipped = T.crop_flip(x[:1], torch.tensor([[0.5, 0.5, 0.1]]), pad=4)
     assert torch.equal(flipped[0], x[0].flip(2))
 
 
 def test_keyed_randomness_depends_on_seed_epoch_step_and_nothing_else():
-    a = D.keyed_bits(torch.tensor([3, 4]), D.STREAM_CROP, 2, 7, 1000)
-    assert torch.equal(a, D.keyed_bits(torch.tensor([3, 4]), D.STREAM_CROP, 2, 7, 1000))
-    assert torch.equal(a[1], D.keyed_bits(torch.tensor([4]), D.STREAM_CROP, 2, 7, 1000)[0])  # any pack
-    for other in (D.keyed_bits(torch.tensor([3]), D.STREAM_CROP, 3, 7, 1000),
-                  D.keyed_bits(torch.tensor([3]), D.STREAM_CROP, 2, 8, 1000),
-                  D.keyed_bits(torch.tensor([3]), D.STREAM_NOISE, 2, 7, 1000)):
+    a = T.keyed_bits(torch.tensor([3, 4]), T.STREAM_CROP, 2, 7, 1000)
+    assert torch.equal(a, T.keyed_bits(torch.tensor([3, 4]), T.STREAM_CROP, 2, 7, 1000))
+    assert torch.equal(a[1], T.keyed_bits(torch.tensor([4]), T.STREAM_CROP, 2, 7, 1000)[0])  # any pack
+    for other in (T.keyed_bits(torch.tensor([3]), T.STREAM_CROP, 3, 7, 1000),
+                  T.keyed_bits(torch.tensor([3]), T.STREAM_CROP, 2, 8, 1000),
+                  T.keyed_bits(torch.tensor([3]), T.STREAM_NOISE, 2, 7, 1000)):
         assert not torch.equal(a[0], other[0])
-    u = D.uniform(D.keyed_bits(torch.arange(10), 1, 0, 0, 100_000))
+    u = T.uniform(T.keyed_bits(torch.arange(10), 1, 0, 0, 100_000))
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.002
-    z = D.normal(D.keyed_bits(torch.arange(10), 1, 0, 0, 100_000))
+    z = T.normal(T.keyed_bits(torch.arange(10), 1, 0, 0, 100_000))
     assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01 and torch.isfinite(z).all()
 
 
 def test_each_run_gets_its_own_permutation_per_epoch():
-    order = D.order(torch.tensor([0, 1, 0]), 5, 1000)
+    order = T.order(torch.tensor([0, 1, 0]), 5, 1000)
     assert order.shape == (3, 1000)
     assert all(torch.equal(row.sort().values, torch.arange(1000)) for row in order)
     assert torch.equal(order[0], order[2]) and not torch.equal(order[0], order[1])
-    assert not torch.equal(order[0], D.order(torch.tensor([0]), 6, 1000)[0])
+    assert not torch.equal(order[0], T.order(torch.tensor([0]), 6, 1000)[0])
 
 
 def test_gaussian_noise_on_images_has_the_level_as_std_and_is_clipped():
     x = torch.full((2, 100, 3, 32, 32), 0.5)
-    bits = D.keyed_bits(torch.tensor([0, 1]), D.STREAM_NOISE, 0, 0, x[0].numel())
-    noisy = D.gaussian_noise(x, torch.tensor([0.1, 0.0]), bits, clip=True)
+    bits = T.keyed_bits(torch.tensor([0, 1]), T.STREAM_NOISE, 0, 0, x[0].numel())
+    noisy = T.gaussian_noise(x, torch.tensor([0.1, 0.0]), bits, clip=True)
     assert abs((noisy[0] - x[0]).std().item() - 0.1) < 0.005
     assert torch.equal(noisy[1], x[1])  # level 0 leaves its model's inputs exactly as they were
-    assert D.gaussian_noise(x, torch.tensor([2.0, 2.0]), bits, clip=True).min() >= 0
+    assert T.gaussian_noise(x, torch.tensor([2.0, 2.0]), bits, clip=True).min() >= 0
 
 
 def test_char_swap_is_fixed_per_example_and_swaps_the_level_fraction():
@@ -111,16 +112,16 @@ def test_char_swap_is_fixed_per_example_and_swaps_the_level_fraction():
     codes[:, 700:] = 0  # padding
     index = torch.arange(400)
     level, seed = torch.full((400,), 0.2), torch.full((400,), 3)
-    a = D.char_swap(codes, index, level, seed)
-    assert torch.equal(a, D.char_swap(codes, index, level, seed))  # same noise every epoch
-    assert not torch.equal(a, D.char_swap(codes, index, level, seed + 1))
+    a = T.char_swap(codes, index, level, seed)
+    assert torch.equal(a, T.char_swap(codes, index, level, seed))  # same noise every epoch
+    assert not torch.equal(a, T.char_swap(codes, index, level, seed + 1))
     changed = a != codes
     assert not changed[:, 700:].any()  # padding stays padding
     assert abs(changed[:, :700].float().mean().item() - 0.2) < 0.01
     assert a[changed].min() >= 1 and a[changed].max() <= 26  # random letters a-z
     # A batch in another order gets the same noise per example.
     perm = torch.randperm(400)
-    assert torch.equal(D.char_swap(codes[perm], index[perm], level, seed), a[perm])
+    assert torch.equal(T.char_swap(codes[perm], index[perm], level, seed), a[perm])
 
 
 # ------------------------------------------------------------------ AG-NEWS

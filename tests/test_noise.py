@@ -4,18 +4,19 @@ import pytest
 import torch
 
 from robustres import data as D
+from robustres import transforms as T
 from robustres import engine
 from robustres.spec import make_run_spec
 from robustres.store import Store
 
 
 def bits_for(seeds):
-    return lambda n: D.keyed_bits(torch.tensor(seeds), D.STREAM_TEST_NOISE, 0, 0, n)
+    return lambda n: T.keyed_bits(torch.tensor(seeds), T.STREAM_TEST_NOISE, 0, 0, n)
 
 
 def test_salt_pepper_sets_the_level_fraction_of_pixels_to_black_or_white():
     x = torch.full((2, 64, 3, 16, 16), 0.5)
-    y = D.corrupt_images(x, "salt-pepper", torch.tensor([0.3, 0.0]), bits_for([1, 2]))
+    y = T.corrupt_images(x, "salt-pepper", torch.tensor([0.3, 0.0]), bits_for([1, 2]))
     hit = (y[0] != 0.5).all(dim=1)  # a hit pixel changes in every channel at once
     assert abs(hit.float().mean().item() - 0.3) < 0.02
     assert set(y[0][:, 0][hit].unique().tolist()) == {0.0, 1.0}
@@ -23,11 +24,11 @@ def test_salt_pepper_sets_the_level_fraction_of_pixels_to_black_or_white():
 
 
 def test_mosaic_blocks_grow_with_the_level():
-    assert [D.mosaic_block(v) for v in (0, 0.3, 1)] == [1, 3, 8]
+    assert [T.mosaic_block(v) for v in (0, 0.3, 1)] == [1, 3, 8]
     x = torch.rand(1, 2, 3, 32, 32)
-    y = D.corrupt_images(x, "mosaic", torch.tensor([1.0]), None)
+    y = T.corrupt_images(x, "mosaic", torch.tensor([1.0]), None)
     assert torch.allclose(y[0, :, :, :8, :8], x[0, :, :, :8, :8].mean(dim=(2, 3), keepdim=True).expand(-1, -1, 8, 8))
-    assert torch.equal(D.corrupt_images(x, "mosaic", torch.tensor([0.0]), None), x)
+    assert torch.equal(T.corrupt_images(x, "mosaic", torch.tensor([0.0]), None), x)
 
 
 @pytest.mark.parametrize("kind", ["salt-pepper", "mosaic"])

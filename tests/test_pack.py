@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from robustres import data as D
+from robustres import transforms as T
 from robustres import engine, tuning
 from robustres.models import build_pack, init_model, unfuse
 from robustres.plan import Pack, make_packs
@@ -132,7 +133,7 @@ def test_fusion_is_exact_in_float64_at_any_h(family):
 
 
 def _step_losses(units, data, steps, batch_size, specs):
-    order = D.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
+    order = T.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
     losses = []
     for unit in units:
         unit.start_epoch(CPU)
@@ -184,7 +185,7 @@ def test_diverged_slices_are_zeroed_and_frozen():
     assert unit.alive.tolist() == [False, True]
     unit.freeze([0])
     before = {n: p.detach().clone() for n, p in unit.model.named_parameters()}
-    order = D.order(unit.seeds, 1, len(data.train_y))
+    order = T.order(unit.seeds, 1, len(data.train_y))
     for step in range(5):
         losses = unit.train_step(data, order, 1, step, 64)
         assert torch.isfinite(losses[1])
