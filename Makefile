@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` and `make test`. Both create .venv with pip if it is
 # missing and install the package (editable, with the dev extras) whenever pyproject.toml changes.
+# `make research-test` runs the tests of the prototypes in research/, which `make test` leaves out.
 PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= dev
@@ -7,7 +8,7 @@ comma := ,
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustres-installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-fast lint install clean
+.PHONY: run test test-fast lint research-test install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check robustres tests benchmarks
+
+# The prototypes' own checks (the Triton block in Triton's interpreter: minutes); not in `make test`.
+research-test: $(STAMP)
+	$(BIN)/python -m pytest -q research/tests
 
 clean:
 	rm -rf $(VENV) robustres-store .pytest_cache

@@ -17,27 +17,29 @@ fi
 echo "data: $DATA"
 
 # 1. correctness on the device
-timeout 45 python3 benchmarks/gpu_checks.py 2>&1 | tee "$OUT/checks.txt"
+timeout 45 python3 -m benchmarks.gpu_checks 2>&1 | tee "$OUT/checks.txt"
 
 # 1b. can custom kernels beat cuDNN + separate passes here? One block, forward + backward, in Triton
 #     kernels that fold BN into the convolutions (63 bytes per element against ~82 compiled), at the
 #     ResNet-110 x10 stage shapes, against the engine's own block; first its correctness in bf16
-timeout 20 python3 benchmarks/fused_block.py --check 2>&1 | tee "$OUT/fused_block.txt"
-timeout 75 python3 benchmarks/fused_block.py 2>&1 | tee -a "$OUT/fused_block.txt"
+timeout 20 python3 -m research.fused_block --check 2>&1 | tee "$OUT/fused_block.txt"
+timeout 75 python3 -m research.fused_block 2>&1 | tee -a "$OUT/fused_block.txt"
 
 # 2. throughput: the paper's script against the engine with packs of 1 and 10 (4: RESULTS.md)
-timeout 105 python3 benchmarks/throughput.py --depths 20,110,218 --ks 1,10 \
+timeout 105 python3 -m benchmarks.throughput --depths 20,110,218 --ks 1,10 \
   --data "$DATA" --images 20480 --steps 20 --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
 
 # 2b. ResNet-110 x10, the bandwidth-bound case, side by side in one process: the blocks with h folded
-#     into BN2 (the default) against h * BN(F) as a product of its own (bytes.py: 59.1 vs 67.4 MB per
-#     image, so up to 1.14x), the blocks in fused_block.py's Triton kernels (floor.py: ~33 MB), and
-#     torch.compile inside the CUDA graph (bytes.py: 42.0 MB, up to 1.4x; last: it compiles longest).
-timeout 140 python3 benchmarks/throughput.py --depths 110 --ks 10 --unfolded --triton --compile --baseline-steps 5 \
+#     into BN2 (the default) against h * BN(F) as a product of its own (research/bytes.py: 59.1 vs 67.4
+#     MB per image, so up to 1.14x), the blocks in research/fused_block.py's Triton kernels
+#     (research/floor.py: ~33 MB), and torch.compile inside the CUDA graph (research/bytes.py: 42.0 MB,
+#     up to 1.4x; last: it compiles longest). A research script: benchmarks/throughput.py times only
+#     the shipped engine.
+timeout 140 python3 -m research.throughput_variants --depths 110 --ks 10 --unfolded --triton --compile --baseline-steps 5 \
   --steps 10 --images 10240 2>&1 | tee "$OUT/compile.txt"
 
-# 2c. where a step's time goes, per kernel class (the time to set beside bytes.py's bytes)
-timeout 40 python3 benchmarks/profile_step.py --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
+# 2c. where a step's time goes, per kernel class (the time to set beside research/bytes.py's bytes)
+timeout 40 python3 -m research.profile_step --depth 110 --k 10 2>&1 | grep -v "^STAGE\|^USDT" | tee "$OUT/profile.txt"
 
 # 3. the real thing: one full CIFAR epoch of ten ResNet-110 runs through the CLI
 if [ "$DATA" != synthetic ]; then

@@ -9,18 +9,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres import data as D  # noqa: E402
-from robustres import engine  # noqa: E402
-from robustres.models import build_pack, unfuse  # noqa: E402
-from robustres.spec import make_run_spec  # noqa: E402
+from robustres import data as D
+from robustres import engine
+from robustres.models import build_pack, unfuse
+from robustres.spec import make_run_spec
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

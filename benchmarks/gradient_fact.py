@@ -2,7 +2,7 @@
 h = 0.1. ResNet-218, batch 64, lr 0.1, seed 0; the layer-2 gradient norm over the first SGD steps,
 recorded through the CLI's --track-layers (the same path users take).
 
-    .venv/bin/python benchmarks/gradient_fact.py --data .data/cifar10-jpeg [--steps 5]
+    .venv/bin/python -m benchmarks.gradient_fact --data .data/cifar10-jpeg [--steps 5]
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres.store import Store  # noqa: E402
+from robustres.store import Store
 
 
 def main() -> None:

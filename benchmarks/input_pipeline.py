@@ -7,7 +7,7 @@
 
 Both produce normalised float batches of 128 x 3 x 32 x 32; no model runs. Usage:
 
-    .venv/bin/python benchmarks/input_pipeline.py [--images N] [--device cpu|cuda]
+    .venv/bin/python -m benchmarks.input_pipeline [--images N] [--device cpu|cuda]
 """
 
 from __future__ import annotations

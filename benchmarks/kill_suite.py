@@ -10,7 +10,7 @@ times, then run the same command to the end. Checks, per trial:
 - runs that were finished at a kill were not trained again (their files are untouched);
 - final status and test accuracy of every run equal those of an uninterrupted sweep, bit for bit.
 
-    python benchmarks/kill_suite.py --trials 20 --seed 0
+    python -m benchmarks.kill_suite --trials 20 --seed 0
 
 `tests/test_faults.py` runs three trials of it in CI.
 """

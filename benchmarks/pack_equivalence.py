@@ -5,7 +5,7 @@ in one fused pack; the median and spread (min-max) of the final test accuracy pe
 Two workloads: two-moons (MLP ResNet, 10 blocks) and a CIFAR subset (ResNet-8, real images from an
 image folder when --data is given, else synthetic ones).
 
-    .venv/bin/python benchmarks/pack_equivalence.py --data .data/cifar10-jpeg
+    .venv/bin/python -m benchmarks.pack_equivalence --data .data/cifar10-jpeg
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres import data as D  # noqa: E402
-from robustres import engine  # noqa: E402
-from robustres.spec import make_run_spec  # noqa: E402
+from robustres import data as D
+from robustres import engine
+from robustres.spec import make_run_spec
 
 SEEDS = range(5)
 HS = (0.1, 1.0)

@@ -4,7 +4,7 @@ Builds the store the way sweeps leave it (one runs file and one epochs file per 
 read snapshot a sweep refreshes when it ends), then times the whole command in a fresh process
 (interpreter start and imports included) three times, and once more with no snapshot (cold).
 
-    .venv/bin/python benchmarks/report_scale.py [--store /tmp/rr-scale]
+    .venv/bin/python -m benchmarks.report_scale [--store /tmp/rr-scale]
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres.spec import make_run_spec  # noqa: E402
-from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store, config_columns  # noqa: E402
+from robustres.spec import make_run_spec
+from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store, config_columns
 
 DEPTHS = (20, 32, 44, 56, 110)
 HS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20) + (0.3, 0.4, 0.6, 0.7, 0.8, 0.9)

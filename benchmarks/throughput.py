@@ -11,8 +11,12 @@ All on the same images (synthetic, or real CIFAR from an image folder with --dat
 size. Prints a table, the ratios (b)/(a) and (c)/(a), analytic FLOPs and, on CUDA, the MFU; the
 projected time of the paper's Fig. 6 CIFAR grid from the best measured pack; and writes JSON.
 
-    .venv/bin/python benchmarks/throughput.py --depths 20 --ks 1,4 --device cpu
-    python benchmarks/throughput.py --depths 20,110,218 --ks 1,4,10 --json $OUT/throughput.json
+From the repository root:
+
+    .venv/bin/python -m benchmarks.throughput --depths 20 --ks 1,4 --device cpu
+    python -m benchmarks.throughput --depths 20,110,218 --ks 1,4,10 --json $OUT/throughput.json
+
+It times the shipped engine only; research/throughput_variants.py times prototypes beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -30,14 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres import data as D  # noqa: E402
-from robustres import engine  # noqa: E402
-from robustres.models import CifarResNet, count_flops  # noqa: E402
-from robustres.spec import make_run_spec  # noqa: E402
-
-from variants import triton_blocks, unfolded  # noqa: E402  (benchmarks/variants.py)
+from robustres import data as D
+from robustres import engine
+from robustres.models import CifarResNet, count_flops
+from robustres.spec import make_run_spec
 
 BATCH = 128
 # Dense bf16 tensor-core peaks (TFLOP/s) for MFU; the CPU has none that is meaningful here.
@@ -138,12 +137,8 @@ def baseline(depth: int, images, labels, device, steps: int) -> float:
 
 
 def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: bool, steps: int,
-                compile_: bool = False, graphs: bool = True, channels_last: bool = True,
-                unfold: bool = False, triton: bool = False) -> float:
+                compile_: bool = False, graphs: bool = True, channels_last: bool = True) -> float:
     """Aggregate images per second (all K models) of the engine's training step."""
-    if unfold or triton:
-        with unfolded() if unfold else triton_blocks():
-            return engine_rate(depth, k, data, device, precision, fuse, steps, compile_, graphs, channels_last)
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=BATCH, precision=precision)
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
     options = engine.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs, channels_last=channels_last)
@@ -172,6 +167,42 @@ def load_images(source: str, n: int) -> D.Data:
     return D.limit(data, n, 16)
 
 
+def prepare(device_arg: str, precision_arg: str) -> tuple[torch.device, str, str, float | None]:
+    """The device, the engine's precision there, the device's name and its bf16 peak (CUDA)."""
+    device = engine.resolve_device(device_arg)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    precision = precision_arg if precision_arg != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    peak = next((v for key, v in PEAKS.items() if key in name), None) if device.type == "cuda" else None
+    return device, precision, name, peak
+
+
+HEADER = f"{'depth':>5} {'config':<22} {'img/s/model':>12} {'img/s total':>12} {'vs (a)':>7} {'TFLOP/s':>8} {'MFU':>6}"
+
+
+def train_macs(depth: int) -> int:
+    """Forward multiply-adds of one image (count_flops); a training step is ~3 forward passes of 2
+    FLOPs per multiply-add (research/bytes.py counts the convolutions' FLOPs op by op: the same)."""
+    return count_flops(CifarResNet(depth, 0.1), torch.zeros(1, 3, 32, 32))
+
+
+def recorder(depth: int, macs: int, a: float, peak: float | None, rows: list):
+    """record(label, k, total): prints one row of HEADER's table and appends it to rows."""
+    def record(label: str, k: int, total: float) -> None:
+        # printed as soon as measured: a run stopped by a timeout keeps what it had
+        tflops = 6 * macs * total / 1e12
+        mfu = f"{100 * tflops / peak:5.1f}%" if peak else "     -"
+        print(f"{depth:>5} {label:<22} {total / k:12,.0f} {total:12,.0f} {total / a:6.1f}x {tflops:8.2f} {mfu}",
+              flush=True)
+        rows.append({"depth": depth, "config": label.strip(), "k": k, "images_per_s": total,
+                     "per_model": total / k, "ratio_vs_baseline": total / a, "tflops": tflops,
+                     "train_flops_per_image": 6 * macs})
+    return record
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depths", default="20")
@@ -186,46 +217,23 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time the fused pack under torch.compile")
     p.add_argument("--eager", action="store_true", help="CUDA: also time each pack without CUDA graphs")
     p.add_argument("--nchw", action="store_true", help="CUDA: also time fused packs without channels_last")
-    p.add_argument("--unfolded", action="store_true",
-                   help="also time packs whose blocks compute h * BN(F) as a separate product (the old blocks)")
-    p.add_argument("--triton", action="store_true",
-                   help="CUDA: also time fused packs whose blocks run in benchmarks/fused_block.py's kernels")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
-    device = engine.resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    device, precision, name, peak = prepare(args.device, args.precision)
     depths = [int(d) for d in args.depths.split(",")]
     ks = [int(k) for k in args.ks.split(",")]
     cpu_data = load_images(args.data, args.images)
     data = cpu_data.to(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    peak = next((v for key, v in PEAKS.items() if key in name), None) if device.type == "cuda" else None
 
     rows = []
     print(f"# {date.today()} {name}, torch {torch.__version__}, engine precision {precision}, "
           f"batch {BATCH}, data {args.data}", flush=True)
-    print(f"{'depth':>5} {'config':<22} {'img/s/model':>12} {'img/s total':>12} {'vs (a)':>7} {'TFLOP/s':>8} {'MFU':>6}")
+    print(HEADER)
     for depth in depths:
-        # count_flops counts forward multiply-adds; a training step is ~3 forward passes of 2 FLOPs
-        # per multiply-add (benchmarks/bytes.py counts the convolutions' FLOPs op by op: the same).
-        macs = count_flops(CifarResNet(depth, 0.1), torch.zeros(1, 3, 32, 32))
+        macs = train_macs(depth)
         a = baseline(depth, cpu_data.train_x, cpu_data.train_y, device, args.baseline_steps)
-
-        def record(label: str, k: int, total: float) -> None:
-            # printed as soon as measured: a run stopped by a timeout keeps what it had
-            tflops = 6 * macs * total / 1e12
-            mfu = f"{100 * tflops / peak:5.1f}%" if peak else "     -"
-            print(f"{depth:>5} {label:<22} {total / k:12,.0f} {total:12,.0f} {total / a:6.1f}x {tflops:8.2f} {mfu}",
-                  flush=True)
-            rows.append({"depth": depth, "config": label.strip(), "k": k, "images_per_s": total,
-                         "per_model": total / k, "ratio_vs_baseline": total / a, "tflops": tflops,
-                         "train_flops_per_image": 6 * macs})
-
+        record = recorder(depth, macs, a, peak, rows)
         record("(a) paper script fp32", 1, a)
         for k in ks:
             record("(b) engine K=1" if k == 1 else f"(c) engine K={k} fused", k,
@@ -233,18 +241,12 @@ def main() -> None:
             if device.type == "cuda" and args.nchw and k > 1:
                 record(f"    K={k} fused, NCHW", k,
                        engine_rate(depth, k, data, device, precision, True, args.steps, channels_last=False))
-            if args.unfolded:
-                record(f"    K={k} fused, h unfolded", k,
-                       engine_rate(depth, k, data, device, precision, True, args.steps, unfold=True))
             if device.type == "cuda" and args.eager:
                 record(f"    K={k} fused, no graphs", k,
                        engine_rate(depth, k, data, device, precision, True, args.steps, graphs=False))
             if k > 1 and args.in_turn:
                 record(f"(c) engine K={k} in turn" + (", streams" if device.type == "cuda" else ""), k,
                        engine_rate(depth, k, data, device, precision, False, args.steps))
-            if args.triton:
-                record(f"    K={k} fused, Triton blocks", k,
-                       engine_rate(depth, k, data, device, precision, True, args.steps, triton=True))
             if args.compile:
                 record(f"    K={k} fused, compiled", k,
                        engine_rate(depth, k, data, device, precision, True, args.steps, compile_=True))

@@ -1,27 +1,14 @@
-"""Memory traffic of a training step, counted op by op by benchmarks/bytes.py: the numbers behind
+"""Memory traffic of a training step, counted op by op by research/bytes.py: the numbers behind
 the GPU speed work (a fused pack's step is bound by bytes moved, not by arithmetic)."""
-
-import importlib
-import sys
-from pathlib import Path
 
 import torch
 
+from research import bytes as counting
+from research import floor, variants
 from robustres.models import CifarResNet, count_flops
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _modules():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("bytes"), importlib.import_module("variants")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_folding_h_into_batch_norm_moves_fewer_bytes_per_image():
-    counting, variants = _modules()
     folded = sum(counting.per_image_at_128(20, 2)[0].values())
     with variants.unfolded():
         apart = sum(counting.per_image_at_128(20, 2)[0].values())
@@ -30,23 +17,13 @@ def test_folding_h_into_batch_norm_moves_fewer_bytes_per_image():
 
 
 def test_counted_convolution_flops_are_three_forward_passes_of_two_flops_per_multiply_add():
-    counting, _ = _modules()
     by_class, _, flops, _ = counting.per_image_at_128(20, 2)
     macs = count_flops(CifarResNet(20, 0.1), torch.zeros(1, 3, 32, 32))
     assert abs(flops - 6 * macs) < 0.01 * 6 * macs
     assert by_class["convolution"] > 0 and by_class["batch norm"] > 0
 
 
-def _floor():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("floor")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
 def test_traffic_model_takes_every_blocks_shape_from_the_model():
-    floor = _floor()
     for depth in (20, 110, 218):
         n = (depth - 2) // 6
         shapes = floor.block_shapes(depth)
@@ -57,7 +34,6 @@ def test_traffic_model_takes_every_blocks_shape_from_the_model():
 
 
 def test_fused_kernel_designs_move_fewer_bytes_and_never_store_what_they_fuse_away():
-    floor = _floor()
     per_element = {name: floor.bytes_per_element(d) for name, d in floor.DESIGNS.items()}
     assert per_element == {"separate (--compile)": 82, "fused": 63, "fused, dgrad+wgrad": 50}
     for design in (floor.FUSED, floor.FUSED_DW):

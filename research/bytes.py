@@ -18,31 +18,26 @@ reads and writes (forward and backward graphs, convolutions included) is reporte
 engine did before h was folded into BN's affine map. --bf16-stream counts a residual stream kept in
 bf16, which is not a valid engine (it rounds small-h updates away), to price the float32 stream.
 
-    .venv/bin/python benchmarks/bytes.py --depth 110 --k 10
-    .venv/bin/python benchmarks/bytes.py --depth 110 --k 10 --unfolded
-    .venv/bin/python benchmarks/bytes.py --depth 110 --k 10 --compiled     # minutes of compiling
+    .venv/bin/python -m research.bytes --depth 110 --k 10          # from the repository root
+    .venv/bin/python -m research.bytes --depth 110 --k 10 --unfolded
+    .venv/bin/python -m research.bytes --depth 110 --k 10 --compiled     # minutes of compiling
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
 from contextlib import ExitStack
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres import data as D  # noqa: E402
-from robustres import engine  # noqa: E402
-from robustres.models import CifarResNet, count_flops  # noqa: E402
-from robustres.spec import make_run_spec  # noqa: E402
-
-from variants import bf16_stream, unfolded  # noqa: E402  (benchmarks/variants.py)
+from research.variants import bf16_stream, unfolded
+from robustres import data as D
+from robustres import engine
+from robustres.models import CifarResNet, count_flops
+from robustres.spec import make_run_spec
 
 BATCH = 128
 

@@ -1,14 +1,14 @@
 """Prototype: a whole residual block, forward and backward, in Triton kernels that fold batch norm
 into the convolutions around it (K models as groups, NHWC, bf16 with a float32 residual stream).
 
-Why: a fused pack's step is bound by memory traffic (benchmarks/floor.py). Built from cuDNN
+Why: a fused pack's step is bound by memory traffic (research/floor.py). Built from cuDNN
 convolutions with the elementwise work fused between them, as `--compile` builds it, a block moves
 about 82 bytes per activation element; with convolutions that apply the preceding BN (forward or
 backward) while loading their input and sum the next BN's statistics before storing their output,
 about 63 (67 here: BN2's backward sums take a pass of their own). Whether such kernels run near the
 copy rate on these small grouped shapes decides whether they can reach issue 3's 20x target; this
 measures it (`bench`) before the engine builds on it. The engine does not use it;
-benchmarks/variants.py's `triton_blocks()` runs it inside the engine's networks, for timing.
+research/variants.py's `triton_blocks()` runs it inside the engine's networks, for timing.
 
 The block: y1 = conv1(x), a1 = ReLU(BN1(y1)), y2 = conv2(a1), x1 = ReLU(x + h BN2(y2)), BN in
 training mode (batch statistics), identity shortcut, stride 1. Its kernels:
@@ -25,17 +25,16 @@ Batch statistics are sums per program, added afterwards, so every result is the 
 The variance is E[y^2] - E[y]^2 in float32, fine for conv outputs whose mean is not far larger than
 their spread; a merge of per-program means and variances would be the fix if that ever fails.
 
-    python3 benchmarks/fused_block.py                  # CUDA: time against the engine's own block
-    TRITON_INTERPRET=1 python3 benchmarks/fused_block.py --check   # any machine: correctness only
+From the repository root:
+
+    python3 -m research.fused_block                  # CUDA: time against the engine's own block
+    TRITON_INTERPRET=1 python3 -m research.fused_block --check   # any machine: correctness only
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 import triton
@@ -446,7 +445,7 @@ def _time(fn, reps: int) -> float:
     return start.elapsed_time(stop) / reps / 1e3
 
 
-# Bytes per activation element: benchmarks/floor.py's "fused" design (63), but BN2's backward sums
+# Bytes per activation element: research/floor.py's "fused" design (63), but BN2's backward sums
 # take a pass of their own here (g1, mask, y2: 7 bytes) instead of riding in g1's producer (3).
 PROTOTYPE_BYTES = 67
 
@@ -456,7 +455,6 @@ CONFIGS = ({"block_m": 64, "num_warps": 4}, {"block_m": 128, "num_warps": 4})  #
 def bench(k: int, batch: int, reps: int, compiled: bool) -> None:
     """CUDA: forward + backward of one block at the three stage shapes of a ResNet-110 pack: the
     engine's own block (bf16 autocast, channels_last), optionally compiled, against these kernels."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from robustres.models import ImageBlock
 
     dev = torch.device("cuda")

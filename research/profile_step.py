@@ -5,29 +5,24 @@ the device, so their ratio shows which kernels run far from the memory bandwidth
 as in training (on CUDA: the captured graph's replays); device time is summed per kernel class
 and per kernel, and printed per step.
 
-    python3 benchmarks/profile_step.py --depth 110 --k 10               # on the GPU
-    .venv/bin/python benchmarks/profile_step.py --depth 8 --k 2 --steps 2 --device cpu
+    python3 -m research.profile_step --depth 110 --k 10               # on the GPU, from the repository root
+    .venv/bin/python -m research.profile_step --depth 8 --k 2 --steps 2 --device cpu
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres import data as D  # noqa: E402
-from robustres import engine  # noqa: E402
-from robustres.spec import make_run_spec  # noqa: E402
-
-import bytes as counting  # noqa: E402  (benchmarks/bytes.py)
-from variants import unfolded  # noqa: E402  (benchmarks/variants.py)
+from research import bytes as counting
+from research.variants import unfolded
+from robustres import data as D
+from robustres import engine
+from robustres.spec import make_run_spec
 
 BATCH = 128
 CLASSES = (  # first match wins; kernel names of cuDNN, cuBLAS, PyTorch and inductor, and ATen ops

@@ -1,4 +1,4 @@
-"""The fused-kernel block prototype (benchmarks/fused_block.py), checked on the CPU in Triton's
+"""The fused-kernel block prototype (research/fused_block.py), checked on the CPU in Triton's
 interpreter, in float32, against PyTorch's ops and against the engine's own ImageBlock."""
 
 import json
@@ -11,14 +11,16 @@ import pytest
 
 from robustres.models import CifarResNet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 
 
 def _interpreted(script: str) -> dict:
-    """Runs script in a fresh Python under Triton's interpreter; its last line of output, as JSON."""
+    """Runs script in a fresh Python under Triton's interpreter, from the repository root (where
+    `research` and `robustres` import as packages); its last line of output, as JSON."""
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -27,7 +29,7 @@ def _interpreted(script: str) -> dict:
 SCRIPT = """
 import json, torch
 import torch.nn.functional as F
-import fused_block as fb
+from research import fused_block as fb
 from robustres.models import ImageBlock
 
 result = {}
@@ -70,8 +72,8 @@ def test_fused_block_computes_the_engines_block_and_every_gradient():
 MODEL_SCRIPT = """
 import copy, json, torch
 import torch.nn.functional as F
-import fused_block as fb
-import variants
+from research import fused_block as fb
+from research import variants
 from robustres.models import CifarResNet
 
 calls = []
@@ -114,11 +116,8 @@ def test_every_kernel_compiles_for_an_h100_without_one():
     # Triton's compiler and ptxas, no GPU: the dots' lowering and shared memory, which the
     # interpreter does not check. An H100 gives a block at most 227 KB of shared memory.
     pytest.importorskip("triton")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        fused_block = __import__("fused_block")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from research import fused_block
+
     for channels in (16, 64):  # ResNet-110's first and last stage
         shared = fused_block.compile_for_gpu(channels, block_m=128, arch=90)
         assert len(shared) == 8

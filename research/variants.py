@@ -51,10 +51,10 @@ def bf16_stream():
 @contextlib.contextmanager
 def triton_blocks(**config):
     """Every CIFAR block run inside that can (training, batch norm, identity shortcut, stride 1, on a
-    GPU or in Triton's interpreter) runs forward and backward in benchmarks/fused_block.py's kernels;
+    GPU or in Triton's interpreter) runs forward and backward in research/fused_block.py's kernels;
     `config` goes to them (block_m, num_warps, ...). Each block hands the next one the copy of its
     output that the convolutions read, made in the same pass, as an attribute of the output."""
-    import fused_block as fb  # benchmarks/fused_block.py: triton, imported only when used
+    from research import fused_block as fb  # triton, imported only when used
 
     own = ImageBlock.forward
 

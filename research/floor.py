@@ -1,7 +1,7 @@
 """How fast the paper's Fig. 6 CIFAR grid could train on one GPU, at best, per kernel design.
 
 A fused pack's training step is bound by the bytes it moves, not by its arithmetic (the H100 ran it
-at 3.5% of its bf16 peak and at 44-53% of its copy rate; benchmarks/bytes.py counts the bytes op by
+at 3.5% of its bf16 peak and at 44-53% of its copy rate; research/bytes.py counts the bytes op by
 op). This script asks what a *better* step could move. For each way of cutting a residual block
 into kernels it lists what every kernel must read and write, in bytes per element of the block's
 activations, and sums that over the blocks of ResNet-20, 110 and 218 (shapes taken from the model).
@@ -19,21 +19,17 @@ input pipeline (0.2-1.0 MB per image, counted by bytes.py); a projection shortcu
 identity, and the halo re-reads of convolutions as free. `--check` compares the "separate" design
 with inductor's own count of what `--compile` moves, to say how close the model is.
 
-    .venv/bin/python benchmarks/floor.py
-    .venv/bin/python benchmarks/floor.py --check 20  # + inductor's count of ResNet-20 (a minute)
+    .venv/bin/python -m research.floor             # from the repository root
+    .venv/bin/python -m research.floor --check 20  # + inductor's count of ResNet-20 (a minute)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robustres.models import CifarResNet, ImageBlock, count_flops  # noqa: E402
+from robustres.models import CifarResNet, ImageBlock, count_flops
 
 # (kernel, [(tensor, bytes per element, "in" | "out")]): "in" tensors have the block's input shape,
 # "out" tensors its output shape. x is the float32 stream into the block, xb its bf16 copy (what
@@ -152,8 +148,7 @@ def main() -> None:
                 listed = ", ".join(f"{t} {b}{'' if w == 'out' else ' (in)'}" for t, b, w in tensors)
                 print(f"  {sum(b for _, b, _ in tensors):3d}  {kernel:<52} {listed}")
     if args.check:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bytes import count_inductor_bytes, per_image_at_128  # benchmarks/bytes.py
+        from research.bytes import count_inductor_bytes, per_image_at_128
 
         torch.set_num_threads(2)
         count_inductor_bytes()
