@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from robustres import data as D
-from robustres import engine
+from robustres import transforms as T
+from robustres import units
 from robustres.models import build_pack, unfuse
 from robustres.spec import make_run_spec
 
@@ -82,11 +83,11 @@ def fused_vs_alone(family, kwargs):
 
 
 def losses(units, data, specs, steps, batch, streams=False):
-    order = D.order(torch.tensor([s.seed for s in specs], device=DEV), 0, len(data.train_y))
+    order = T.order(torch.tensor([s.seed for s in specs], device=DEV), 0, len(data.train_y))
     for u in units:
-        u.start_epoch(DEV)
+        u.start_epoch()
     if streams:  # the engine's way of stepping units side by side; losses read after each step
-        side = engine.make_streams(units, DEV, engine.Options())
+        side = units.make_streams(units, DEV, units.Options())
         rows = []
         for i in range(steps):
             out = [None] * len(units)
@@ -122,8 +123,8 @@ def main() -> None:
 
     specs = [make_run_spec(dataset="two-moons", depth=30, h=h) for h in (20.0, 0.1)]
     data = D.load(specs[0], ".").to(DEV)
-    packed = losses([engine.Unit([0, 1], specs, data, DEV, engine.Options())], data, specs, 20, 64)
-    alone = losses([engine.Unit([1], specs, data, DEV, engine.Options())], data, specs, 20, 64)
+    packed = losses([units.Unit([0, 1], specs, data, DEV, units.Options())], data, specs, 20, 64)
+    alone = losses([units.Unit([1], specs, data, DEV, units.Options())], data, specs, 20, 64)
     drift = ((packed[:, 1] - alone[:, 0]).abs() / alone[:, 0].abs()).max().item()
     good = (not torch.isfinite(packed[:, 0]).all()) and torch.isfinite(packed[:, 1]).all() and drift <= 1e-4
     ok &= bool(good)
@@ -136,8 +137,8 @@ def main() -> None:
     specs = [make_run_spec(dataset="synthetic", depth=20, n_train=1280, n_test=16, h=h, seed=s, train_noise=0.1)
              for h, s in ((0.1, 0), (0.5, 1), (1.0, 2))]
     data = D.load(specs[0], ".").to(DEV)
-    graphed = losses([engine.Unit([0, 1, 2], specs, data, DEV, engine.Options())], data, specs, 12, 128)
-    eager = losses([engine.Unit([0, 1, 2], specs, data, DEV, engine.Options(cuda_graphs=False))], data, specs, 12, 128)
+    graphed = losses([units.Unit([0, 1, 2], specs, data, DEV, units.Options())], data, specs, 12, 128)
+    eager = losses([units.Unit([0, 1, 2], specs, data, DEV, units.Options(cuda_graphs=False))], data, specs, 12, 128)
     diff = (graphed - eager).abs() / eager.abs()  # [steps, K]
     first_replay = diff[3].max().item()  # steps 0-2 are eager in both
     good = first_replay <= 1e-5
@@ -147,9 +148,9 @@ def main() -> None:
           + " ".join(f"{v:.0e}" for v in diff.max(1).values.tolist()))
     print("  per model after 12 steps: " + ", ".join(f"{v:.1e}" for v in diff[-1].tolist()))
     if DEV.type == "cuda":
-        streamed = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(3)], data, specs, 12,
+        streamed = losses([units.Unit([i], specs, data, DEV, units.Options()) for i in range(3)], data, specs, 12,
                           128, streams=True)
-        alone = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(3)], data, specs, 12, 128)
+        alone = losses([units.Unit([i], specs, data, DEV, units.Options()) for i in range(3)], data, specs, 12, 128)
         same = torch.equal(streamed, alone)
         ok &= same
         print(f"models in turn on 3 streams vs one stream, 12 steps: identical losses {same} {'ok' if same else 'FAIL'}")
@@ -160,8 +161,8 @@ def main() -> None:
     specs = [make_run_spec(dataset="synthetic", depth=20, n_train=1280, n_test=16, h=h, seed=0, precision="bf16")
              for h in (0.1, 0.5, 1.0, 2.0)]
     data = D.load(specs[0], ".").to(DEV)
-    packed = losses([engine.Unit([0, 1, 2, 3], specs, data, DEV, engine.Options())], data, specs, 20, 128)
-    alone = losses([engine.Unit([i], specs, data, DEV, engine.Options()) for i in range(4)], data, specs, 20, 128)
+    packed = losses([units.Unit([0, 1, 2, 3], specs, data, DEV, units.Options())], data, specs, 20, 128)
+    alone = losses([units.Unit([i], specs, data, DEV, units.Options()) for i in range(4)], data, specs, 20, 128)
     drift = ((packed - alone).abs() / alone.abs()).max(0).values.tolist()
     print("bf16 pack of 4 vs alone, max relative loss drift over 20 steps per h (0.1, 0.5, 1, 2): "
           + ", ".join(f"{d:.1e}" for d in drift))

@@ -19,6 +19,7 @@ import time
 import torch
 
 from robustres import data as D
+from robustres import transforms as TR
 
 
 def paper_style(images: torch.Tensor, batch: int) -> float:
@@ -52,7 +53,7 @@ def on_tensors(images: torch.Tensor, batch: int, device: torch.device) -> float:
         started = time.perf_counter()
         order = torch.randperm(len(x), generator=g, device=device)
         for i in range(0, len(x), batch):
-            out = D.normalize(D.to_float_images(D.crop_flip(x[order[i:i + batch]], g)), mean, std)
+            out = TR.normalize(TR.to_float_images(TR.crop_flip(x[order[i:i + batch]], g)), mean, std)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from robustres import data as D
-from robustres import engine
+from robustres import devices, engine, units
 from robustres.spec import make_run_spec
 
 SEEDS = range(5)
@@ -28,10 +28,10 @@ HS = (0.1, 1.0)
 
 def compare(name: str, specs, data, device) -> list[str]:
     started = time.perf_counter()
-    alone = [engine.train([s], data, device, options=engine.Options(fuse=True))[0] for s in specs]
+    alone = [engine.train([s], data, device, options=units.Options(fuse=True))[0] for s in specs]
     t_alone = time.perf_counter() - started
     started = time.perf_counter()
-    packed = engine.train(specs, data, device, options=engine.Options(fuse=True))
+    packed = engine.train(specs, data, device, options=units.Options(fuse=True))
     t_packed = time.perf_counter() - started
     lines = []
     for h in HS:
@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    device = engine.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     rows = ["| workload | h | alone: median (min-max) % | packed: median (min-max) % | identical final acc |",
             "|---|---|---|---|---|"]
 

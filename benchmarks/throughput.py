@@ -34,7 +34,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robustres import data as D
-from robustres import engine
+from robustres import devices
+from robustres import transforms as T
+from robustres import units as U
 from robustres.models import CifarResNet, count_flops
 from robustres.spec import make_run_spec
 
@@ -141,13 +143,13 @@ def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: 
     """Aggregate images per second (all K models) of the engine's training step."""
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=BATCH, precision=precision)
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
-    options = engine.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs, channels_last=channels_last)
-    units = ([engine.Unit(list(range(k)), specs, data, device, options)] if fuse
-             else [engine.Unit([i], specs, data, device, options) for i in range(k)])
-    order = D.order(torch.tensor([s.seed for s in specs], device=device), 0, len(data.train_y))
-    streams = engine.make_streams(units, device, options)
+    options = U.Options(fuse=fuse, compile=compile_, cuda_graphs=graphs, channels_last=channels_last)
+    units = ([U.Unit(list(range(k)), specs, data, device, options)] if fuse
+             else [U.Unit([i], specs, data, device, options) for i in range(k)])
+    order = T.order(torch.tensor([s.seed for s in specs], device=device), 0, len(data.train_y))
+    streams = U.make_streams(units, device, options)
     for unit in units:
-        unit.start_epoch(device)
+        unit.start_epoch()
     per_epoch = len(data.train_y) // BATCH
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     warm = 10 if compile_ else 6  # CUDA graphs: 3 eager steps, the capture, replays
@@ -155,7 +157,7 @@ def engine_rate(depth: int, k: int, data: D.Data, device, precision: str, fuse: 
         if i == warm:
             sync()
             started = time.perf_counter()
-        engine.step_all(units, data, order, 0, i % per_epoch, BATCH, streams)
+        U.step_all(units, data, order, 0, i % per_epoch, BATCH, streams)
     sync()
     return k * BATCH * steps / (time.perf_counter() - started)
 
@@ -169,7 +171,7 @@ def load_images(source: str, n: int) -> D.Data:
 
 def prepare(device_arg: str, precision_arg: str) -> tuple[torch.device, str, str, float | None]:
     """The device, the engine's precision there, the device's name and its bf16 peak (CUDA)."""
-    device = engine.resolve_device(device_arg)
+    device = devices.resolve_device(device_arg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     else:

@@ -34,6 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from research.variants import bf16_stream, unfolded
+from robustres import transforms as T
+from robustres import units
 from robustres import data as D
 from robustres import engine
 from robustres.models import CifarResNet, count_flops
@@ -122,9 +124,9 @@ def count(depth: int, k: int, batch: int, compiled: bool) -> Counter:
     specs = [make_run_spec(dataset="synthetic", depth=depth, h=h, seed=s, batch_size=batch, precision="bf16")
              for s, h in zip(range(k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
     data = D.synthetic("cifar10", 4 * batch, 16)
-    order = D.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
-    unit = engine.Unit(list(range(k)), specs, data, torch.device("cpu"), engine.Options(fuse=True))
-    unit.start_epoch(torch.device("cpu"))
+    order = T.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
+    unit = units.Unit(list(range(k)), specs, data, torch.device("cpu"), units.Options(fuse=True))
+    unit.start_epoch()
     unit.train_step(data, order, 0, 0, batch)  # momentum buffers exist from here on, as in training
     counter = Counter()
 
@@ -157,8 +159,8 @@ def count(depth: int, k: int, batch: int, compiled: bool) -> Counter:
 
         torch._dynamo.reset()  # a fresh, static-shaped compile for this batch size
         metrics.reset()
-        unit = engine.Unit(list(range(k)), specs, data, torch.device("cpu"), engine.Options(fuse=True, compile=True))
-        unit.start_epoch(torch.device("cpu"))
+        unit = units.Unit(list(range(k)), specs, data, torch.device("cpu"), units.Options(fuse=True, compile=True))
+        unit.start_epoch()
         unit.train_step(data, order, 0, 0, batch)  # compiles the forward and the backward graph
         for cls in [c for c in counter.bytes if c != OUTSIDE]:
             del counter.bytes[cls], counter.calls[cls]

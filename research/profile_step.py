@@ -20,6 +20,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from research import bytes as counting
 from research.variants import unfolded
+from robustres import transforms as T
+from robustres import units
+from robustres import devices
 from robustres import data as D
 from robustres import engine
 from robustres.spec import make_run_spec
@@ -56,7 +59,7 @@ def main() -> None:
     p.add_argument("--unfolded", action="store_true", help="blocks with h * BN(F) as a separate product")
     p.add_argument("--top", type=int, default=12)
     args = p.parse_args()
-    device = engine.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -65,9 +68,9 @@ def main() -> None:
              for s, h in zip(range(args.k), [0.1, 0.2, 0.5, 1.0, 2.0] * 10)]
     data = D.synthetic("cifar10", 4 * BATCH, 16).to(device)
     with unfolded() if args.unfolded else contextlib.nullcontext():
-        unit = engine.Unit(list(range(args.k)), specs, data, device, engine.Options(fuse=True, compile=args.compile))
-        order = D.order(torch.tensor([s.seed for s in specs], device=device), 0, len(data.train_y))
-        unit.start_epoch(device)
+        unit = units.Unit(list(range(args.k)), specs, data, device, units.Options(fuse=True, compile=args.compile))
+        order = T.order(torch.tensor([s.seed for s in specs], device=device), 0, len(data.train_y))
+        unit.start_epoch()
         per_epoch = len(data.train_y) // BATCH
         for i in range(6):  # on CUDA: 3 eager steps, the capture, replays
             unit.train_step(data, order, 0, i % per_epoch, BATCH)

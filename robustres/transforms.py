@@ -4,8 +4,9 @@ is a keyed hash, never a generator's state."""
 
 from __future__ import annotations
 
-import torch
+import math
 
+import torch
 
 # Every random choice of training (data order, crop, flip, noise) is a hash of (the run's seed, a
 # stream name, epoch, step, position): the same numbers whichever pack a run trains in and however

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from robustres import data as D
-from robustres import transforms as T
 from robustres import engine
+from robustres import transforms as T
 from robustres.spec import make_run_spec
 from robustres.store import Store
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from robustres import data as D
-from robustres import transforms as T
 from robustres import engine, tuning
+from robustres import transforms as T
 from robustres.models import build_pack, init_model, unfuse
 from robustres.plan import Pack, make_packs
 from robustres.spec import make_run_spec
