@@ -80,7 +80,7 @@ class StepScale(nn.Module):
         """x + h * norm(f), summed in the finer of x's dtype and the scale's (float32).
 
         A BatchNorm takes h into its affine map, h * (w f^ + b) = (h w) f^ + h b, so the product
-        costs no pass over the activations of its own (benchmarks/bytes.py counts what that saves).
+        costs no pass over the activations of its own (research/bytes.py counts what that saves).
         Under bf16 autocast h * norm(f) is then rounded to bf16, as finely, relative to its size,
         as norm(f) alone was; the sum itself, the residual stream, stays float32.
         """
