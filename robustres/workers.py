@@ -109,13 +109,12 @@ def _train_packs(work, execution: Execution, devices: list[str], store: Store, r
                  rows: dict, datasets: dict) -> None:
     packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, _flops_of(datasets))
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
     by_spec = {s.run_id: s for s in work.todo}
-    queues = [ctx.Queue() for _ in devices]  # one per worker: the driver knows who holds what
+    results, queues = ctx.Queue(), [ctx.Queue() for _ in devices]  # a queue per worker: who holds what
 
-    def start(worker: int):
-        proc = ctx.Process(target=_worker_main, args=(worker, devices[worker], execution, queues[worker], results, os.getpid()),
-                           daemon=True)
+    def start(worker: int):  # a fresh worker process on the worker's device
+        proc = ctx.Process(target=_worker_main, daemon=True,
+                           args=(worker, devices[worker], execution, queues[worker], results, os.getpid()))
         proc.start()
         return proc
 
