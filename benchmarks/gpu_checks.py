@@ -153,7 +153,8 @@ def main() -> None:
         alone = losses([units.Unit([i], specs, data, DEV, units.Options()) for i in range(3)], data, specs, 12, 128)
         same = torch.equal(streamed, alone)
         ok &= same
-        print(f"models in turn on 3 streams vs one stream, 12 steps: identical losses {same} {'ok' if same else 'FAIL'}")
+        verdict = "ok" if same else "FAIL"
+        print(f"models in turn on 3 streams vs one stream, 12 steps: identical losses {same} {verdict}")
     else:
         print("models on streams: CUDA only, skipped")
     torch.backends.cudnn.deterministic = False

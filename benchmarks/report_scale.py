@@ -40,7 +40,8 @@ def build(root: Path) -> None:
                 row = {k: None for k in RUNS_SCHEMA.names}
                 row.update(run_id=spec.run_id, **config_columns(spec), status="completed", final_test_acc=acc,
                            best_test_acc=acc + 0.005, epochs_done=EPOCHS, schema_version=1)
-                pq.write_table(pa.Table.from_pylist([row], schema=RUNS_SCHEMA), root / "runs" / f"{spec.run_id}.parquet")
+                table = pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
+                pq.write_table(table, root / "runs" / f"{spec.run_id}.parquet")
                 epochs = pa.table({"run_id": [spec.run_id] * EPOCHS, "epoch": list(range(1, EPOCHS + 1)),
                                    "train_loss": [1.0] * EPOCHS, "train_acc": [0.5] * EPOCHS,
                                    "test_loss": [1.0] * EPOCHS, "test_acc": [acc] * EPOCHS,
@@ -63,7 +64,8 @@ def main() -> None:
     if not (root / "runs").is_dir():
         started = time.perf_counter()
         build(root)
-        print(f"built {len(DEPTHS) * len(HS) * len(SEEDS):,} runs x {EPOCHS} epochs in {time.perf_counter() - started:.0f} s")
+        built = len(DEPTHS) * len(HS) * len(SEEDS)
+        print(f"built {built:,} runs x {EPOCHS} epochs in {time.perf_counter() - started:.0f} s")
     store = Store(root)
     shutil.rmtree(root / ".snapshot", ignore_errors=True)
     started = time.perf_counter()

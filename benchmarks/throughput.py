@@ -205,16 +205,22 @@ def recorder(depth: int, macs: int, a: float, peak: float | None, rows: list):
     return record
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depths", default="20")
-    p.add_argument("--ks", default="1,4")
+def common_args(doc: str, depths: str, ks: str, steps: int, baseline_steps: int) -> argparse.ArgumentParser:
+    """The options every throughput script takes (this one and research/throughput_variants.py)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depths", default=depths)
+    p.add_argument("--ks", default=ks)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--baseline-steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--baseline-steps", type=int, default=baseline_steps)
     p.add_argument("--data", default="synthetic", help="synthetic, or an image folder (train/ and test/)")
     p.add_argument("--images", type=int, default=10_240)
+    return p
+
+
+def main() -> None:
+    p = common_args(__doc__, depths="20", ks="1,4", steps=20, baseline_steps=20)
     p.add_argument("--in-turn", action="store_true", help="also time K models stepped in turn")
     p.add_argument("--compile", action="store_true", help="also time the fused pack under torch.compile")
     p.add_argument("--eager", action="store_true", help="CUDA: also time each pack without CUDA graphs")

@@ -19,27 +19,18 @@ From the repository root:
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import date
 from pathlib import Path
 
 import torch
 
-from benchmarks.throughput import BATCH, HEADER, baseline, engine_rate, load_images, prepare, recorder, train_macs
+from benchmarks.throughput import BATCH, HEADER, common_args, baseline, engine_rate, load_images, prepare, recorder, train_macs
 from research.variants import triton_blocks, unfolded
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depths", default="110")
-    p.add_argument("--ks", default="10")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--baseline-steps", type=int, default=5)
-    p.add_argument("--data", default="synthetic", help="synthetic, or an image folder (train/ and test/)")
-    p.add_argument("--images", type=int, default=10_240)
+    p = common_args(__doc__, depths="110", ks="10", steps=10, baseline_steps=5)
     p.add_argument("--unfolded", action="store_true",
                    help="also time packs whose blocks compute h * BN(F) as a separate product (the old blocks)")
     p.add_argument("--triton", action="store_true",

@@ -218,7 +218,8 @@ def _fingerprint(root: Path, files: list[Path]) -> str:
 def _image_files(root: Path) -> tuple[list[str], dict[str, list[Path]]]:
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise DataError(f"imagefolder: {root / split} is missing; expected {root}/train/<class>/* and {root}/test/<class>/*")
+            raise DataError(f"imagefolder: {root / split} is missing; expected {root}/train/<class>/* and "
+                            f"{root}/test/<class>/*")
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"imagefolder: no class folders in {root / 'train'}")

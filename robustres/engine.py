@@ -166,7 +166,8 @@ def set_device_flags(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def resume(specs: list[RunSpec], checkpoints: list[Path | None]) -> tuple[list[dict] | None, list[Outcome], bool | None]:
+def resume(specs: list[RunSpec],
+           checkpoints: list[Path | None]) -> tuple[list[dict] | None, list[Outcome], bool | None]:
     """(the runs' saved states or None, their outcomes so far, how the pack executed or None)."""
     saved = [load_checkpoint(path, spec.run_id) for spec, path in zip(specs, checkpoints)]
     done = {len(s["history"]) if s else 0 for s in saved}

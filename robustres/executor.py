@@ -75,7 +75,8 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
     return row
 
 
-def failed_row(spec: RunSpec, store: Store, detail: str, base: dict | None = None, seconds: float | None = None) -> dict:
+def failed_row(spec: RunSpec, store: Store, detail: str, base: dict | None = None,
+               seconds: float | None = None) -> dict:
     """The row of a run whose pack failed (an exception, a dead worker or task): what the store
     already knows of it, status `failed` and the error."""
     existing = store.get_run(spec.run_id) or {}

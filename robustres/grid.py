@@ -20,6 +20,7 @@ from .spec import (
     RunSpec,
     SpecError,
     _count,
+    make_execution,
     make_run_spec,
 )
 
@@ -216,14 +217,16 @@ def make_sweep_spec(values: dict, source: str = "flags") -> SweepSpec:
         depths = values.get("depths")
         if depths is None:
             raise SpecError("no depths given (--depths 20,110 or 'depths:' in the config)")
-        depth_list = [int(d) for d in depths] if isinstance(depths, (list, tuple)) else parse_ints("depths", str(depths))
+        listed = isinstance(depths, (list, tuple))
+        depth_list = [int(d) for d in depths] if listed else parse_ints("depths", str(depths))
         hs = values.get("h")
         if hs is None:
             raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
         h_list = [float(v) for v in hs] if isinstance(hs, (list, tuple)) else parse_h_grid(str(hs))
         seeds = parse_seeds(values.get("seeds", 1))
         noise = values.get("train_noise", 0.0)
-        noise_list = [float(v) for v in noise] if isinstance(noise, (list, tuple)) else parse_floats("train_noise", str(noise))
+        listed = isinstance(noise, (list, tuple))
+        noise_list = [float(v) for v in noise] if listed else parse_floats("train_noise", str(noise))
         options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
         if "milestones" in options and not isinstance(options["milestones"], (list, tuple)):
             options["milestones"] = parse_ints("milestones", str(options["milestones"]), allow_empty=True)
@@ -252,8 +255,6 @@ def merge_preset(path: Path | None, flags: dict) -> dict:
     """A preset's values (validated, its execution keys too, naming the file), then the flags given."""
     file_values = load_sweep_file(path) if path is not None else {}
     if path is not None:
-        from .spec import make_execution
-
         try:
             make_execution({k: file_values[k] for k in EXECUTION_KEYS if k in file_values})
         except SpecError as exc:

@@ -249,7 +249,8 @@ class TextResNet(nn.Module):
         return out
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        x = F.adaptive_max_pool1d(self.features(codes)[-1], 8)  # [B, K*512, 8]: flattening keeps each model's features together
+        # [B, K*512, 8]: flattening keeps each model's features together
+        x = F.adaptive_max_pool1d(self.features(codes)[-1], 8)
         return self.fc(x.reshape(x.shape[0], -1)).view(x.shape[0], self.k, self.num_classes)
 
 

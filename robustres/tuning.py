@@ -122,18 +122,16 @@ def auto_pack_size(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     On CUDA this is measured: the peak memory of real training steps with packs of 1 and 2 gives
     the cost of one more model. On the CPU it is estimated from the layer outputs of one input.
     """
-    n = len(specs)
-    if n == 1:
+    if len(specs) == 1:
         return 1
-    if device.type == "cuda":
-        one = _peak_bytes_of_a_step(specs[:1], data, device, options)
-        two = _peak_bytes_of_a_step(specs[:2], data, device, options)
-        per_model = max(two - one, 1)
-        free, _ = torch.cuda.mem_get_info(device)
-        fits = int((0.8 * free - (one - per_model)) // per_model)
-    else:
+    if device.type != "cuda":
         return estimated_cpu_fit(specs, data.input_shape, data.num_classes)
-    return max(1, min(n, fits, MAX_PACK))
+    one = _peak_bytes_of_a_step(specs[:1], data, device, options)
+    two = _peak_bytes_of_a_step(specs[:2], data, device, options)
+    per_model = max(two - one, 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int((0.8 * free - (one - per_model)) // per_model)
+    return max(1, min(len(specs), fits, MAX_PACK))
 
 
 def estimated_cpu_fit(specs: Sequence[RunSpec], input_shape: tuple[int, ...], num_classes: int) -> int:

@@ -60,7 +60,8 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("kwargs", [
     dict(dataset="two-moons", epochs=6),
-    dict(dataset="synthetic", n_train=96, n_test=32, depth=8, epochs=4, batch_size=32, train_noise=0.1, milestones=(2,)),
+    dict(dataset="synthetic", n_train=96, n_test=32, depth=8, epochs=4, batch_size=32, train_noise=0.1,
+         milestones=(2,)),
 ])
 def test_resume_after_an_interruption_equals_the_uninterrupted_run_bitwise(tmp_path, kwargs):
     spec = make_run_spec(**kwargs)

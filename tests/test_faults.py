@@ -140,7 +140,8 @@ def test_a_claim_left_on_a_finished_run_by_a_dead_process_is_cleared(tmp_path):
     args = ["--depths", "3", "--h", "0.1,0.2", "--seeds", "1", "--epochs", "2"]
     dead_run, live_run = _dry_run_ids(tmp_path, args)
     store = tmp_path / "store"
-    assert subprocess.run([*ROBUSTRES, "sweep", *args], env=_env(store), capture_output=True, timeout=120).returncode == 0
+    done = subprocess.run([*ROBUSTRES, "sweep", *args], env=_env(store), capture_output=True, timeout=120)
+    assert done.returncode == 0
     here = socket.gethostname()
     gone = subprocess.Popen(["true"])
     gone.wait()

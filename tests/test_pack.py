@@ -136,7 +136,7 @@ def _step_losses(units, data, steps, batch_size, specs):
     order = T.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
     losses = []
     for unit in units:
-        unit.start_epoch(CPU)
+        unit.start_epoch()
     for step in range(steps):
         losses.append(torch.cat([u.train_step(data, order, 0, step % (len(data.train_y) // batch_size), batch_size)
                                  for u in units]))

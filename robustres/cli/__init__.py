@@ -10,7 +10,11 @@ import typer
 
 from ..spec import DataError, SpecError
 from ..store import StoreError
-from . import doctor, noise_eval, report, sweep, train  # noqa: F401  (each registers its command)
+
+# isort: off
+# Each module registers its command; --help lists them in this order, the order of the workflow.
+from . import train, sweep, noise_eval, report, doctor  # noqa: F401
+# isort: on
 from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, INTERRUPTED, app
 
 

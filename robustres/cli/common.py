@@ -3,14 +3,13 @@
 import sys
 import time
 
-from ..spec import Execution, make_execution, resolve_precision
+from ..spec import EXECUTION_TYPES, Execution, make_execution, resolve_precision
 from . import render
 from .progress import PlainReporter, RichReporter
 
 
 def execution_of(options: dict, force: bool = False) -> Execution:
-    from ..spec import EXECUTION_TYPES
-
+    """The execution options among `options` (which may hold run options and grid keys too)."""
     return make_execution({**{k: v for k, v in options.items() if k in EXECUTION_TYPES}, "force": force})
 
 

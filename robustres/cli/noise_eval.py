@@ -15,6 +15,8 @@ from .common import execution_of
 from .options import AsJson, Config, HGrid, Seeds, execution_options, run_options, with_options
 from .sweep import run_sweep
 
+# train-noise mode is a sweep: it takes these execution options (test-noise refuses the training ones)
+EXECUTION = ("device", "store", "data_dir", "pack_size", "fuse", "compile", "checkpoint_every")
 HELP = ("The paper's robustness instruments: training on noisy inputs (--mode train-noise, Fig. 5), accuracy of "
         "trained runs on corrupted test inputs (--mode test-noise), and how input noise grows through the blocks "
         "(--propagation, Prop. 2).")
@@ -24,15 +26,25 @@ HELP = ("The paper's robustness instruments: training on noisy inputs (--mode tr
              epilog=examples("robustres noise-eval --mode train-noise --dataset two-moons --depth 10 --h 0.1,1 "
                              "--levels 0,0.1,0.2 --seeds 3",
                              "robustres noise-eval --depth 10 --levels 0,0.2,0.4 --propagation"))
-@with_options(run_options(noise_eval=True), execution_options(names=("device", "store", "data_dir") + TRAINING_EXECUTION[:4]))
+@with_options(run_options(noise_eval=True), execution_options(names=EXECUTION))
 def noise_eval(
     options: dict,
-    mode: Annotated[str, typer.Option(metavar="MODE", help="train-noise (train on noisy inputs: a sweep over --levels) or test-noise (evaluate trained runs on corrupted test inputs).")] = "test-noise",
-    levels: Annotated[str, typer.Option(metavar="LIST", help="Noise levels from 0 to 1, comma-separated.")] = "0,0.1,0.2,0.3",
-    kinds: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Noise kinds, comma-separated: gaussian, salt-pepper, mosaic (images), char-swap (text), gaussian (points). Default: the data's first.")] = None,
-    propagation: Annotated[bool, typer.Option("--propagation", help="test-noise: also record, per block, ||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||.")] = False,
+    mode: Annotated[str, typer.Option(
+        metavar="MODE",
+        help="train-noise (train on noisy inputs: a sweep over --levels) or test-noise (evaluate trained runs on "
+             "corrupted test inputs).")] = "test-noise",
+    levels: Annotated[str, typer.Option(
+        metavar="LIST", help="Noise levels from 0 to 1, comma-separated.")] = "0,0.1,0.2,0.3",
+    kinds: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False,
+        help="Noise kinds, comma-separated: gaussian, salt-pepper, mosaic (images), char-swap (text), gaussian "
+             "(points). Default: the data's first.")] = None,
+    propagation: Annotated[bool, typer.Option(
+        "--propagation",
+        help="test-noise: also record, per block, ||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||.")] = False,
     config: Config = None,
-    depth: Annotated[Optional[str], typer.Option("--depth", "--depths", metavar="LIST", show_default=False, help="Depth(s), comma-separated.")] = None,
+    depth: Annotated[Optional[str], typer.Option(
+        "--depth", "--depths", metavar="LIST", show_default=False, help="Depth(s), comma-separated.")] = None,
     h: HGrid = None,
     seeds: Seeds = None,
     as_json: AsJson = False,
@@ -75,7 +87,8 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
     if config is not None:
         planned = frozenset(s.run_id for slot in preset_slots(merge_preset(config, {}), str(config)) for s in slot)
     dataset = options.get("dataset")
-    filters = R.Filters(datasets=(dataset,) if dataset else (), depths=tuple(parse_ints("--depth", depth)) if depth else (),
+    filters = R.Filters(datasets=(dataset,) if dataset else (),
+                        depths=tuple(parse_ints("--depth", depth)) if depth else (),
                         hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
     rows = R.select(store.runs(), filters)
     rows = rows[rows.status == "completed"]

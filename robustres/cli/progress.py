@@ -75,7 +75,8 @@ class PlainReporter:
         self.done += 1
         count = f"[{self.done}/{self.total}] " if self.total > 1 else ""
         if reused:
-            self._say(f"{count}{spec.run_id[:8]} {label(spec)}: {row['status']} in the store, not retrained (--force retrains)")
+            self._say(f"{count}{spec.run_id[:8]} {label(spec)}: {row['status']} in the store, not retrained (--force "
+                      f"retrains)")
         else:
             self._say(f"{count}{spec.run_id[:8]} {label(spec)}: {status_text(row)}")
 

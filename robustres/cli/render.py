@@ -38,7 +38,7 @@ def print_sweep_summary(out: Console, rows: list[dict], groups, recs: list[dict]
     n = counts(rows)
     out.print(f"robustres sweep: {len(rows)} runs in {seconds:.1f}s: {n['completed']} completed, "
               f"{n['diverged']} diverged, {n['failed']} failed; store {store}")
-    chosen = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r["h"] for r in recs}
+    by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
     for block, g in groups.groupby(["dataset", "protocol", "depth", "train_noise"], sort=False):
         dataset, protocol, depth, noise = block
         title = f"{dataset} depth {depth}" + (f", training noise {noise:g}" if noise else "") + \
@@ -47,10 +47,12 @@ def print_sweep_summary(out: Console, rows: list[dict], groups, recs: list[dict]
         for col in ("h", "runs", "completed", "diverged", "failed", "median final test %"):
             table.add_column(col, justify="right")
         for r in g.sort_values("h").itertuples():
-            mark = " <- best" if chosen.get(block) == r.h else ""
+            mark = " <- best" if by_block[block]["h"] == r.h else ""
             table.add_row(f"{r.h:g}", str(r.runs), str(r.completed), str(r.diverged), str(r.failed),
                           pct(r.final_median) + mark)
         out.print(table)
+        if by_block[block]["h"] is None:  # say why nothing is marked
+            out.print(f"no best h: {by_block[block]['reason']} (robustres report --min-seeds N)")
 
 
 def print_plan(plan: dict) -> None:
@@ -110,7 +112,8 @@ def print_dry_run(described: list[dict]) -> None:
 
 def print_train_summary(out: Console, rows: list[dict], store: Path, seconds: float) -> None:
     table = Table(title=f"robustres train: {len(rows)} run(s) in {seconds:.1f}s, store {store}")
-    for col in ("run_id", "dataset", "depth", "h", "seed", "status", "final test %", "best test %", "epochs", "seconds"):
+    columns = ("run_id", "dataset", "depth", "h", "seed", "status", "final test %", "best test %", "epochs", "seconds")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("run_id", "dataset", "status") else "right")
     for r in rows:
         epochs = f"{r['epochs_done']}/{r['epochs']}"
@@ -138,7 +141,8 @@ def report_markdown(groups, recs, warnings) -> str:
     lines = ["| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | median final % | std | "
              "best-epoch median % | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in groups.itertuples():
-        lines.append(f"| {r.dataset} | {r.protocol} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | {r.completed} | "
+        lines.append(f"| {r.dataset} | {r.protocol} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | "
+                     f"{r.completed} | "
                      f"{r.diverged} | {r.failed} | {pct(r.final_median)} | {pct(r.final_std)} | "
                      f"{pct(r.best_epoch_median)} | {r.label} |")
     lines.append("")
@@ -210,7 +214,8 @@ def print_doctor(info: dict) -> None:
     out.print(f"platform {info['versions']['platform']}")
     for d in info["devices"]:
         free = f", {size_text(d['free_bytes'])} free" if d["free_bytes"] is not None else ""
-        out.print(f"device {d['device']}: {d['name']}, {d['cores']} cores/SMs, {size_text(d['memory_bytes'])} memory{free}")
+        out.print(f"device {d['device']}: {d['name']}, {d['cores']} cores/SMs, {size_text(d['memory_bytes'])} "
+                  f"memory{free}")
     st = info["store"]
     if "error" in st:
         out.print(f"store {st['path']}: [red]{st['error']}[/red]")

@@ -28,15 +28,25 @@ HELP = ("Which h to use at each depth, and how sure: tables, JSON, CSV or markdo
 def report(
     options: dict,
     config: Config = None,
-    dataset: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Only these datasets, comma-separated.")] = None,
-    depths: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Only these depths, comma-separated.")] = None,
-    h: Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False, help="Only these h (a list or a range, as in sweep).")] = None,
-    train_noise: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Only these training-noise levels.")] = None,
-    min_seeds: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help=f"Completed runs an h needs to be recommended (default {R.MIN_SEEDS}); given, also a gate: exit 1 when a (depth, h) has fewer.")] = None,
-    max_failures: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help="Gate: exit 1 when more runs than this failed.")] = None,
-    require_complete: Annotated[bool, typer.Option("--require-complete", help="Gate: exit 1 unless every run of --config is finished in the store.")] = False,
+    dataset: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False, help="Only these datasets, comma-separated.")] = None,
+    depths: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False, help="Only these depths, comma-separated.")] = None,
+    h: Annotated[Optional[str], typer.Option(
+        "--h", metavar="GRID", show_default=False, help="Only these h (a list or a range, as in sweep).")] = None,
+    train_noise: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False, help="Only these training-noise levels.")] = None,
+    min_seeds: Annotated[Optional[int], typer.Option(
+        metavar="N", show_default=False,
+        help=f"Completed runs an h needs to be recommended (default {R.MIN_SEEDS}); given, also a gate: exit 1 "
+             "when a (depth, h) has fewer.")] = None,
+    max_failures: Annotated[Optional[int], typer.Option(
+        metavar="N", show_default=False, help="Gate: exit 1 when more runs than this failed.")] = None,
+    require_complete: Annotated[bool, typer.Option(
+        "--require-complete", help="Gate: exit 1 unless every run of --config is finished in the store.")] = False,
     format_: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table, json, csv or markdown.")] = "table",
-    plot: Annotated[Optional[str], typer.Option(metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
+    plot: Annotated[Optional[str], typer.Option(
+        metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
 ) -> None:
     if format_ not in FORMATS:
         raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")

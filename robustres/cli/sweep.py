@@ -30,10 +30,12 @@ def sweep(
     depths: Depths = None,
     h: HGrid = None,
     seeds: Seeds = None,
-    train_noise: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2.")] = None,
+    train_noise: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False, help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2.")] = None,
     force: Force = False,
     as_json: AsJson = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
 ) -> None:
     values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
     run_sweep(values, config, force, as_json, dry_run)

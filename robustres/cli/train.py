@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..grid import parse_floats, parse_ints
-from ..spec import make_run_spec
+from ..spec import FIELD_TYPES, make_run_spec
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, precision_of, train_with_progress
@@ -24,17 +24,21 @@ HELP = ("Train runs (one per h x seed) and record them in the store. Defaults fo
 @with_options(run_options(), execution_options())
 def train(
     options: dict,
-    depth: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help="Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).")] = None,
-    h: Annotated[str, typer.Option("--h", metavar="LIST", help="Step factor(s), comma-separated: one run per value.")] = "0.1",
+    depth: Annotated[Optional[int], typer.Option(
+        metavar="N", show_default=False, help="Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).")] = None,
+    h: Annotated[str, typer.Option(
+        "--h", metavar="LIST", help="Step factor(s), comma-separated: one run per value.")] = "0.1",
     seed: Annotated[str, typer.Option(metavar="LIST", help="Seed(s), comma-separated: one run per value.")] = "0",
-    train_noise: Annotated[float, typer.Option(metavar="LEVEL", help="Noise level from 0 to 1 on the training inputs (test data stay clean).")] = 0.0,
+    train_noise: Annotated[float, typer.Option(
+        metavar="LEVEL", help="Noise level from 0 to 1 on the training inputs (test data stay clean).")] = 0.0,
     force: Force = False,
     as_json: AsJson = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and print the configuration; train nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Resolve and print the configuration; train nothing.")] = False,
 ) -> None:
     hs, seeds = parse_floats("--h", h), parse_ints("--seed", seed)
     execution = execution_of(options, force)
-    run_values = {k: v for k, v in options.items() if k not in execution.__dataclass_fields__}
+    run_values = {k: v for k, v in options.items() if k in FIELD_TYPES}
     if "milestones" in run_values:
         run_values["milestones"] = parse_ints("--milestones", run_values["milestones"], allow_empty=True)
     run_values["precision"] = precision_of(options, execution)
