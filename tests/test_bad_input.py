@@ -103,6 +103,11 @@ CASES = [
     (["noise-eval", "--milestones", "70"], None, "--milestones goes with --mode train-noise"),
     (["noise-eval", "--pack-size", "2"], None, "--pack-size goes with --mode train-noise"),
     (["noise-eval", "--no-fuse"], None, "--fuse/--no-fuse goes with --mode train-noise"),
+    # test-noise trains nothing: the training options are refused, not ignored
+    (["noise-eval", "--seeds", "3"], None, "--seeds goes with --mode train-noise"),
+    (["noise-eval", "--epochs", "3"], None, "--epochs goes with --mode train-noise"),
+    (["noise-eval", "--lr", "0.5"], None, "--lr goes with --mode train-noise"),
+    (["noise-eval", "--limit-train", "10"], None, "--limit-train goes with --mode train-noise"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--pack-size", "0"], None,
      "--pack-size must be auto or a whole number >= 1"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--precision", "fp16"], None,
