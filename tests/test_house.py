@@ -198,3 +198,19 @@ def test_auto_pack_size_follows_its_memory_measurement(monkeypatch):
     for models in (1, 3, 7, 40):
         monkeypatch.setattr(tuning, "_available_host_bytes", lambda m=models: int(2 * per_model * (m + 0.5)))
         assert tuning.auto_pack_size(specs, data, CPU, Options()) == models
+
+
+def test_a_field_added_later_keeps_the_run_ids_of_older_stores():
+    from dataclasses import dataclass
+
+    from robustres.spec import RunSpec, _field
+
+    @dataclass(frozen=True)
+    class WithNewField(RunSpec):
+        label_smoothing: float | None = _field("Label smoothing.", default=None, hash_if_set=True)
+
+    spec = make_run_spec(dataset="two-moons", h=0.1, seed=3)
+    old = WithNewField(**spec.to_dict() | {"milestones": spec.milestones})
+    assert old.run_id == spec.run_id
+    smoothed = WithNewField(**spec.to_dict() | {"milestones": spec.milestones, "label_smoothing": 0.1})
+    assert smoothed.run_id != spec.run_id
