@@ -103,6 +103,9 @@ class Meta:
     noise_eval: bool = False  # also an option of `noise-eval --mode train-noise`
     metavar: str = ""  # what the flag takes, shown in --help
     sweep_only: bool = False  # execution options that only sweeps have
+    # Fields added after stores existed: hashed into the run_id only when set, so that the runs of
+    # older stores (which never had the field) keep their ids.
+    hash_if_set: bool = False
 
 
 def _field(help: str, *, default=MISSING, default_factory=MISSING, **meta):
@@ -165,7 +168,10 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        payload = json.dumps({"v": ID_VERSION, **self.to_dict()}, sort_keys=True)
+        hashed = {f.name: getattr(self, f.name) for f in fields(self)
+                  if getattr(self, f.name) is not None or not meta(f).hash_if_set}
+        hashed["milestones"] = list(self.milestones)
+        payload = json.dumps({"v": ID_VERSION, **hashed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
