@@ -127,8 +127,7 @@ def test_char_swap_is_fixed_per_example_and_swaps_the_level_fraction():
 # ------------------------------------------------------------------ AG-NEWS
 
 
-AG_ROWS = r'''"3","Wall St. Bears Claw Back (Reuters)","Reuters - Short-sellers, Wall Street's dwindling\band of "
-                                                       "ultra-cynics, are seeing green again."
+AG_ROWS = r'''"3","Wall St. Bears Claw Back (Reuters)","Reuters - Short-sellers, Wall Street's dwindling\band of ultra-cynics, are seeing green again."
 "4","Google IPO priced at #36;85","The search giant's shares, priced at #36;85, rose; see &lt;b&gt;here&lt;/b&gt;."
 "1","He said ""no"" to a deal","Quotes ""inside"" fields, commas, and a\\backslash; café"
 "2","Long","{long}"
