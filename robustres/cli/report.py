@@ -48,14 +48,7 @@ def report(
     plot: Annotated[Optional[str], typer.Option(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
 ) -> None:
-    if format_ not in FORMATS:
-        raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
-    if min_seeds is not None and min_seeds < 1:
-        raise SpecError(f"--min-seeds must be >= 1, got {min_seeds}")
-    if max_failures is not None and max_failures < 0:
-        raise SpecError(f"--max-failures must be >= 0, got {max_failures}")
-    if require_complete and config is None:
-        raise SpecError("--require-complete needs --config: which runs should be there?")
+    _check(format_, min_seeds, max_failures, require_complete, config)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     filters = R.Filters(
         datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
@@ -87,3 +80,14 @@ def report(
     for failure in result.failures:
         print(f"gate failed: {failure}", file=sys.stderr)
     raise typer.Exit(EXIT_FAILED if result.failures else EXIT_OK)
+
+
+def _check(format_, min_seeds, max_failures, require_complete, config) -> None:
+    if format_ not in FORMATS:
+        raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
+    if min_seeds is not None and min_seeds < 1:
+        raise SpecError(f"--min-seeds must be >= 1, got {min_seeds}")
+    if max_failures is not None and max_failures < 0:
+        raise SpecError(f"--max-failures must be >= 0, got {max_failures}")
+    if require_complete and config is None:
+        raise SpecError("--require-complete needs --config: which runs should be there?")
