@@ -214,3 +214,28 @@ def test_a_field_added_later_keeps_the_run_ids_of_older_stores():
     assert old.run_id == spec.run_id
     smoothed = WithNewField(**spec.to_dict() | {"milestones": spec.milestones, "label_smoothing": 0.1})
     assert smoothed.run_id != spec.run_id
+
+
+def test_the_readmes_architecture_table_is_the_real_import_graph():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Architecture"):text.index("## Development")]
+    seen: set[str] = set()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`") or cells[0].startswith("`cli/"):
+            continue
+        modules = re.findall(r"`(\w+)\.py`", cells[0])
+        listed = set() if cells[2] == "-" else {x.strip() for x in cells[2].split(",")}
+        real = set()
+        for name in modules:
+            for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 1:
+                    real |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        real -= {"__version__", *modules}
+        assert real == listed, (modules, sorted(real))
+        assert real <= seen, (modules, sorted(real - seen))  # only rows above
+        seen |= set(modules)
+    top_level = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    assert seen == top_level
