@@ -7,6 +7,7 @@ The keys a preset may hold, and their types, come from the field tables in spec.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from .spec import (
     EXECUTION_TYPES,
     FIELD_TYPES,
     GRID_FIELDS,
+    MAX_RUNS,
+    MAX_SEED,
     PRECISIONS,
     RUN_OPTIONS,
     RunSpec,
@@ -22,6 +25,7 @@ from .spec import (
     _count,
     make_execution,
     make_run_spec,
+    shown,
 )
 
 GRID_KEYS = tuple(GRID_FIELDS)
@@ -33,6 +37,9 @@ KEY_TYPES = {**{k: FIELD_TYPES[k] for k in RUN_KEYS if FIELD_TYPES[k] is not tup
              **{k: EXECUTION_TYPES[k] for k in EXECUTION_KEYS if EXECUTION_TYPES[k] is not tuple}}
 KEY_TYPES.update(precision=str, store=str, data_dir=str, track_layers=str)
 KEY_TYPES.pop("pack_size")  # a number or "auto"
+# The keys that take a YAML list: the grid axes, and the run or execution options that are tuples.
+LIST_KEYS = GRID_KEYS + tuple(k for k in RUN_KEYS if FIELD_TYPES[k] is tuple) + tuple(
+    k for k in EXECUTION_KEYS if EXECUTION_TYPES[k] is tuple)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,9 +99,14 @@ def decade_grid(a: float, b: float) -> list[float]:
 
 
 def log_grid(a: float, b: float, n: int) -> list[float]:
-    """n log-spaced points from a to b inclusive, rounded to 4 significant digits (ends exact)."""
-    inner = [float(f"{a * (b / a) ** (i / (n - 1)):.4g}") for i in range(1, n - 1)]
-    return [a, *inner, b]
+    """n log-spaced points from a to b inclusive, rounded to 4 significant digits (ends exact), or to
+    as many more (up to 12) as keep the n points distinct."""
+    for digits in range(4, 13):
+        inner = [float(f"{a * (b / a) ** (i / (n - 1)):.{digits}g}") for i in range(1, n - 1)]
+        values = [a, *inner, b]
+        if len(set(values)) == n:
+            break
+    return values
 
 
 def parse_h_grid(text: str, name: str = "--h") -> list[float]:
@@ -103,8 +115,12 @@ def parse_h_grid(text: str, name: str = "--h") -> list[float]:
     if ".." not in text:
         values = parse_floats(name, text)
     else:
-        bounds, _, count = text.partition(":")
+        bounds, colon, count = text.partition(":")
         lo, _, hi = bounds.partition("..")
+        if lo.endswith(".") or hi.startswith(".") or ".." in hi:
+            raise SpecError(f"{name}: {shown(text)} is not a range; write A..B or A..B:N (two dots)")
+        if colon and not count.strip():
+            raise SpecError(f"{name}: nothing after ':' in {shown(text)}; write A..B:N, N the number of points")
         a, b = _number(name, lo.strip()), _number(name, hi.strip())
         if a <= 0 or b <= 0:
             raise SpecError(f"{name}: a range needs A and B > 0 (a log grid), got {text!r}")
@@ -117,7 +133,12 @@ def parse_h_grid(text: str, name: str = "--h") -> list[float]:
                 raise SpecError(f"{name}: {count!r} after ':' is not a whole number") from None
             if n < 2:
                 raise SpecError(f"{name}: a range needs at least 2 points, got {n}")
+            if n > MAX_RUNS:
+                raise SpecError(f"{name}: {n:,} points is more than a grid may hold ({MAX_RUNS:,} runs)")
             values = log_grid(a, b, n)
+            if len(set(values)) < n:
+                print(f"warning: {name} {text}: {n - len(set(values)):,} of the {n:,} points coincide at 12 "
+                      f"significant digits and merge; the grid has {len(set(values)):,}", file=sys.stderr)
         else:
             values = decade_grid(a, b)
     for v in values:
@@ -126,36 +147,60 @@ def parse_h_grid(text: str, name: str = "--h") -> list[float]:
     return list(dict.fromkeys(values))
 
 
-def parse_seeds(value) -> list[int]:
-    """5 -> seeds 0..4; '7,8,9' -> those; '3..6' -> 3, 4, 5, 6."""
+def _too_many(count: int, limit: int) -> None:
+    if count > limit:
+        raise SpecError(f"--seeds: {count:,} seeds is more than a grid may hold ({limit:,} runs; --max-runs N "
+                        "allows more)")
+
+
+def parse_seeds(value, limit: int | None = None) -> list[int]:
+    """5 -> seeds 0..4; '7,8,9' -> those; '3..6' -> 3, 4, 5, 6. More than `limit` seeds are refused
+    before any is listed (default: MAX_RUNS)."""
+    limit = MAX_RUNS if limit is None else limit
     if isinstance(value, bool):
         raise SpecError(f"--seeds: {value!r} is not a count or a list of seeds")
     if isinstance(value, int):
         if value < 1:
             raise SpecError(f"--seeds: a count of seeds must be >= 1, got {value}")
+        _too_many(value, limit)
         return list(range(value))
     if isinstance(value, (list, tuple)):
-        return list(dict.fromkeys(_count("seed", int(v) if str(v).lstrip("-").isdigit() else v, minimum=0)
-                                  for v in value))
+        _too_many(len(value), limit)
+        return list(dict.fromkeys(_count("seed", whole("seeds", v), minimum=0, maximum=MAX_SEED) for v in value))
     text = str(value).strip()
     if ".." in text:
         lo, _, hi = text.partition("..")
         a, b = parse_ints("--seeds", lo)[0], parse_ints("--seeds", hi)[0]
         if a < 0 or b < a:
-            raise SpecError(f"--seeds: range {text!r} is empty or negative")
+            raise SpecError(f"--seeds: range {shown(text)} is empty or negative")
+        _too_many(b - a + 1, limit)
+        _count("seed", b, minimum=0, maximum=MAX_SEED)
         return list(range(a, b + 1))
     items = parse_ints("--seeds", text)
     if len(items) == 1 and "," not in text:
-        return parse_seeds(items[0])
+        return parse_seeds(items[0], limit)
+    _too_many(len(items), limit)
     for s in items:
-        _count("seed", s, minimum=0)
+        _count("seed", s, minimum=0, maximum=MAX_SEED)
     return list(dict.fromkeys(items))
 
 
-def _as_list(name: str, value, parse) -> list:
-    if isinstance(value, (list, tuple)):
-        return [parse(name, str(v)) for v in value]
-    return parse(name, str(value))
+def whole(name: str, value) -> int:
+    """A YAML list item that must be a whole number: an int or a numeric string, never 3.7 or true."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{name}: {shown(value)} is not a whole number")
+    return value
+
+
+def real(name: str, value) -> float:
+    """A YAML list item that must be a number: an int, a float or a numeric string such as '1e-3'."""
+    if isinstance(value, str):
+        return _number(name, value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{name}: {shown(value)} is not a number")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -168,25 +213,75 @@ class SweepSpec:
     source: str = "flags"
 
     def runs(self) -> list[RunSpec]:
-        """Every run of the grid, depth-major; each validated like a `train` run."""
+        """Every run of the grid, depth-major; each validated like a `train` run (the seeds are
+        checked once, by parse_seeds, so one spec per h is made and copied per seed)."""
         options = dict(self.run_options)
-        return [make_run_spec(depth=d, h=h, seed=s, train_noise=noise, **options)
-                for d in self.depths for noise in self.train_noises for h in self.hs for s in self.seeds]
+        return [spec.with_(seed=s) for d in self.depths for noise in self.train_noises for h in self.hs
+                for spec in [make_run_spec(depth=d, h=h, seed=self.seeds[0], train_noise=noise, **options)]
+                for s in self.seeds]
 
 
-def load_sweep_file(path: Path) -> dict:
-    """A sweep preset: a YAML mapping of SWEEP_KEYS. Unknown keys and bad values name the key and file."""
+def _unique_key_loader():
+    """PyYAML's safe loader, refusing a key given twice (PyYAML would keep the last silently)."""
     import yaml
 
-    path = Path(path)
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                norm = str(key).replace("-", "_")
+                if norm in seen:
+                    line = key_node.start_mark.line + 1
+                    also = f" as {shown(seen[norm])}" if seen[norm] != key else ""
+                    raise SpecError(f"key {shown(key)} is given twice (line {line}, and before{also})")
+                seen[norm] = key
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    if path.is_dir():
+        raise SpecError(f"sweep config {path} is a folder, not a YAML file")
     if not path.is_file():
-        raise SpecError(f"sweep config {path} does not exist")
+        raise SpecError(f"sweep config {path} does not exist (robustres sweep --list-presets lists the presets)")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_unique_key_loader())
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
         raise SpecError(f"{path}: not valid YAML{line}") from None
+
+
+def _typed(path: Path, key, value, expected: type):
+    """A YAML value of a scalar key, as its type; numeric strings ('1e-3', which YAML 1.1 reads as a
+    string) count as numbers."""
+    if expected in (int, float) and isinstance(value, str):
+        try:
+            return whole(key, value) if expected is int else real(key, value)
+        except SpecError:
+            pass
+    ok = isinstance(value, expected) and not (expected in (int, float) and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise SpecError(f"{path}: key {shown(key)} must be {expected.__name__}, got {shown(value)}")
+    return value
+
+
+def load_sweep_file(path: Path) -> dict:
+    """A sweep preset: a YAML mapping of SWEEP_KEYS. Unknown keys and bad values name the key and file."""
+    path = Path(path)
+    values = _read_yaml(path)
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -195,54 +290,58 @@ def load_sweep_file(path: Path) -> dict:
     for key, value in values.items():
         norm = str(key).replace("-", "_")
         if norm not in SWEEP_KEYS and norm != "description":
-            raise SpecError(f"{path}: unknown key {key!r}; known keys: {', '.join(SWEEP_KEYS)}")
+            raise SpecError(f"{path}: unknown key {shown(key)}; known keys: {', '.join(SWEEP_KEYS)}")
+        if isinstance(value, dict):
+            raise SpecError(f"{path}: key {shown(key)} takes a value or a list, not a mapping ({shown(value)})")
+        if isinstance(value, list) and norm not in LIST_KEYS + ("description",):
+            raise SpecError(f"{path}: key {shown(key)} takes one value, not a list ({shown(value)})")
         expected = KEY_TYPES.get(norm)
-        if expected is not None and value is not None:
-            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise SpecError(f"{path}: key {key!r} must be {expected.__name__}, got {value!r}")
-        out[norm] = value
+        out[norm] = value if expected is None or value is None else _typed(path, key, value, expected)
     out.pop("description", None)
     return out
 
 
-def make_sweep_spec(values: dict, source: str = "flags") -> SweepSpec:
-    """Resolve merged sweep values (file, then flags) into a validated SweepSpec."""
+def _items(name: str, value, item, parse) -> list:
+    """A grid axis: a YAML list (each item checked by `item`) or a string for `parse`."""
+    if isinstance(value, (list, tuple)):
+        return [item(name, v) for v in value]
+    return parse(name, str(value))
+
+
+def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUNS) -> SweepSpec:
+    """Resolve merged sweep values (file, then flags) into a validated SweepSpec of at most
+    `max_runs` runs, counted before any run is made."""
     unknown = set(values) - set(SWEEP_KEYS)
     if unknown:
-        raise SpecError(f"{source}: unknown key {sorted(unknown)[0]!r}")
+        raise SpecError(f"{source}: unknown key {shown(sorted(unknown)[0])}")
     try:
-        depths = values.get("depths")
-        if depths is None:
+        if values.get("depths") is None:
             raise SpecError("no depths given (--depths 20,110 or 'depths:' in the config)")
-        listed = isinstance(depths, (list, tuple))
-        depth_list = [int(d) for d in depths] if listed else parse_ints("depths", str(depths))
-        hs = values.get("h")
-        if hs is None:
+        depth_list = _items("depths", values["depths"], whole, parse_ints)
+        if values.get("h") is None:
             raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
-        h_list = [float(v) for v in hs] if isinstance(hs, (list, tuple)) else parse_h_grid(str(hs))
-        seeds = parse_seeds(values.get("seeds", 1))
-        noise = values.get("train_noise", 0.0)
-        listed = isinstance(noise, (list, tuple))
-        noise_list = [float(v) for v in noise] if listed else parse_floats("train_noise", str(noise))
+        h_list = _items("h", values["h"], real, lambda _name, text: parse_h_grid(text))
+        seeds = parse_seeds(values.get("seeds", 1), max_runs)
+        noise_list = _items("train_noise", values.get("train_noise", 0.0), real, parse_floats)
         options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
-        if "milestones" in options and not isinstance(options["milestones"], (list, tuple)):
-            options["milestones"] = parse_ints("milestones", str(options["milestones"]), allow_empty=True)
         if "milestones" in options:
-            options["milestones"] = tuple(int(m) for m in options["milestones"])
+            options["milestones"] = tuple(_items("milestones", options["milestones"], whole,
+                                                 lambda name, text: parse_ints(name, text, allow_empty=True)))
         spec = SweepSpec(tuple(dict.fromkeys(depth_list)), tuple(dict.fromkeys(h_list)), tuple(seeds),
                          tuple(dict.fromkeys(noise_list)), tuple(sorted(options.items())), source)
         if not spec.depths or not spec.hs:
             raise SpecError("the grid is empty")
+        count = len(spec.depths) * len(spec.hs) * len(spec.seeds) * len(spec.train_noises)
+        if count > max_runs:
+            raise SpecError(f"the grid has {count:,} runs, more than the {max_runs:,} allowed (--max-runs N "
+                            "allows more)")
         spec.runs()  # validate every run now, before anything is written
     except SpecError as exc:
         if source != "flags" and not str(exc).startswith(source):
             raise SpecError(f"{source}: {exc}") from None
         raise
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{source}: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SpecError(f"{source}: {shown(str(exc))}") from None
     return spec
 
 
@@ -267,7 +366,8 @@ def sweep_runs(values: dict, source: str, precision: str) -> list[RunSpec]:
     grid = {k: v for k, v in values.items() if k not in EXECUTION_KEYS}
     if isinstance(grid.get("seeds"), str) and grid["seeds"].isdigit():
         grid["seeds"] = int(grid["seeds"])
-    runs = make_sweep_spec({**grid, "precision": precision}, source).runs()
+    max_runs = values.get("max_runs") or MAX_RUNS
+    runs = make_sweep_spec({**grid, "precision": precision}, source, max_runs).runs()
     return list({spec.run_id: spec for spec in runs}.values())
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .spec import PROTOCOL_FIELDS
+from .spec import MIN_SEEDS, PROTOCOL_FIELDS
 
 # Everything of a run's config but depth, h, seed and training noise: runs that differ here are not
 # comparable and never pooled.
@@ -23,7 +23,6 @@ RUN_COLUMNS = ["run_id", "dataset", "depth", "h", "seed", "train_noise", "status
                "best_test_acc"] + PROTOCOL
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
 LABELS = ("best", "within noise", "unstable", "over-smoothed", "worse", "too few seeds")
-MIN_SEEDS = 3  # completed runs an h needs to be recommended (report --min-seeds)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import math
 import os
+import reprlib
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -32,6 +33,34 @@ class SpecError(ValueError):
 
 class DataError(Exception):
     """The data cannot be had: missing files, a bad layout, no network for a download."""
+
+
+class StoreError(Exception):
+    """The store cannot be written or read as a whole."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 1, 4, 4, 40, 40
+
+
+def shown(value) -> str:
+    """A value as an error message quotes it: short, however large or deeply nested (a YAML alias
+    bomb is a few hundred bytes that name billions of items)."""
+    return _SHORT.repr(value)
+
+
+# Bounds on whole-number fields, so that no input can ask for more than a machine could ever do.
+MAX_SEED = 2**63 - 1  # seeds are int64 on the device
+MAX_EPOCHS = 100_000
+MAX_SIZE = 100_000_000  # batch size, training/test set sizes, limits
+MAX_WIDTH = 100_000  # the MLP's width and hidden size
+MAX_RUNS = 10_000  # runs a sweep's grid may hold unless --max-runs says more
+MAX_DEPTH = 10_000  # the deepest ResNet in the literature has 1202 layers
+
+
+# Completed runs an h needs before report recommends it (report --min-seeds); here, not in report.py,
+# so that the CLI's help text can show it without importing pandas.
+MIN_SEEDS = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,10 +241,12 @@ PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if meta(f).grid is None and f
 
 
 def _finite(name: str, value: float, *, minimum: float | None = None, positive: bool = False) -> float:
+    if isinstance(value, bool):
+        raise SpecError(f"{name} must be a number, got {value!r}")
     try:
         value = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{name} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"{name} must be a number, got {shown(value)}") from None
     if not math.isfinite(value):
         raise SpecError(f"{name} must be finite, got {value}")
     if positive and value <= 0:
@@ -225,11 +256,13 @@ def _finite(name: str, value: float, *, minimum: float | None = None, positive: 
     return value
 
 
-def _count(name: str, value, *, minimum: int = 1) -> int:
+def _count(name: str, value, *, minimum: int = 1, maximum: int = MAX_SIZE) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{name} must be a whole number, got {value!r}")
+        raise SpecError(f"{name} must be a whole number, got {shown(value)}")
     if value < minimum:
-        raise SpecError(f"{name} must be >= {minimum}, got {value}")
+        raise SpecError(f"{name} must be >= {minimum}, got {shown(value)}")
+    if value > maximum:
+        raise SpecError(f"{name} must be <= {maximum:,}, got {shown(value)}")
     return value
 
 
@@ -262,12 +295,12 @@ def make_run_spec(**values) -> RunSpec:
 
 
 def _check_schedule(v: dict) -> None:
-    v["depth"] = _count("depth", v["depth"])
+    v["depth"] = _count("depth", v["depth"], maximum=MAX_DEPTH)
     check_depth(v["model"], v["depth"])
     v["h"] = _finite("h", v["h"], minimum=0.0)
-    v["seed"] = _count("seed", v["seed"], minimum=0)
+    v["seed"] = _count("seed", v["seed"], minimum=0, maximum=MAX_SEED)
     v["bn"] = bool(v["bn"])
-    v["epochs"] = _count("epochs", v["epochs"])
+    v["epochs"] = _count("epochs", v["epochs"], maximum=MAX_EPOCHS)
     v["batch_size"] = _count("batch size", v["batch_size"])
     v["lr"] = _finite("lr", v["lr"], positive=True)
     v["momentum"] = _finite("momentum", v["momentum"], minimum=0.0)
@@ -275,7 +308,7 @@ def _check_schedule(v: dict) -> None:
         raise SpecError(f"momentum must be < 1, got {v['momentum']:g}")
     milestones = v["milestones"] = tuple(v["milestones"])
     for m in milestones:
-        _count("milestone", m)
+        _count("milestone", m, maximum=MAX_EPOCHS)
     if list(milestones) != sorted(set(milestones)):
         raise SpecError(f"milestones must be strictly increasing, got {','.join(map(str, milestones))}")
     v["gamma"] = _finite("gamma", v["gamma"], positive=True)
@@ -317,8 +350,8 @@ def _check_sizes(v: dict, dataset: str, family: str) -> None:
     elif v.get("moons_noise") is not None:
         raise SpecError("--moons-noise applies only to --dataset two-moons")
     if family == "mlp":
-        v["width"] = 2 if v.get("width") is None else _count("width", v["width"])
-        v["hidden"] = 16 if v.get("hidden") is None else _count("hidden", v["hidden"])
+        v["width"] = 2 if v.get("width") is None else _count("width", v["width"], maximum=MAX_WIDTH)
+        v["hidden"] = 16 if v.get("hidden") is None else _count("hidden", v["hidden"], maximum=MAX_WIDTH)
     elif v.get("width") is not None or v.get("hidden") is not None:
         raise SpecError("--width and --hidden apply only to the MLP ResNet (two-moons data)")
 
@@ -370,6 +403,8 @@ class Execution:
                            default="local", sweep_only=True, metavar="NAME")
     ray_address: str | None = _field("Ray cluster address (HOST:PORT or 'auto'); default: start a local Ray.",
                                      default=None, sweep_only=True, metavar="ADDRESS")
+    max_runs: int = _field("Most runs the grid may hold, counted before it is expanded (default 10,000).",
+                           default=MAX_RUNS, sweep_only=True, metavar="N")
     workers: int | None = _field("Local worker processes, packs queued to free ones (default: one per visible "
                                  "GPU, else 1).", default=None, sweep_only=True, metavar="N")
     force: bool = _field("Retrain runs that the store already holds.", default=False, option=False)
@@ -423,6 +458,8 @@ def make_execution(values: dict) -> Execution:
         raise SpecError(f"--checkpoint-every must be >= 0 seconds, got {float(v['checkpoint_every']):g}")
     if "track_every" in v and v["track_every"] < 1:
         raise SpecError(f"--track-every must be >= 1, got {v['track_every']}")
+    if "max_runs" in v:
+        v["max_runs"] = _count("--max-runs", v["max_runs"], maximum=MAX_SIZE)
     if "workers" in v and v["workers"] < 1:
         raise SpecError(f"--workers must be >= 1, got {v['workers']}")
     if v.get("executor", "local") not in ("local", "ray"):
@@ -432,5 +469,7 @@ def make_execution(values: dict) -> Execution:
     v["track_layers"] = parse_track_layers(v.get("track_layers"))
     for name in ("store", "data_dir"):
         if name in v:
+            if not str(v[name]).strip():
+                raise SpecError(f"--{name.replace('_', '-')} is empty; name a folder")
             v[name] = Path(v[name])
     return Execution(**v)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .atomic import write_atomic
 from .processes import alive
-from .spec import FIELD_TYPES, RunSpec
+from .spec import FIELD_TYPES, RunSpec, StoreError
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "diverged", "failed")
@@ -153,10 +153,6 @@ def read_run_file(path: Path, schema: pa.Schema) -> pa.Table:
     if any(r != stem for r in table.column("run_id").to_pylist()):
         raise ForeignFile("rows of another run")
     return table
-
-
-class StoreError(Exception):
-    """The store cannot be written or read as a whole."""
 
 
 RUN_ID = re.compile(r"^[0-9a-f]{16}$")

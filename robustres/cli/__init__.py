@@ -8,8 +8,7 @@ import sys
 
 import typer
 
-from ..spec import DataError, SpecError
-from ..store import StoreError
+from ..spec import DataError, SpecError, StoreError
 
 # isort: off
 # Each module registers its command; --help lists them in this order, the order of the workflow.
@@ -23,16 +22,44 @@ def _is_usage_error(exc: Exception) -> bool:
     return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
 
 
+def one_line(exc: Exception, limit: int = 300) -> str:
+    """An error message as the user sees it: one line, at most `limit` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_repeats(command, argv: list[str]) -> None:
+    """Refuse an option given twice (click would keep the last one without a word)."""
+    sub = command.commands.get(argv[0]) if argv else None
+    if sub is None:
+        return
+    owner = {opt: p.name for p in sub.params for opt in (*p.opts, *p.secondary_opts)
+             if not getattr(p, "multiple", False)}
+    seen: dict[str, str] = {}
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        name = owner.get(flag)
+        if name is None:
+            continue
+        if name in seen:
+            raise SpecError(f"{flag} is given twice; give it once (lists are comma-separated: --h 0.1,0.5)"
+                            if seen[name] == flag else f"{seen[name]} and {flag} are both given; give one")
+        seen[name] = flag
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
     command = typer.main.get_command(app)
     try:
+        check_repeats(command, sys.argv[1:] if argv is None else list(argv))
         rv = command.main(args=argv, prog_name="robustres", standalone_mode=False)
     except (SpecError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except (KeyboardInterrupt, typer.Abort):
         print(INTERRUPTED, file=sys.stderr)
@@ -41,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if not _is_usage_error(exc):
             raise
         if type(exc).__name__ != "NoArgsIsHelpError":  # the help text was shown already
-            print(f"error: {exc.format_message()}", file=sys.stderr)
+            print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return rv if isinstance(rv, int) else EXIT_OK
 

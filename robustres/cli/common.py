@@ -2,8 +2,9 @@
 
 import sys
 import time
+from pathlib import Path
 
-from ..spec import EXECUTION_TYPES, Execution, make_execution, resolve_precision
+from ..spec import EXECUTION_TYPES, Execution, SpecError, make_execution, resolve_precision
 from . import render
 from .progress import PlainReporter, RichReporter
 
@@ -13,14 +14,34 @@ def execution_of(options: dict, force: bool = False) -> Execution:
     return make_execution({**{k: v for k, v in options.items() if k in EXECUTION_TYPES}, "force": force})
 
 
-def precision_of(options: dict, execution: Execution) -> str:
-    """--precision, with `auto` resolved for the device the runs will train on."""
+def given_precision(options: dict) -> str:
+    """--precision as given, `auto` (or none) standing in as fp32 until the runs are checked."""
     precision = options.get("precision")
-    if precision in (None, "auto"):
-        from ..devices import resolve_device
+    return "fp32" if precision in (None, "auto") else precision
 
-        return resolve_precision(precision, resolve_device(execution.device).type)
-    return precision
+
+def resolve_precisions(runs: list, options: dict, execution: Execution) -> list:
+    """The checked runs with `auto` precision resolved for their device: only now is torch imported
+    (to ask for CUDA), so bad input is answered before that second of start-up."""
+    if options.get("precision") not in (None, "auto"):
+        return runs
+    from ..devices import resolve_device
+
+    precision = resolve_precision(None, resolve_device(execution.device).type)
+    return runs if precision == "fp32" else [spec.with_(precision=precision) for spec in runs]
+
+
+def check_store(root) -> Path:
+    """A store to read: it must exist and be a folder (one that holds no runs yet is fine)."""
+    if not str(root).strip():
+        raise SpecError("--store is empty; name a folder")
+    root = Path(root)
+    if not root.exists():
+        raise SpecError(f"store {root} does not exist (train or sweep creates it; --store or $ROBUSTRES_STORE "
+                        "names another)")
+    if not root.is_dir():
+        raise SpecError(f"store {root} is not a store: it is a file, not a folder")
+    return root
 
 
 def waiting(count: int, holders: list[dict]) -> None:

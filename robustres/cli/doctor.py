@@ -5,10 +5,9 @@ import sys
 
 import typer
 
-from ..doctor import gather
-from ..spec import default_data_dir, default_store
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
+from .common import execution_of
 from .options import AsJson, execution_options, with_options
 
 HELP = ("What a bug report needs: versions, devices, the store and the data folder; writes nothing. Exit code 1 "
@@ -19,7 +18,10 @@ HELP = ("What a bug report needs: versions, devices, the store and the data fold
              epilog=examples("robustres doctor", "robustres doctor --store runs/ --json"))
 @with_options(execution_options(names=("store", "data_dir")))
 def doctor(options: dict, as_json: AsJson = False) -> None:
-    info = gather(options.get("store") or default_store(), options.get("data_dir") or default_data_dir())
+    from ..doctor import gather  # imports torch: after the options are parsed
+
+    execution = execution_of(options)  # the folders' names checked
+    info = gather(execution.store, execution.data_dir)
     if as_json:
         print(json.dumps(info, indent=2))
     else:

@@ -6,12 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import report as R
 from ..grid import EXECUTION_KEYS, merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
 from ..spec import NOISE_KINDS, TRAINING_EXECUTION, SpecError
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
-from .common import execution_of
+from .common import check_store, execution_of
 from .options import AsJson, Config, HGrid, Seeds, execution_options, run_options, with_options
 from .sweep import run_sweep
 
@@ -78,18 +77,21 @@ def noise_eval(
 
 
 def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_json) -> None:
-    from ..instruments import evaluate_store
-    from ..store import Store
-
     execution = execution_of({k: v for k, v in options.items() if k in EXECUTION_KEYS})
-    store = Store(execution.store, write_cache=False)  # nothing is written before the input is checked
+    check_store(execution.store)
     planned = None
     if config is not None:
         planned = frozenset(s.run_id for slot in preset_slots(merge_preset(config, {}), str(config)) for s in slot)
     dataset = options.get("dataset")
-    filters = R.Filters(datasets=(dataset,) if dataset else (),
-                        depths=tuple(parse_ints("--depth", depth)) if depth else (),
-                        hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
+    filters = dict(datasets=(dataset,) if dataset else (), depths=tuple(parse_ints("--depth", depth)) if depth else (),
+                   hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
+
+    from .. import report as R  # torch, pandas and pyarrow: imported once the input is checked
+    from ..instruments import evaluate_store
+    from ..store import Store
+
+    store = Store(execution.store, write_cache=False)  # nothing is written before the input is checked
+    filters = R.Filters(**filters)
     rows = R.select(store.runs(), filters)
     rows = rows[rows.status == "completed"]
     if rows.empty:

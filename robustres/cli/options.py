@@ -16,8 +16,8 @@ import typer
 from ..spec import EXECUTION_FIELDS, EXECUTION_TYPES, FIELD_TYPES, RUN_OPTIONS, meta
 
 # What the flag of a field takes on the command line, where that is not the field's own type.
-_CLI_TYPES = {"milestones": str, "precision": str, "pack_size": str, "track_layers": str, "store": Path,
-              "data_dir": Path}
+_CLI_TYPES = {"milestones": str, "precision": str, "pack_size": str, "track_layers": str, "store": str,
+              "data_dir": str}  # str: an empty path is refused, not read as "."
 
 
 def _option(f, types: dict) -> inspect.Parameter:

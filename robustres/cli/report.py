@@ -6,12 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import report as R
 from ..grid import merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
-from ..spec import SpecError, default_store
-from ..store import Store
+from ..spec import MIN_SEEDS, SpecError, default_store
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
+from .common import check_store
 from .options import Config, execution_options, with_options
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -38,7 +37,7 @@ def report(
         metavar="LIST", show_default=False, help="Only these training-noise levels.")] = None,
     min_seeds: Annotated[Optional[int], typer.Option(
         metavar="N", show_default=False,
-        help=f"Completed runs an h needs to be recommended (default {R.MIN_SEEDS}); given, also a gate: exit 1 "
+        help=f"Completed runs an h needs to be recommended (default {MIN_SEEDS}); given, also a gate: exit 1 "
              "when a (depth, h) has fewer.")] = None,
     max_failures: Annotated[Optional[int], typer.Option(
         metavar="N", show_default=False, help="Gate: exit 1 when more runs than this failed.")] = None,
@@ -50,16 +49,20 @@ def report(
 ) -> None:
     _check(format_, min_seeds, max_failures, require_complete, config)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
-    filters = R.Filters(
+    store_root = check_store(options["store"] if "store" in options else default_store())
+    filters = dict(
         datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
         depths=tuple(parse_ints("--depths", depths)) if depths else (),
         hs=tuple(parse_h_grid(h)) if h else (),
         train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
         run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None,
     )
-    store = Store(options.get("store") or default_store())
+    from .. import report as R  # pandas and pyarrow: imported once the input is checked
+    from ..store import Store
+
+    store = Store(store_root)
     gates = R.Gates(min_seeds, max_failures, require_complete)
-    result = R.build(store, filters, slots, gates, str(config), plot)
+    result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot)
     if result is None:
         if slots is not None and require_complete:
             print(f"gate failed: 0 of {len(slots)} runs of {config} are in the store (not finished)", file=sys.stderr)

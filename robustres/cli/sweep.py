@@ -4,14 +4,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
-from .. import report as R
 from ..grid import merge_preset, sweep_runs
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
-from .common import execution_of, precision_of, train_with_progress
+from .common import execution_of, given_precision, resolve_precisions, train_with_progress
 from .options import AsJson, Config, Depths, Force, HGrid, Seeds, execution_options, run_options, with_options
 
 HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record. Runs already completed or "
@@ -44,7 +42,8 @@ def sweep(
 def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> None:
     """Train (or plan) merged sweep values; also noise-eval's train-noise mode."""
     execution = execution_of(values, force)
-    runs = sweep_runs(values, str(config) if config is not None else "flags", precision_of(values, execution))
+    runs = sweep_runs(values, str(config) if config is not None else "flags", given_precision(values))
+    runs = resolve_precisions(runs, values, execution)
     if dry_run:
         from ..runner import dry_run as plan
 
@@ -59,6 +58,10 @@ def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, 
     if as_json:
         print(json.dumps({"runs": render.json_runs(rows, ("train_noise",)), "counts": render.counts(rows)}, indent=2))
     else:
+        import pandas as pd
+
+        from .. import report as R
+
         table = R.select(pd.DataFrame(rows).reindex(columns=R.RUN_COLUMNS), R.Filters())
         groups, recs, _ = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
         render.print_sweep_summary(console, rows, groups, recs, execution.store, seconds)

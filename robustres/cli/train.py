@@ -9,7 +9,7 @@ from ..grid import parse_floats, parse_ints
 from ..spec import FIELD_TYPES, make_run_spec
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
-from .common import execution_of, precision_of, train_with_progress
+from .common import execution_of, given_precision, resolve_precisions, train_with_progress
 from .options import AsJson, Force, execution_options, run_options, with_options
 
 HELP = ("Train runs (one per h x seed) and record them in the store. Defaults follow the paper's protocol for "
@@ -41,9 +41,10 @@ def train(
     run_values = {k: v for k, v in options.items() if k in FIELD_TYPES}
     if "milestones" in run_values:
         run_values["milestones"] = parse_ints("--milestones", run_values["milestones"], allow_empty=True)
-    run_values["precision"] = precision_of(options, execution)
+    run_values["precision"] = given_precision(options)
     runs = [make_run_spec(**run_values, depth=depth, h=hv, seed=sv, train_noise=train_noise)
             for sv in seeds for hv in hs]
+    runs = resolve_precisions(runs, options, execution)
     runs = list({spec.run_id: spec for spec in runs}.values())  # the same config twice is one run
 
     if dry_run:
