@@ -248,10 +248,12 @@ def _read_yaml(path: Path):
         raise SpecError(f"sweep config {path} is a folder, not a YAML file")
     if not path.is_file():
         raise SpecError(f"sweep config {path} does not exist (robustres sweep --list-presets lists the presets)")
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {raw[exc.start]:#04x} on line {line})") from None
     try:
         return yaml.load(text, Loader=_unique_key_loader())
     except SpecError as exc:

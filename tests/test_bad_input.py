@@ -15,6 +15,12 @@ CUDA = torch.cuda.is_available()
 S = ["sweep", "--depths", "3", "--h", "0.1"]  # a valid sweep, to which one bad option is added
 YAML_OK = "dataset: two-moons\ndepths: [3]\nh: [0.1]\n"
 
+# A YAML alias bomb: 300 bytes that name 9**9 items; `description` holds it, a typed key quotes it.
+_ANCHORS = ["&a [1,1,1,1,1,1,1,1,1]"] + [f"&{c} [" + ",".join([f"*{p}"] * 9) + "]"
+                                         for p, c in zip("abcdefgh", "bcdefghi")]
+BOMB = "description: [" + ", ".join(_ANCHORS) + "]\n"
+BIG = "9223372036854775808"  # 2**63
+
 # (command line, content of a YAML file passed as {yaml}, a text the error must contain)
 CASES = [
     # train
@@ -116,6 +122,53 @@ CASES = [
     (["noise-eval", "--kinds", "mosaic"], None, "does not apply to points data"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--kinds", "mosaic"], None, "mosaic"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "2..1"], None, "empty or reversed"),
+    # issue 14: bounds, parsing, repeated options, empty paths
+    (S + ["--seeds", "0..10000000", "--dry-run"], None, "10,000,001 seeds is more than a grid may hold"),
+    (["sweep", "--depths", "3", "--h", "0.001..20:100000", "--dry-run"], None, "100,000 points is more than"),
+    (["sweep", "--depths", "3,4,5,6", "--h", "0.01..1:100", "--seeds", "30", "--dry-run"], None,
+     "the grid has 12,000 runs, more than the 10,000 allowed"),
+    (S + ["--seeds", "3", "--max-runs", "2"], None, "3 seeds is more than a grid may hold (2 runs"),
+    (S + ["--max-runs", "0"], None, "--max-runs must be >= 1"),
+    (S + ["--seeds", BIG], None, "seeds is more than a grid may hold"),
+    (S + ["--seeds", f"1,{BIG}"], None, "seed must be <= 9,223,372,036,854,775,807"),
+    (["train", "--seed", BIG], None, "seed must be <= 9,223,372,036,854,775,807"),
+    (["train", "--epochs", BIG], None, "epochs must be <= 100,000"),
+    (["train", "--depth", "60002"], None, "depth must be <= 10,000"),
+    (["train", "--h", "0.1", "--h", "0.5"], None, "--h is given twice"),
+    (S + ["--h", "0.5"], None, "--h is given twice"),
+    (["train", "--fuse", "--no-fuse"], None, "--fuse and --no-fuse are both given"),
+    (["train", "--epochs=3", "--epochs", "4"], None, "--epochs is given twice"),
+    (["sweep", "--depths", "3", "--h", "0.1...1"], None, "is not a range; write A..B or A..B:N"),
+    (["sweep", "--depths", "3", "--h", "0.1..1:"], None, "nothing after ':'"),
+    (["train", "--store", ""], None, "--store is empty"),
+    (S + ["--store", ""], None, "--store is empty"),
+    (["report", "--store", ""], None, "--store is empty"),
+    (["train", "--data-dir", ""], None, "--data-dir is empty"),
+    (["report", "--store", "missing"], None, "store missing does not exist"),
+    (["report", "--store", "store/.snapshot/runs.parquet"], None, "is not a store: it is a file"),
+    (["noise-eval", "--store", "missing"], None, "store missing does not exist"),
+    (["sweep", "--config", "."], None, "is a folder, not a YAML file"),
+    (["report", "--config", "."], None, "is a folder, not a YAML file"),
+    (["sweep", "--config", "{yaml}"], BOMB + "depths: [3]\nh: 0.1\nepochs: *i\n", "key 'epochs' takes one value"),
+    (["sweep", "--config", "{yaml}"], BOMB + "depths: *i\nh: 0.1\n", "depths: [[...], [...], [...], [...], ...] is"),
+    (["sweep", "--config", "{yaml}"], BOMB + "depths: [3]\nh: 0.1\npack_size: *i\n", "takes one value"),
+    (["sweep", "--config", "{yaml}"], BOMB + "depths: [3]\nh: 0.1\ntrack_layers: *i\n", "must be str"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + f"seeds: {BIG}\n", "seeds is more than a grid may hold"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + f"seeds: [{BIG}]\n", "seed must be <="),
+    (["sweep", "--config", "{yaml}"], "depths: [3.7]\nh: 0.1\n", "depths: 3.7 is not a whole number"),
+    (["sweep", "--config", "{yaml}"], "depths: [true]\nh: 0.1\n", "depths: True is not a whole number"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "milestones: [1.9]\n", "milestones: 1.9 is not a whole number"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "h: [0.5]\n", "key 'h' is given twice (line 4"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "batch-size: 3\nbatch_size: 4\n",
+     "key 'batch_size' is given twice (line 5, and before as 'batch-size')"),
+    (["sweep", "--config", "{yaml}"], "depths: [3]\nh: {start: 0.1}\n",
+     "key 'h' takes a value or a list, not a mapping"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: fast\n", "key 'lr' must be float, got 'fast'"),
+    (["sweep", "--config", "{yaml}"], b"depths: [3]\nh: 0.1\n# caf\xe9\n",
+     "not a UTF-8 text file (byte 0xe9 on line 3)"),
+    (["sweep", "--config", "{yaml}"], bytes(range(256)), "not a UTF-8 text file"),
+    (["sweep", "--config", "{yaml}"], b"depths: [3]\x00\nh: 0.1\n", "not valid YAML"),
+    (["report", "--config", "{yaml}"], b"\xff\xfe\x00\x01", "not a UTF-8 text file"),
 ]
 if not CUDA:
     CASES.append((["train", "--device", "cuda"], None, "CUDA is not available"))
@@ -141,7 +194,10 @@ def trained_store(tmp_path_factory):
 def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, trained_store, args, yaml, message):
     shutil.copytree(trained_store, tmp_path / "store")
     if yaml is not None:
-        (tmp_path / "bad.yaml").write_text(yaml)
+        if isinstance(yaml, bytes):
+            (tmp_path / "bad.yaml").write_bytes(yaml)
+        else:
+            (tmp_path / "bad.yaml").write_text(yaml)
         args = [str(tmp_path / "bad.yaml") if a == "{yaml}" else a for a in args]
     (tmp_path / "data").mkdir()
     before = _tree(tmp_path)

@@ -170,3 +170,18 @@ def test_pack_size_caps_the_pack(cli):
                          "--pack-size", "4", "--no-fuse", "--json")
     assert code == 0, err
     assert "pack 1/2: 3 run(s) (in turn)" in err and "pack 2/2: 3 run(s) (in turn)" in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "--lr", "0"],
+                                  ["sweep", "--depths", "3", "--h", "0.1", "--seeds", "0..10000000"],
+                                  ["report", "--store", "missing"], ["noise-eval", "--levels", "2"]])
+def test_help_and_bad_input_are_answered_before_torch_is_imported(tmp_path, argv):
+    # The start-up targets (benchmarks/startup.py) hold only while these never import torch or pandas.
+    probe = ("import sys\nfrom robustres.cli import main\ncode = main(sys.argv[1:])\n"
+             "heavy = sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules)\n"
+             "print(code, ','.join(heavy) or '-', file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    code, heavy = done.stderr.strip().splitlines()[-1].split()
+    assert heavy == "-", done.stderr
+    assert int(code) == (0 if "--help" in argv else 2), done.stderr

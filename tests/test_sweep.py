@@ -73,6 +73,40 @@ def test_seed_forms():
             parse_seeds(bad)
 
 
+def test_a_dense_log_grid_keeps_all_its_points_and_says_when_rounding_merges(capsys):
+    dense = parse_h_grid("1..1.001:50")  # 4 significant digits would merge these into 2
+    assert len(dense) == len(set(dense)) == 50 and dense == sorted(dense)
+    assert capsys.readouterr().err == ""
+    merged = parse_h_grid("1..1.000000000001:100")  # closer than 12 digits: they must merge
+    assert len(merged) < 100
+    assert f"of the 100 points coincide at 12 significant digits and merge; the grid has {len(merged)}" in \
+        capsys.readouterr().err
+
+
+def test_the_run_count_is_checked_before_the_grid_is_expanded():
+    values = {"depths": [3], "h": [0.1, 0.2], "seeds": 3}
+    assert len(make_sweep_spec(values, max_runs=6).runs()) == 6
+    with pytest.raises(SpecError, match="the grid has 6 runs, more than the 5 allowed"):
+        make_sweep_spec(values, max_runs=5)
+    with pytest.raises(SpecError, match="seeds is more than a grid may hold"):
+        parse_seeds(10**18)  # refused at once: the list is never built
+
+
+def test_yaml_reads_numeric_strings_as_numbers(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("depths: ['3']\nh: ['1e-2', 0.5]\nlr: 1e-3\nepochs: '2'\n")
+    values = load_sweep_file(path)
+    assert values["lr"] == 0.001 and values["epochs"] == 2  # PyYAML reads 1e-3 as the string '1e-3'
+    runs = make_sweep_spec(values).runs()
+    assert [(r.depth, r.h, r.lr, r.epochs) for r in runs] == [(3, 0.01, 0.001, 2), (3, 0.5, 0.001, 2)]
+
+
+def test_a_yaml_file_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_bytes("depths: [3]\nh: 0.1\n".encode("utf-8-sig"))
+    assert load_sweep_file(path) == {"depths": [3], "h": 0.1}
+
+
 # ------------------------------------------------------------------ presets and YAML
 
 
