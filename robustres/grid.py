@@ -241,6 +241,31 @@ def _unique_key_loader():
     return Loader
 
 
+# The presets shipped with the package (the repository's sweeps/ is a link to this folder).
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+
+def find_preset(path) -> Path:
+    """A --config value as a file: an existing path as given; else a bare name (`fig6-cifar10` or
+    `quick-moons.yaml`) found among the packaged presets; else the path as given (not there)."""
+    path = Path(path)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    for candidate in (PRESETS / path.name, PRESETS / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """(name, description) of every packaged preset, by name."""
+    out = []
+    for path in sorted(PRESETS.glob("*.yaml")):
+        description = (_read_yaml(path) or {}).get("description") or ""
+        out.append((path.stem, " ".join(str(description).split())))
+    return out
+
+
 def _read_yaml(path: Path):
     import yaml
 
@@ -281,8 +306,9 @@ def _typed(path: Path, key, value, expected: type):
 
 
 def load_sweep_file(path: Path) -> dict:
-    """A sweep preset: a YAML mapping of SWEEP_KEYS. Unknown keys and bad values name the key and file."""
-    path = Path(path)
+    """A sweep preset (a path or a packaged preset's name): a YAML mapping of SWEEP_KEYS. Unknown keys
+    and bad values name the key and file."""
+    path = find_preset(path)
     values = _read_yaml(path)
     if values is None:
         values = {}
@@ -354,6 +380,7 @@ def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUN
 
 def merge_preset(path: Path | None, flags: dict) -> dict:
     """A preset's values (validated, its execution keys too, naming the file), then the flags given."""
+    path = find_preset(path) if path is not None else None
     file_values = load_sweep_file(path) if path is not None else {}
     if path is not None:
         try:

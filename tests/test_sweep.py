@@ -308,3 +308,28 @@ def test_a_killed_worker_fails_its_pack_and_the_sweep_goes_on(tmp_path):
     failed = [r for r in runs if r["status"] == "failed"]
     assert len(failed) == 2 and {r["status"] for r in runs if r not in failed} <= {"completed", "diverged"}
     assert "died (exit code -9)" in Store(tmp_path / "store").get_run(failed[0]["run_id"])["error"]
+
+
+# ------------------------------------------------------------------ presets by name
+
+
+def test_a_preset_is_found_by_name_from_any_folder(cli, tmp_path):
+    code, out, err = cli("sweep", "--config", "fig6-cifar10", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["runs_total"] == 210
+    code, out, err = cli("sweep", "--config", "quick-moons.yaml", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["runs_total"] == 72, err
+
+
+def test_an_explicit_path_wins_over_a_packaged_preset(cli, tmp_path):
+    (tmp_path / "quick-moons.yaml").write_text("dataset: two-moons\ndepths: [3]\nh: [0.1, 1]\nseeds: 1\n")
+    code, out, err = cli("sweep", "--config", "quick-moons.yaml", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["runs_total"] == 2, err
+
+
+def test_list_presets_names_every_preset_with_its_description(cli):
+    code, out, err = cli("sweep", "--list-presets")
+    assert code == 0, err
+    lines = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert set(lines) == {p.stem for p in SWEEPS.glob("*.yaml")}
+    assert lines["fig6-cifar10"].startswith("Fig. 6 of the paper, CIFAR-10")

@@ -68,7 +68,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on s
 Force = Annotated[bool, typer.Option("--force", help="Retrain runs that the store already holds.")]
 Config = Annotated[Optional[Path], typer.Option(
     "--config", metavar="PRESET", show_default=False,
-    help="A sweep preset (YAML), e.g. sweeps/quick-moons.yaml; flags override its keys.")]
+    help="A sweep preset: a YAML file, or a packaged preset by name (e.g. quick-moons; robustres sweep "
+         "--list-presets lists them). Flags override its keys.")]
 HGrid = Annotated[Optional[str], typer.Option(
     "--h", metavar="GRID", show_default=False,
     help="h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 log-spaced).")]

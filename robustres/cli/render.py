@@ -252,3 +252,10 @@ def print_noise_table(results: list[dict], evaluated: int, store_root, propagati
         for (dp, hv, kind, lv), g in last.groupby(["depth", "h", "kind", "level"]):
             print(f"depth {dp} h {hv:g} {kind} {lv:g}: relative perturbation at the last block, median "
                   f"{g.value.median():.3f}")
+
+
+def print_presets(presets: list[tuple[str, str]]) -> None:
+    """One line per packaged preset: its name (what --config takes) and its description."""
+    width = max(len(name) for name, _ in presets)
+    for name, description in presets:
+        print(f"{name:<{width}}  {description}")

@@ -19,9 +19,9 @@ HELP = ("Which h to use at each depth, and how sure: tables, JSON, CSV or markdo
 
 
 @app.command(help=HELP, short_help="Which h to use at each depth, and how sure; figures and CI gates.",
-             epilog=examples("robustres report --config sweeps/quick-moons.yaml",
+             epilog=examples("robustres report --config quick-moons",
                              "robustres report --depths 30 --format json",
-                             "robustres report --config sweeps/ci-smoke.yaml --require-complete --max-failures 0",
+                             "robustres report --config ci-smoke --require-complete --max-failures 0",
                              "robustres report --plot figures/"))
 @with_options(execution_options(names=("store",)))
 def report(

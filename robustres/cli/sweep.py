@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..grid import list_presets as presets
 from ..grid import merge_preset, sweep_runs
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
@@ -18,9 +19,9 @@ HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, r
 
 
 @app.command(help=HELP, short_help="Train a depth x h x seed grid: plan, pack, resume, record.",
-             epilog=examples("robustres sweep --config sweeps/quick-moons.yaml",
+             epilog=examples("robustres sweep --config quick-moons",
                              "robustres sweep --dataset two-moons --depths 4,30 --h 0.01..2 --seeds 3 --epochs 30",
-                             "robustres sweep --config sweeps/fig6-cifar10.yaml --dry-run"))
+                             "robustres sweep --config fig6-cifar10 --dry-run"))
 @with_options(run_options(), execution_options(sweep=True))
 def sweep(
     options: dict,
@@ -34,7 +35,12 @@ def sweep(
     as_json: AsJson = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plan (runs, packs, cost); train and write nothing.")] = False,
+    list_presets: Annotated[bool, typer.Option(
+        "--list-presets", help="List the packaged presets (names for --config) with their descriptions.")] = False,
 ) -> None:
+    if list_presets:
+        render.print_presets(presets())
+        raise typer.Exit(EXIT_OK)
     values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
     run_sweep(values, config, force, as_json, dry_run)
 
