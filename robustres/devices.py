@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .spec import Execution, SpecError
@@ -18,6 +20,21 @@ def resolve_device(name: str) -> torch.device:
             raise SpecError(f"device {name} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
     return torch.device(name)
 
+
+
+def default_threads() -> int:
+    """Half the cores this process may use, at least 1. On 2 cores with another job running, torch's
+    default of one thread per core made a 5-epoch pack 9x slower (60.7 s against 6.9 s), while one
+    thread on a quiet machine costs little (benchmarks/execution_choice.py, RESULTS.md)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, usable // 2)
+
+
+def use_threads(execution: Execution) -> int:
+    """Set torch's CPU threads for this process from --threads / $ROBUSTRES_THREADS / the default."""
+    threads = execution.threads or default_threads()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def worker_devices(execution: Execution) -> list[str]:

@@ -59,6 +59,7 @@ class Outcome:
     diverged_step: int | None = None  # 1-based step within the diverged epoch
     seconds: float = 0.0
     layer_stats: list[dict] = field(default_factory=list)  # {step, layer, weight_norm, grad_norm}
+    fused: bool | None = None  # how the pack executed: one fused network, or its models in turn
 
     @property
     def final_test_acc(self) -> float | None:
@@ -105,11 +106,13 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     set_device_flags(device)
 
     # Resume: every run's history and seconds from its checkpoint; the pack goes on the way it
-    # started (fused or in turn differ by float rounding, and timing them again could choose the
-    # other way on a busier machine).
+    # started (fused or in turn differ by float rounding; a checkpoint of an older version, which
+    # timed the choice, or of an explicit --fuse keeps its way).
     states, outcomes, recorded_fuse = resume(specs, checkpoints)
     fuse = recorded_fuse if options.fuse is None and recorded_fuse is not None else \
-        choose_fuse(specs, data, device, options)
+        choose_fuse(specs, device, options)
+    for outcome in outcomes:
+        outcome.fused = fuse
     groups = [list(range(len(specs)))] if fuse else [[i] for i in range(len(specs))]
     units = [Unit(g, specs, data, device, options, [states[i] for i in g] if states else None) for g in groups]
     streams = make_streams(units, device, options)

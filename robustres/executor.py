@@ -71,6 +71,7 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
             diverged_epoch=outcome.diverged_epoch,
             diverged_step=outcome.diverged_step,
             seconds=outcome.seconds,
+            execution=None if outcome.fused is None else "fused" if outcome.fused else "in turn",
         )
     return row
 
@@ -80,8 +81,9 @@ def failed_row(spec: RunSpec, store: Store, detail: str, base: dict | None = Non
     """The row of a run whose pack failed (an exception, a dead worker or task): what the store
     already knows of it, status `failed` and the error."""
     existing = store.get_run(spec.run_id) or {}
-    kept = {k: existing[k] for k in ("params", "flops_per_image", "device", "torch_version", "robustres_version",
-                                     "created_at", "epochs_done", "seconds") if existing.get(k) is not None}
+    kept = {k: existing[k] for k in ("params", "flops_per_image", "device", "threads", "torch_version",
+                                     "robustres_version", "created_at", "epochs_done", "seconds")
+            if existing.get(k) is not None}
     row = {**result_row(spec, None, {**kept, **(base or {})}), "status": "failed", "error": detail}
     row.setdefault("epochs_done", 0)
     if seconds is not None:
@@ -123,6 +125,7 @@ class PackRunner:
             bases.append({
                 **engine.describe(spec, cpu_data.input_shape, cpu_data.num_classes),
                 "device": str(self.device),
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
                 "torch_version": torch.__version__,
                 "robustres_version": __version__,
                 "created_at": existing["created_at"] if existing else now_iso(),
@@ -304,7 +307,7 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
             packs = [p for p, _ in plan_group(group, pack_size(execution.pack_size, group, measured),
                                               work.epochs_done, flops, len(data.train_y))]
             for index, pack in enumerate(packs):
-                fused = tuning.choose_fuse(pack.runs, data, device, options)
+                fused = tuning.choose_fuse(pack.runs, device, options)
                 reporter.pack_started(pack, index, len(packs), fused)
                 for row in runner.run(pack, data, datasets[key]):
                     rows[row["run_id"]] = row

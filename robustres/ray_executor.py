@@ -44,7 +44,7 @@ def train_pack_task(spec_dicts: list[dict], data_dir: str, options: dict, saved:
         outcomes = engine.train(specs, data, device, paths, options=Options(**options))
         return [{"status": o.status, "history": [asdict(r) for r in o.history],
                  "diverged_epoch": o.diverged_epoch, "diverged_step": o.diverged_step, "seconds": o.seconds,
-                 "layer_stats": o.layer_stats,
+                 "layer_stats": o.layer_stats, "fused": o.fused,
                  "checkpoint": path.read_bytes() if path.exists() else None, "device": str(device)}
                 for o, path in zip(outcomes, paths)]
 
@@ -142,7 +142,7 @@ def _collect(ray, future, pack: Pack, store, reporter: Reporter, rows: dict, bas
             save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
         outcome = engine.Outcome(status=result["status"], history=[engine.EpochRecord(**r) for r in result["history"]],
                                  diverged_epoch=result["diverged_epoch"], diverged_step=result["diverged_step"],
-                                 seconds=result["seconds"])
+                                 seconds=result["seconds"], fused=result["fused"])
         row = {**result_row(spec, outcome, bases[spec.run_id]), "device": f"ray:{result['device']}"}
         store.put_epochs(spec.run_id, result["history"])
         if result["layer_stats"]:

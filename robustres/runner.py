@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import data as D
 from . import engine, executor
-from .devices import resolve_device, worker_devices
+from .devices import resolve_device, use_threads, worker_devices
 from .models import init_model
 from .plan import by_data, pack_size, plan_group, train_size
 from .spec import DataError, Execution, RunSpec, SpecError
@@ -42,6 +42,7 @@ def train_runs(runs: list[RunSpec], execution: Execution, reporter: executor.Rep
                on_wait: OnWait | None = None) -> list[dict]:
     """Train (or reuse) every run; one store row per run, in the order given."""
     check_tracked_layers(runs, execution)
+    use_threads(execution)
     datasets = executor.load_all(runs, execution)
     if execution.executor == "ray":
         from .ray_executor import execute_ray

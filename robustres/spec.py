@@ -391,6 +391,9 @@ class Execution:
     fuse: bool | None = _field("Fused network or models in turn (default: measured on the device).",
                                default=None, flag="--fuse/--no-fuse")
     compile: bool = _field("torch.compile the network.", default=False, flag="--compile")
+    threads: int | None = _field("CPU threads of the training process (default: $ROBUSTRES_THREADS, else half "
+                                 "the usable cores, at least 1: safe when another job shares them).",
+                                 default=None, metavar="N")
     checkpoint_every: float = _field(
         "Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always "
         "after the last epoch (default 10).", default=10.0, metavar="SECONDS")
@@ -458,6 +461,12 @@ def make_execution(values: dict) -> Execution:
         raise SpecError(f"--checkpoint-every must be >= 0 seconds, got {float(v['checkpoint_every']):g}")
     if "track_every" in v and v["track_every"] < 1:
         raise SpecError(f"--track-every must be >= 1, got {v['track_every']}")
+    threads_from = "--threads"
+    if "threads" not in v and os.environ.get("ROBUSTRES_THREADS", "").strip():
+        threads_from, text = "ROBUSTRES_THREADS", os.environ["ROBUSTRES_THREADS"].strip()
+        v["threads"] = int(text) if text.isdigit() else text
+    if "threads" in v:
+        v["threads"] = _count(threads_from, v["threads"], maximum=4096)
     if "max_runs" in v:
         v["max_runs"] = _count("--max-runs", v["max_runs"], maximum=MAX_SIZE)
     if "workers" in v and v["workers"] < 1:

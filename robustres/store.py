@@ -52,6 +52,8 @@ RUNS_SCHEMA = pa.schema(
         ("flops_per_image", pa.int64()),
         ("seconds", pa.float64()),
         ("device", pa.string()),
+        ("execution", pa.string()),  # "fused" or "in turn" (see tuning.FUSE_RULES); null in older stores
+        ("threads", pa.int64()),  # torch's CPU threads (CPU runs); null in older stores
         ("torch_version", pa.string()),
         ("robustres_version", pa.string()),
         ("schema_version", pa.int32()),

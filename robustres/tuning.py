@@ -1,10 +1,9 @@
-"""Tuning: how to execute a pack on this device, measured. Fused or in turn (`choose_fuse`), and
-how many models fit in free memory (`auto_pack_size`). None of it changes what a run computes
-beyond float rounding."""
+"""Tuning: how to execute a pack on this device. Fused or in turn (`choose_fuse`, a fixed rule
+from measurements), and how many models fit in free memory (`auto_pack_size`, measured). Neither
+changes what a run computes beyond float rounding, and the first never depends on timing."""
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import torch
@@ -13,53 +12,28 @@ from . import data as D
 from . import transforms as T
 from .models import count_params, init_model
 from .spec import RunSpec
-from .units import Options, Unit, make_streams, step_all
+from .units import Options, Unit
 
 # ---------------------------------------------------------------------------------------------
-# Choosing fused or in-turn execution, by measurement
+# Fused or in turn: a fixed rule per device type and model family, never a timing
 # ---------------------------------------------------------------------------------------------
 
-_FUSE_CHOICE: dict[tuple, bool] = {}
+# The faster way to step a pack, measured (benchmarks/execution_choice.py on the CPU, 1 thread:
+# in turn / fused = 4.9 for the MLP, 0.66 for ResNet-20, 0.83 for the text ResNet-9; on an H200,
+# benchmarks/throughput.py: fused CIFAR ResNets 1.2-1.4x models in turn). Families not listed
+# for a device are fused. The choice is a rule, not a timing: the two ways differ by float
+# rounding, which large h amplifies, so a timed choice made results depend on machine load.
+FUSE_RULES = {("cpu", "mlp"): True, ("cpu", "resnet"): False, ("cpu", "vdcnn"): False}
 
 
-def _time_steps(units: list[Unit], data: D.Data, batch_size: int, steps: int = 3,
-                options: Options = Options()) -> float:
-    order = T.order(units[0].seeds.new_tensor([s.seed for u in units for s in u.specs]), 0, len(data.train_y))
-    streams = make_streams(units, order.device, options)
-    for unit in units:
-        unit.start_epoch()
-    sync = torch.cuda.synchronize if order.device.type == "cuda" else (lambda: None)
-    warm = 5 if order.device.type == "cuda" else 1  # on CUDA: 3 eager steps, the capture, a replay
-    per_epoch = max(1, len(data.train_y) // batch_size)
-    for i in range(steps + warm):
-        if i == warm:
-            sync()
-            started = time.perf_counter()
-        step_all(units, data, order, 0, i % per_epoch, batch_size, streams)
-    sync()
-    return (time.perf_counter() - started) / steps
-
-
-def choose_fuse(specs: Sequence[RunSpec], data: D.Data, device: torch.device, options: Options) -> bool:
-    """True when one fused network steps the pack faster than its models in turn, on this device."""
+def choose_fuse(specs: Sequence[RunSpec], device: torch.device, options: Options) -> bool:
+    """True: one fused network steps the pack; False: its models step in turn. --fuse/--no-fuse
+    decides when given, else FUSE_RULES."""
     if options.fuse is not None:
         return options.fuse
     if len(specs) == 1:
-        return True
-    first = specs[0]
-    key = (str(device), first.model, first.depth, first.width, first.hidden, first.bn, first.batch_size,
-           first.precision, len(specs), data.input_shape, options.channels_last, options.compile)
-    if key not in _FUSE_CHOICE:
-        # Measured on at most 4 models and 3 steps each way: a proxy that costs seconds, not minutes.
-        probe = list(specs[:4])
-        n = len(data.train_y)
-        steps = max(1, min(3, n // first.batch_size))
-        fused = _time_steps([Unit(list(range(len(probe))), probe, data, device, options)], data,
-                            first.batch_size, steps, options)
-        alone = _time_steps([Unit([i], probe, data, device, options) for i in range(len(probe))], data,
-                            first.batch_size, steps, options)
-        _FUSE_CHOICE[key] = fused <= alone
-    return _FUSE_CHOICE[key]
+        return True  # one model: both ways are the same computation
+    return FUSE_RULES.get((device.type, specs[0].model), True)
 
 
 # ---------------------------------------------------------------------------------------------

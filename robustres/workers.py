@@ -83,7 +83,7 @@ def _worker_main(worker: int, device_name: str, execution: Execution, tasks, res
                 cpu = D.load(specs[0], execution.data_dir)
                 loaded[key] = (cpu, cpu.to(device))
             cpu, on_device = loaded[key]
-            fused = tuning.choose_fuse(specs, on_device, device, runner.options)
+            fused = tuning.choose_fuse(specs, device, runner.options)
             results.put(("started", worker, index, fused))
             rows = runner.run(Pack(specs, start_epoch), on_device, cpu)
             results.put(("done", worker, index, rows))

@@ -1,6 +1,6 @@
 """The contract of packs: K fused models compute exactly what the K models compute alone."""
 
-import math
+import time
 
 import pytest
 import torch
@@ -12,6 +12,7 @@ from robustres import transforms as T
 from robustres.models import build_pack, init_model, unfuse
 from robustres.plan import Pack, make_packs
 from robustres.spec import make_run_spec
+from robustres.store import Store
 from robustres.units import Options, Unit
 
 CPU = torch.device("cpu")
@@ -258,12 +259,31 @@ def test_make_packs_groups_by_architecture_and_progress_and_cuts_evenly():
     assert Pack(tuple(runs[:2])).k == 2
 
 
-def test_auto_pack_size_and_fuse_choice_on_the_cpu():
+def test_auto_pack_size_on_the_cpu():
     specs = [make_run_spec(dataset="two-moons", depth=4, h=h) for h in (0.1, 0.2, 0.5)]
     data = D.load(specs[0], ".")
     k = tuning.auto_pack_size(specs, data, CPU, Options())
     assert 1 <= k <= 3
-    choice = tuning.choose_fuse(specs, data, CPU, Options())
-    assert isinstance(choice, bool) and tuning.choose_fuse(specs, data, CPU, Options()) == choice
-    assert tuning.choose_fuse(specs, data, CPU, Options(fuse=False)) is False
-    assert math.isfinite(tuning._time_steps([Unit([0], specs, data, CPU, Options())], data, 64))
+
+
+def test_the_fuse_choice_is_a_rule_by_device_and_family_and_never_a_timing(monkeypatch):
+    mlps = [make_run_spec(dataset="two-moons", depth=4, h=h) for h in (0.1, 0.2)]
+    resnets = [make_run_spec(dataset="synthetic", depth=8, h=h) for h in (0.1, 0.2)]
+    texts = [make_run_spec(dataset="synthetic", synthetic_like="ag-news", depth=9, h=h) for h in (0.1, 0.2)]
+    monkeypatch.setattr(time, "perf_counter", lambda: 1 / 0)  # any timing would raise
+    cuda = torch.device("cuda")
+    assert [tuning.choose_fuse(p, CPU, Options()) for p in (mlps, resnets, texts)] == [True, False, False]
+    assert [tuning.choose_fuse(p, cuda, Options()) for p in (mlps, resnets, texts)] == [True, True, True]
+    assert tuning.choose_fuse(mlps, CPU, Options(fuse=False)) is False
+    assert tuning.choose_fuse(resnets, CPU, Options(fuse=True)) is True
+    assert tuning.choose_fuse(resnets[:1], CPU, Options()) is True
+
+
+def test_a_runs_row_records_how_it_executed(cli, tmp_path):
+    code, _, err = cli("train", "--depth", "3", "--h", "0.1,1", "--epochs", "1", "--threads", "1")
+    assert code == 0, err
+    code, _, err = cli("train", "--depth", "4", "--h", "0.1,1", "--epochs", "1", "--no-fuse")
+    assert code == 0, err
+    runs = Store(tmp_path / "store").runs().sort_values(["depth", "h"])
+    assert list(runs.execution) == ["fused", "fused", "in turn", "in turn"]
+    assert list(runs.threads)[:2] == [1, 1]

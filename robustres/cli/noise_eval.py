@@ -15,7 +15,7 @@ from .options import AsJson, Config, HGrid, Seeds, execution_options, run_option
 from .sweep import run_sweep
 
 # train-noise mode is a sweep: it takes these execution options (test-noise refuses the training ones)
-EXECUTION = ("device", "store", "data_dir", "pack_size", "fuse", "compile", "checkpoint_every")
+EXECUTION = ("device", "store", "data_dir", "threads", "pack_size", "fuse", "compile", "checkpoint_every")
 HELP = ("The paper's robustness instruments: training on noisy inputs (--mode train-noise, Fig. 5), accuracy of "
         "trained runs on corrupted test inputs (--mode test-noise), and how input noise grows through the blocks "
         "(--propagation, Prop. 2).")
@@ -87,6 +87,7 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
                    hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
 
     from .. import report as R  # torch, pandas and pyarrow: imported once the input is checked
+    from ..devices import use_threads
     from ..instruments import evaluate_store
     from ..store import Store
 
@@ -97,6 +98,7 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
     if rows.empty:
         print(f"error: no completed runs in {store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
+    use_threads(execution)
     result = evaluate_store(store, rows, levels, kinds, with_propagation, execution.data_dir,
                             options.get("limit_test"), execution.device)
     if not result.evaluated:
