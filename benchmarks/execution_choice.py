@@ -74,14 +74,16 @@ def measure_threads(steps: int) -> list[tuple]:
         specs, data = pack(*WORKLOADS[name])
         fuse = specs[0].model == "mlp"
         for loaded in (False, True):
-            stop = multiprocessing.Event()
-            job = multiprocessing.Process(target=other_job, args=(stop,), daemon=True) if loaded else None
+            spawn = multiprocessing.get_context("spawn")  # a forked child would inherit torch's thread pool
+            stop = spawn.Event()
+            job = spawn.Process(target=other_job, args=(stop,), daemon=True) if loaded else None
             if job:
                 job.start()
-                time.sleep(1.0)
+                time.sleep(3.0)  # the other job has imported torch and is busy
             for threads in (1, 2):
                 torch.set_num_threads(threads)
-                rows.append((name, "loaded" if loaded else "quiet", threads,
+                rows.append((name, f"loaded (load avg {os.getloadavg()[0]:.1f})" if loaded else
+                             f"quiet (load avg {os.getloadavg()[0]:.1f})", threads,
                              seconds_per_step(specs, data, fuse, steps)))
             if job:
                 stop.set()

@@ -20,7 +20,6 @@ The engine knows nothing of sweeps, stores or the CLI: it is handed checkpoint p
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from . import data as D
 from . import transforms as T
 from .checkpoints import load_checkpoint, save_checkpoint
-from .models import count_flops, count_params, init_model
+from .models import count_flops, count_params, init_model, steps_per_epoch
 from .spec import RunSpec
 from .tuning import choose_fuse
 from .units import Options, Unit, make_streams, step_all
@@ -117,7 +116,7 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     units = [Unit(g, specs, data, device, options, [states[i] for i in g] if states else None) for g in groups]
     streams = make_streams(units, device, options)
     seeds = torch.tensor([s.seed for s in specs], device=device)
-    n, steps = len(data.train_y), math.ceil(len(data.train_y) / first.batch_size)
+    n, steps = len(data.train_y), steps_per_epoch(first, len(data.train_y))
     dead: set[int] = set()
     last_save = time.perf_counter()
     start_epoch = len(outcomes[0].history) if states else 0

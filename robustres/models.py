@@ -368,6 +368,16 @@ def unfuse(pack: nn.Module, specs: Sequence[RunSpec], k: int, num_classes: int,
     return single.to(like.device)
 
 
+def steps_per_epoch(spec: RunSpec, n: int) -> int:
+    """Training steps of one pass over n examples: ceil(n / batch size), except that a model with
+    batch norm (every CIFAR and text ResNet, the MLP with --bn) drops a last batch of a single
+    example, whose batch statistics do not exist. That example trains in the other epochs, at
+    another place in its run's order."""
+    steps = math.ceil(n / spec.batch_size)
+    batch_norm = spec.model != "mlp" or spec.bn
+    return steps - 1 if batch_norm and steps > 1 and n % spec.batch_size == 1 else steps
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -349,6 +349,11 @@ def _check_sizes(v: dict, dataset: str, family: str) -> None:
         v["moons_noise"] = 0.2 if noise is None else _finite("moons noise", noise, minimum=0.0)
     elif v.get("moons_noise") is not None:
         raise SpecError("--moons-noise applies only to --dataset two-moons")
+    if family != "mlp" or v["bn"]:  # batch norm: a batch of one example has no batch statistics
+        if v["batch_size"] == 1:
+            raise SpecError("--batch-size 1 does not work with batch norm (every ResNet here, the MLP with --bn)")
+        if v.get("limit_train") == 1 or (dataset in GENERATED and v["n_train"] == 1):
+            raise SpecError("one training example does not work with batch norm: give 2 or more")
     if family == "mlp":
         v["width"] = 2 if v.get("width") is None else _count("width", v["width"], maximum=MAX_WIDTH)
         v["hidden"] = 16 if v.get("hidden") is None else _count("hidden", v["hidden"], maximum=MAX_WIDTH)
@@ -388,7 +393,7 @@ class Execution:
                             default_factory=default_data_dir, metavar="PATH")
     pack_size: int | None = _field("Most runs trained together as one network (default auto: as many as fit).",
                                    default=None, metavar="N|auto")
-    fuse: bool | None = _field("Fused network or models in turn (default: measured on the device).",
+    fuse: bool | None = _field("Fused network or models in turn (default: a rule by device and model family).",
                                default=None, flag="--fuse/--no-fuse")
     compile: bool = _field("torch.compile the network.", default=False, flag="--compile")
     threads: int | None = _field("CPU threads of the training process (default: $ROBUSTRES_THREADS, else half "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from . import data as D
 from . import transforms as T
 from .checkpoints import split_optimizer, stack_optimizers
-from .models import build_pack, split_state, stack_states
+from .models import build_pack, split_state, stack_states, steps_per_epoch
 from .spec import RunSpec
 
 log = logging.getLogger("robustres")
@@ -34,7 +33,7 @@ EVAL_BATCH = 1000
 class Options:
     """How to execute a pack; none of this changes what a run computes beyond float rounding."""
 
-    fuse: bool | None = None  # None: measure both ways on this device, take the faster
+    fuse: bool | None = None  # None: the rule of tuning.FUSE_RULES for this device and model family
     channels_last: bool = True  # image models: NHWC activations (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the network (inside the CUDA graph on CUDA)
     # CUDA: capture the whole training step (data, forward, backward, update) as one CUDA graph
@@ -136,7 +135,7 @@ class Unit:
         # Layer statistics: the norms of every step go into a per-epoch device buffer (indexed by
         # the step tensor, so a captured graph fills it too); the host reads it once per epoch.
         self.tracked = weight_layers(model, options.track_layers)
-        steps = math.ceil(len(data.train_y) / first.batch_size)
+        steps = steps_per_epoch(first, len(data.train_y))
         self.track_buf = torch.zeros((steps, len(self.tracked), 2, k), device=device) if self.tracked else None
 
     def set_lr(self, lr: float) -> None:

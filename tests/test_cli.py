@@ -147,6 +147,26 @@ def test_sigkill_mid_run_then_rerun_finishes_like_an_uninterrupted_run(tmp_path)
     assert not list((tmp_path / "cut").rglob("*.tmp"))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_release_the_runs_and_print_the_message(tmp_path, sig, code):
+    args = ROBUSTRES + ["train", "--depth", "10", "--epochs", "400", "--n-train", "2000", "--checkpoint-every", "0"]
+    store = Store(tmp_path / "cut")
+    proc = subprocess.Popen(args, env=_env(tmp_path, "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (store.runs_dir.exists() and len(store.epochs()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: each run's last checkpoint is in the store"), err
+    assert not list((tmp_path / "cut" / "claims").glob("*.json"))  # released, as after Ctrl-C
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+    (row,) = store.runs().to_dict("records")
+    assert row["status"] == "running" and 3 <= row["epochs_done"] < 400  # what its checkpoint holds
+
+
 def test_h_and_seed_lists_train_as_one_pack_stored_as_separate_runs(cli, tmp_path):
     code, out, err = cli("train", "--depth", "5", "--epochs", "3", "--h", "0.1,1", "--seed", "1,2,3", "--json")
     assert code == 0, err

@@ -1,10 +1,11 @@
+import json
 
 import pytest
 import torch
 
 from robustres import data as D
 from robustres import engine
-from robustres.models import init_model
+from robustres.models import init_model, steps_per_epoch
 from robustres.spec import make_run_spec
 from robustres.units import Options
 
@@ -127,3 +128,18 @@ def test_the_text_model_trains_end_to_end_with_char_swap_noise():
                          batch_size=8, epochs=1, train_noise=0.1)
     outcome = run(spec)
     assert outcome.status == "completed" and 0 <= outcome.history[0].test_acc <= 1
+
+
+def test_a_last_batch_of_one_is_dropped_for_batch_norm_models_only():
+    mlp, mlp_bn = make_run_spec(dataset="two-moons", depth=3), make_run_spec(dataset="two-moons", depth=3, bn=True)
+    resnet = make_run_spec(dataset="synthetic", depth=8)
+    assert [steps_per_epoch(s, 129) for s in (mlp, mlp_bn, resnet)] == [2, 1, 1]  # 128 + 1
+    assert [steps_per_epoch(s, 130) for s in (mlp, mlp_bn, resnet)] == [2, 2, 2]  # 128 + 2 is kept
+    assert steps_per_epoch(mlp_bn, 128) == 1 and steps_per_epoch(mlp_bn, 257) == 2
+
+
+def test_an_mlp_with_batch_norm_and_a_last_batch_of_one_trains(cli, tmp_path):
+    code, out, err = cli("train", "--depth", "3", "--bn", "--limit-train", "129", "--epochs", "2", "--json")
+    assert code == 0, err
+    (run,) = json.loads(out)["runs"]
+    assert run["status"] == "completed" and run["final_test_acc"] > 0.5, run

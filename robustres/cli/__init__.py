@@ -4,7 +4,9 @@ library function, rendering the result and returning an exit code.
 Bad input exits with code 2 and one line on stderr ("error: ..."), before anything is written.
 """
 
+import signal
 import sys
+import threading
 
 import typer
 
@@ -14,7 +16,16 @@ from ..spec import DataError, SpecError, StoreError
 # Each module registers its command; --help lists them in this order, the order of the workflow.
 from . import train, sweep, noise_eval, report, doctor  # noqa: F401
 # isort: on
-from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, INTERRUPTED, app
+from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, INTERRUPTED, app
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the process is, so that it unwinds as Ctrl-C does (claims released,
+    the message printed), then exits 143."""
+
+
+def _terminate(_signum, _frame):
+    raise Terminated()
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -52,6 +63,8 @@ def check_repeats(command, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
     command = typer.main.get_command(app)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
     try:
         check_repeats(command, sys.argv[1:] if argv is None else list(argv))
         rv = command.main(args=argv, prog_name="robustres", standalone_mode=False)
@@ -61,15 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort) as exc:
         print(INTERRUPTED, file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # click turns KeyboardInterrupt into Abort; the original is its context
+        terminated = isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
         if type(exc).__name__ != "NoArgsIsHelpError":  # the help text was shown already
             print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else EXIT_OK
 
 

@@ -4,15 +4,17 @@ import typer
 
 from .. import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-INTERRUPTED = "interrupted: finished epochs are checkpointed; re-run the same command to resume"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+INTERRUPTED = ("interrupted: each run's last checkpoint is in the store (epochs after it train again); re-run the "
+               "same command to resume")
 
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: paragraphs rewrapped to the terminal, no type placeholders
     help="Step-factor (h) studies of ResNets, after Zhang et al., IJCAI 2019: y = x + h * F(x). "
-         "Exit codes: 0 fine, 1 a run failed or a report gate failed, 2 bad input, 130 interrupted.",
+         "Exit codes: 0 fine, 1 a run failed or a report gate failed, 2 bad input, 130 interrupted (Ctrl-C), "
+         "143 terminated (SIGTERM).",
 )
 
 

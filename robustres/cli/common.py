@@ -1,5 +1,6 @@
 """What train and sweep share: resolving options into runs, and training them with progress."""
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,18 @@ def check_store(root) -> Path:
     if not root.is_dir():
         raise SpecError(f"store {root} is not a store: it is a file, not a folder")
     return root
+
+
+def check_plot_folder(folder: str) -> None:
+    """--plot names a folder that is, or can be made, writable; a file or a read-only place is bad input."""
+    path = Path(folder)
+    if not str(folder).strip():
+        raise SpecError("--plot is empty; name a folder")
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"--plot {folder} is a file, not a folder")
+    parent = next(p for p in (path, *path.parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SpecError(f"--plot {folder}: {parent} is not writable")
 
 
 def waiting(count: int, holders: list[dict]) -> None:

@@ -73,6 +73,8 @@ def noise_eval(
         if name in options:
             flag = "--fuse/--no-fuse" if name == "fuse" else "--" + name.replace("_", "-")
             raise SpecError(f"{flag} goes with --mode train-noise (test-noise trains nothing)")
+    if options.get("limit_test") is not None and options["limit_test"] < 1:
+        raise SpecError(f"--limit-test must be >= 1, got {options['limit_test']}")
     test_noise(options, level_list, kind_list, propagation, config, depth, h, as_json)
 
 

@@ -10,7 +10,7 @@ from ..grid import merge_preset, parse_floats, parse_h_grid, parse_ints, preset_
 from ..spec import MIN_SEEDS, SpecError, default_store
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
-from .common import check_store
+from .common import check_plot_folder, check_store
 from .options import Config, execution_options, with_options
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -48,6 +48,8 @@ def report(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
 ) -> None:
     _check(format_, min_seeds, max_failures, require_complete, config)
+    if plot is not None:
+        check_plot_folder(plot)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     store_root = check_store(options["store"] if "store" in options else default_store())
     filters = dict(
@@ -62,7 +64,13 @@ def report(
 
     store = Store(store_root)
     gates = R.Gates(min_seeds, max_failures, require_complete)
-    result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot)
+    try:
+        result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot)
+    except OSError as exc:  # the figures could not be written (the store is read before they are drawn)
+        if plot is None:
+            raise
+        raise SpecError(f"--plot {plot}: cannot write {exc.filename or 'the figures'}: {exc.strerror or exc}") \
+            from None
     if result is None:
         if slots is not None and require_complete:
             print(f"gate failed: 0 of {len(slots)} runs of {config} are in the store (not finished)", file=sys.stderr)
