@@ -52,13 +52,20 @@ def devices() -> list[dict]:
 
 def gather(store_root: Path, data_dir: Path) -> dict:
     """Everything doctor reports; `store` holds an `error` instead when it cannot be read."""
-    store = Store(store_root, write_cache=False)
     try:
+        store = Store(store_root, write_cache=False)
         store_info = store.describe()
         if store_info["exists"]:
             store_info["runs_being_trained"] = Claims(store).count_live()
     except StoreError as exc:
         store_info = {"path": str(store_root), "exists": True, "error": str(exc)}
+    except Exception as exc:  # doctor reports what it cannot read (exit 1), whatever the reason
+        store_info = {"path": str(store_root), "exists": True,
+                      "error": f"cannot read the store at {store_root}: {type(exc).__name__}: {exc}"}
+    try:
+        datasets = available(data_dir)
+    except Exception as exc:
+        datasets = {"error": f"{type(exc).__name__}: {exc}"}
     return {"versions": versions(), "devices": devices(), "store": store_info,
-            "data": {"path": str(data_dir), "exists": data_dir.is_dir(), "datasets": available(data_dir)},
+            "data": {"path": str(data_dir), "exists": data_dir.is_dir(), "datasets": datasets},
             "argv": sys.argv[1:]}

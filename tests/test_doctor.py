@@ -48,3 +48,15 @@ def test_the_store_counts_damaged_files_as_unreadable(tmp_path):
     store.create()
     (store.runs_dir / "0123456789abcdef.parquet").write_bytes(b"garbage")
     assert store.describe()["unreadable_files"] == 1
+
+
+def test_doctor_exits_one_with_one_line_on_any_store_it_cannot_read(cli, tmp_path, monkeypatch):
+    assert cli("train", "--depth", "3", "--epochs", "1")[0] == 0
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self.root))
+
+    monkeypatch.setattr(Store, "describe", denied)  # as a store in a folder of another user reads
+    code, out, err = cli("doctor")
+    assert code == 1, err
+    assert err.startswith("error: cannot read the store at") and "PermissionError" in err and err.count("\n") == 1
