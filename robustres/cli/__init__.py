@@ -24,8 +24,17 @@ class Terminated(KeyboardInterrupt):
     the message printed), then exits 143."""
 
 
-def _terminate(_signum, _frame):
-    raise Terminated()
+_SIGNALS: list[int] = []  # the interrupting signals received (typer turns KeyboardInterrupt into exit 130)
+
+
+def _interrupt(signum, _frame):
+    _SIGNALS.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted() -> int:
+    print(INTERRUPTED, file=sys.stderr)
+    return EXIT_TERMINATED if signal.SIGTERM in _SIGNALS else EXIT_INTERRUPTED
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -64,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
     command = typer.main.get_command(app)
     on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
+    _SIGNALS.clear()
     try:
         check_repeats(command, sys.argv[1:] if argv is None else list(argv))
         rv = command.main(args=argv, prog_name="robustres", standalone_mode=False)
@@ -74,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except (KeyboardInterrupt, typer.Abort) as exc:
-        print(INTERRUPTED, file=sys.stderr)
-        # click turns KeyboardInterrupt into Abort; the original is its context
-        terminated = isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except (KeyboardInterrupt, typer.Abort):
+        return _interrupted()
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
@@ -86,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if _SIGNALS:
+        return _interrupted()
     return rv if isinstance(rv, int) else EXIT_OK
 
 
