@@ -199,6 +199,14 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the store at {self.root}: {exc.strerror or exc}") from None
 
+    def make_folder(self, folder: Path) -> None:
+        """The store, and one of its folders beyond the three that `create` makes."""
+        self.create()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write {folder}: {exc.strerror or exc}") from None
+
     # -- writing ----------------------------------------------------------------------------
 
     def _write(self, table: pa.Table, path: Path) -> None:
@@ -259,8 +267,7 @@ class Store:
         merged = [r for r in old if tuple(r[k] for k in key) not in new_keys]
         stamp = now_iso()
         merged += [{**{k: r.get(k) for k in schema.names}, "run_id": run_id, "created_at": stamp} for r in rows]
-        self.create()
-        folder.mkdir(parents=True, exist_ok=True)
+        self.make_folder(folder)
         self._write(pa.Table.from_pylist(merged, schema=schema), path)
 
     def put_noise_evals(self, run_id: str, rows: list[dict]) -> None:
@@ -274,8 +281,7 @@ class Store:
     def put_layer_stats(self, run_id: str, rows: list[dict]) -> None:
         """Weight and gradient norms of tracked layers (`--track-layers`), all of a run's rows."""
         folder = self.root / "layer_stats"
-        self.create()
-        folder.mkdir(parents=True, exist_ok=True)
+        self.make_folder(folder)
         table = pa.Table.from_pylist([{**{k: r.get(k) for k in LAYER_STATS_SCHEMA.names}, "run_id": run_id}
                                       for r in rows], schema=LAYER_STATS_SCHEMA)
         self._write(table, folder / file_name(run_id, ".parquet"))

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +143,27 @@ def test_report_draws_the_instruments(cli, tmp_path):
                  "fig4-moons-features-depth8"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names, stem
     assert "median gradient norm over the first 10 steps at h=0.1" in out
+
+
+def test_noise_eval_into_a_read_only_store_is_one_line(cli, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from robustres.store import Store
+
+    assert cli("train", "--depth", "3", "--epochs", "1")[0] == 0
+    store = str(tmp_path / "store")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == store else real_access(p, mode))
+    code, out, err = cli("noise-eval", "--levels", "0.1")
+    assert code == 2 and err == f"error: store {store} is read-only, and this command writes its results there\n"
+    monkeypatch.setattr(os, "access", real_access)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)  # a store that became read-only while evaluating
+    code, out, err = cli("noise-eval", "--levels", "0.1")
+    assert code == 1 and err.startswith("error: cannot ") and "Read-only file system" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "store" / "noise_evals").exists()
+    assert Store(tmp_path / "store").noise_evals().empty

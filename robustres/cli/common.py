@@ -32,8 +32,9 @@ def resolve_precisions(runs: list, options: dict, execution: Execution) -> list:
     return runs if precision == "fp32" else [spec.with_(precision=precision) for spec in runs]
 
 
-def check_store(root) -> Path:
-    """A store to read: it must exist and be a folder (one that holds no runs yet is fine)."""
+def check_store(root, writes: bool = False) -> Path:
+    """A store to read (and to write, when `writes`): it must exist and be a folder (one that holds
+    no runs yet is fine)."""
     if not str(root).strip():
         raise SpecError("--store is empty; name a folder")
     root = Path(root)
@@ -42,6 +43,8 @@ def check_store(root) -> Path:
                         "names another)")
     if not root.is_dir():
         raise SpecError(f"store {root} is not a store: it is a file, not a folder")
+    if writes and not os.access(root, os.W_OK | os.X_OK):
+        raise SpecError(f"store {root} is read-only, and this command writes its results there")
     return root
 
 

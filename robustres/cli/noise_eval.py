@@ -80,7 +80,7 @@ def noise_eval(
 
 def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_json) -> None:
     execution = execution_of({k: v for k, v in options.items() if k in EXECUTION_KEYS})
-    check_store(execution.store)
+    check_store(execution.store, writes=True)
     planned = None
     if config is not None:
         planned = frozenset(s.run_id for slot in preset_slots(merge_preset(config, {}), str(config)) for s in slot)
