@@ -169,6 +169,18 @@ CASES = [
     (["sweep", "--config", "{yaml}"], bytes(range(256)), "not a UTF-8 text file"),
     (["sweep", "--config", "{yaml}"], b"depths: [3]\x00\nh: 0.1\n", "not valid YAML"),
     (["report", "--config", "{yaml}"], b"\xff\xfe\x00\x01", "not a UTF-8 text file"),
+    (["report", "--plot", "store/.snapshot/runs.parquet"], None, "is a file, not a folder"),
+    (["report", "--plot", "/proc"], None, "--plot /proc: cannot write /proc/"),
+    (["report", "--plot", "/proc/figures"], None, "--plot /proc/figures: cannot write"),
+    (["report", "--plot", ""], None, "--plot is empty"),
+    (["noise-eval", "--limit-test", "-5"], None, "--limit-test must be >= 1, got -5"),
+    (["noise-eval", "--limit-test", "0"], None, "--limit-test must be >= 1, got 0"),
+    (["train", "--depth", "3", "--bn", "--batch-size", "1"], None, "--batch-size 1 does not work with batch norm"),
+    (["train", "--dataset", "synthetic", "--depth", "8", "--n-train", "1"], None, "one training example"),
+    (["train", "--threads", "0"], None, "--threads must be >= 1"),
+    (S + ["--threads", "-1"], None, "--threads must be >= 1"),
+    (["doctor", "--store", ""], None, "--store is empty"),
+    (["doctor", "--data-dir", ""], None, "--data-dir is empty"),
 ]
 if not CUDA:
     CASES.append((["train", "--device", "cuda"], None, "CUDA is not available"))
@@ -214,7 +226,7 @@ def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, traine
 
 def test_the_table_is_large_and_covers_every_command():
     commands = {args[0] for args, _, _ in CASES}
-    assert commands == {"train", "sweep", "report", "noise-eval"}
+    assert commands == {"train", "sweep", "report", "noise-eval", "doctor"}
     assert len(CASES) >= 30 and sum(1 for c in CASES if c[1] is not None) >= 10
 
 
@@ -271,3 +283,11 @@ def test_any_text_is_a_depth_list_or_a_one_line_error(text):
         assert "\n" not in str(exc) and str(exc)
     else:
         assert values and all(isinstance(v, int) for v in values)
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-2", "1.5"])
+def test_a_bad_robustres_threads_is_one_line_naming_the_variable(cli, tmp_path, monkeypatch, value):
+    monkeypatch.setenv("ROBUSTRES_THREADS", value)
+    code, out, err = cli("train", "--depth", "3", "--epochs", "1")
+    assert code == 2 and err.startswith("error: ROBUSTRES_THREADS must be") and err.count("\n") == 1, err
+    assert not (tmp_path / "store").exists()

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,9 +56,12 @@ def check_plot_folder(folder: str) -> None:
         raise SpecError("--plot is empty; name a folder")
     if path.exists() and not path.is_dir():
         raise SpecError(f"--plot {folder} is a file, not a folder")
-    parent = next(p for p in (path, *path.parents) if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise SpecError(f"--plot {folder}: {parent} is not writable")
+    try:  # made now, and a file written into it, so that a place that takes none fails before the store is read
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise SpecError(f"--plot {folder}: cannot write {exc.filename or folder}: {exc.strerror or exc}") from None
 
 
 def waiting(count: int, holders: list[dict]) -> None:

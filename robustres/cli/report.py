@@ -48,10 +48,10 @@ def report(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
 ) -> None:
     _check(format_, min_seeds, max_failures, require_complete, config)
-    if plot is not None:
-        check_plot_folder(plot)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     store_root = check_store(options["store"] if "store" in options else default_store())
+    if plot is not None:
+        check_plot_folder(plot)
     filters = dict(
         datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
         depths=tuple(parse_ints("--depths", depths)) if depths else (),
