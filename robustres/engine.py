@@ -105,11 +105,9 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     set_device_flags(device)
 
     # Resume: every run's history and seconds from its checkpoint; the pack goes on the way it
-    # started (fused or in turn differ by float rounding; a checkpoint of an older version, which
-    # timed the choice, or of an explicit --fuse keeps its way).
+    # started (fused or in turn differ by float rounding), which each outcome records.
     states, outcomes, recorded_fuse = resume(specs, checkpoints)
-    fuse = recorded_fuse if options.fuse is None and recorded_fuse is not None else \
-        choose_fuse(specs, device, options)
+    fuse = recorded_fuse if options.fuse is None and recorded_fuse is not None else choose_fuse(specs, device, options)
     for outcome in outcomes:
         outcome.fused = fuse
     groups = [list(range(len(specs)))] if fuse else [[i] for i in range(len(specs))]

@@ -32,6 +32,15 @@ def _interrupt(signum, _frame):
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _catch_signals() -> dict:
+    """SIGINT and SIGTERM raise in the main thread (of the CLI process, not of a test calling
+    main() from another thread); returns the handlers to put back."""
+    _SIGNALS.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def _interrupted() -> int:
     print(INTERRUPTED, file=sys.stderr)
     return EXIT_TERMINATED if signal.SIGTERM in _SIGNALS else EXIT_INTERRUPTED
@@ -72,9 +81,7 @@ def check_repeats(command, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
     command = typer.main.get_command(app)
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
-    _SIGNALS.clear()
+    previous = _catch_signals()
     try:
         check_repeats(command, sys.argv[1:] if argv is None else list(argv))
         rv = command.main(args=argv, prog_name="robustres", standalone_mode=False)

@@ -77,6 +77,13 @@ def report(
         else:
             print(f"error: no runs in {store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
+    _print(result, format_)
+    for failure in result.failures:
+        print(f"gate failed: {failure}", file=sys.stderr)
+    raise typer.Exit(EXIT_FAILED if result.failures else EXIT_OK)
+
+
+def _print(result, format_: str) -> None:
     if format_ == "json":
         print(json.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
                                             result.figures), indent=2))
@@ -88,9 +95,6 @@ def report(
         render.print_report(result.groups, result.recommendations, result.warnings)
         for line in result.summaries + [f"wrote {path}" for path in result.figures]:
             print(line)
-    for failure in result.failures:
-        print(f"gate failed: {failure}", file=sys.stderr)
-    raise typer.Exit(EXIT_FAILED if result.failures else EXIT_OK)
 
 
 def _check(format_, min_seeds, max_failures, require_complete, config) -> None:
