@@ -109,7 +109,7 @@ def log_grid(a: float, b: float, n: int) -> list[float]:
     return values
 
 
-def parse_h_grid(text: str, name: str = "--h") -> list[float]:
+def parse_h_grid(text: str, name: str = "--h", limit: int = MAX_RUNS) -> list[float]:
     """'0.1,0.5,1' (a list), 'A..B' (the decade grid of 1-2-5 steps) or 'A..B:N' (N log-spaced)."""
     text = str(text).strip()
     if ".." not in text:
@@ -133,8 +133,9 @@ def parse_h_grid(text: str, name: str = "--h") -> list[float]:
                 raise SpecError(f"{name}: {count!r} after ':' is not a whole number") from None
             if n < 2:
                 raise SpecError(f"{name}: a range needs at least 2 points, got {n}")
-            if n > MAX_RUNS:
-                raise SpecError(f"{name}: {n:,} points is more than a grid may hold ({MAX_RUNS:,} runs)")
+            if n > limit:
+                raise SpecError(f"{name}: {n:,} points is more than a grid may hold ({limit:,} runs; --max-runs N "
+                                "allows more)")
             values = log_grid(a, b, n)
             if len(set(values)) < n:
                 print(f"warning: {name} {text}: {n - len(set(values)):,} of the {n:,} points coincide at 12 "
@@ -348,7 +349,7 @@ def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUN
         depth_list = _items("depths", values["depths"], whole, parse_ints)
         if values.get("h") is None:
             raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
-        h_list = _items("h", values["h"], real, lambda _name, text: parse_h_grid(text))
+        h_list = _items("h", values["h"], real, lambda _name, text: parse_h_grid(text, limit=max_runs))
         seeds = parse_seeds(values.get("seeds", 1), max_runs)
         noise_list = _items("train_noise", values.get("train_noise", 0.0), real, parse_floats)
         options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}

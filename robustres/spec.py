@@ -13,6 +13,7 @@ folder, pack size) is an `Execution`, declared the same way and kept out of the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -195,7 +196,7 @@ class RunSpec:
     def modality(self) -> str:
         return modality_of(self.dataset, self.synthetic_like)
 
-    @property
+    @functools.cached_property  # a frozen spec's id never changes; plans of 10,000 runs ask often
     def run_id(self) -> str:
         hashed = {f.name: getattr(self, f.name) for f in fields(self)
                   if getattr(self, f.name) is not None or not meta(f).hash_if_set}
