@@ -1,7 +1,9 @@
+import json
 import os
 import shutil
 import time
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from robustres import agnews
 from robustres import data as D
 from robustres import transforms as T
 from robustres.spec import SpecError, make_run_spec
+from robustres.store import Store
 
 CODE_TO_CHAR = {i + 1: c for i, c in enumerate(agnews.ALPHABET)}
 
@@ -317,6 +320,66 @@ def test_ag_news_fingerprints_its_bytes_and_cifar10_its_checksum(ag_dir):
     assert moons.with_(data_fingerprint="0" * 16).run_id != moons.run_id
 
 
+def _train(cli, folder, *more):
+    return cli("train", "--dataset", "imagefolder", "--data-dir", folder, "--depth", "8", "--epochs", "1",
+               "--json", *more)
+
+
+def test_runs_on_different_image_folders_are_different_runs(cli, tmp_path):
+    write_folder(tmp_path / "a")
+    write_folder(tmp_path / "b", seed=1)
+    code, out, err = _train(cli, tmp_path / "a")
+    assert code == 0, err
+    (a,) = json.loads(out)["runs"]
+    # noise-eval on other data than the run's: one line, exit 2, nothing written.
+    code, out, err = cli("noise-eval", "--dataset", "imagefolder", "--data-dir", tmp_path / "b", "--levels", "0")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: imagefolder {tmp_path / 'b'} is not the data run {a['run_id']} was trained on")
+    assert not (tmp_path / "store" / "noise_evals").exists()
+    code, out, err = cli("noise-eval", "--dataset", "imagefolder", "--data-dir", tmp_path / "a", "--levels", "0",
+                         "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)["noise_evals"]] == [a["run_id"]], err
+    # Other images: another run, trained.
+    code, out, err = _train(cli, tmp_path / "b")
+    (b,) = json.loads(out)["runs"]
+    assert code == 0 and b["run_id"] != a["run_id"] and b["status"] == "completed" and "not retrained" not in err
+    runs = Store(tmp_path / "store").runs().set_index("run_id")
+    assert sorted(runs.index) == sorted([a["run_id"], b["run_id"]])
+    spec = make_run_spec(dataset="imagefolder")
+    assert runs.data_fingerprint[b["run_id"]] == D.load(spec, tmp_path / "b").fingerprint
+    # The same folder again: reported from the store.
+    code, out, err = _train(cli, tmp_path / "a")
+    assert code == 0 and json.loads(out)["runs"][0]["run_id"] == a["run_id"] and err.count("not retrained") == 1
+    assert Store(tmp_path / "store").get_run(a["run_id"])["updated_at"] == runs.updated_at[a["run_id"]]
+
+
+def test_a_run_stored_without_a_fingerprint_is_found_with_one_warning(cli, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    write_folder(tmp_path / "a")
+    real = D.load_source
+    with monkeypatch.context() as m:  # an older robustres: no fingerprint, and no column for it
+        m.setattr(D, "load_source", lambda *args, **kwargs: replace(real(*args, **kwargs), fingerprint=None))
+        code, out, err = _train(cli, tmp_path / "a", "--h", "0.1,1")
+    assert code == 0, err
+    old_ids = sorted(r["run_id"] for r in json.loads(out)["runs"])
+    for run_id in old_ids:
+        path = tmp_path / "store" / "runs" / f"{run_id}.parquet"
+        pq.write_table(pq.read_table(path).drop(["data_fingerprint"]), path)
+    code, out, err = _train(cli, tmp_path / "a", "--h", "0.1,1")
+    assert code == 0, err
+    assert sorted(r["run_id"] for r in json.loads(out)["runs"]) == old_ids and err.count("not retrained") == 2
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "2 run(s)" in warnings[0] and "without a data fingerprint" in warnings[0]
+    assert sorted(p.stem for p in (tmp_path / "store" / "runs").glob("*.parquet")) == old_ids
+    # noise-eval evaluates them and says once that their data cannot be checked.
+    code, out, err = cli("noise-eval", "--dataset", "imagefolder", "--data-dir", tmp_path / "a", "--levels", "0",
+                         "--json")
+    assert code == 0 and sorted(r["run_id"] for r in json.loads(out)["noise_evals"]) == old_ids, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "2 run(s)" in warnings[0] and "not checked" in warnings[0]
+
+
 # ------------------------------------------------------------------ sizes, classes, dry runs
 
 
@@ -343,3 +406,53 @@ def test_limits_larger_than_the_data_are_refused(tmp_path, ag_dir):
         D.load(make_run_spec(dataset="ag-news", depth=9, limit_test=2), ag_dir)
     assert "--limit-test 2 is more than the 1 test examples of ag-news" in str(err.value)
     assert not list((ag_dir / "ag_news_csv").glob(".robustres-cache-*"))
+
+
+def test_dry_runs_work_without_the_data_and_say_what_is_unknown(cli, tmp_path):
+    code, out, err = cli("train", "--dataset", "ag-news", "--depth", "17", "--dry-run", "--json")
+    assert code == 0, err
+    (run,) = json.loads(out)["runs"]
+    assert run["run_id"] is None and run["unknown_without_data"] == ["run_id", "data_fingerprint"]
+    assert run["params"] == 9_100_452 and run["flops_per_image"] > 0  # AG-NEWS's 1024 characters, 4 classes
+    assert "not found in" in run["data_note"]
+    code, out, err = cli("train", "--dataset", "ag-news", "--depth", "17", "--dry-run")
+    assert code == 0 and "note: ? is unknown without the data" in out, err
+    code, out, err = cli("train", "--dataset", "imagefolder", "--depth", "8", "--dry-run", "--json")
+    (run,) = json.loads(out)["runs"]
+    assert code == 0 and (run["run_id"], run["params"], run["flops_per_image"]) == (None, None, None), err
+    assert not (tmp_path / "store").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_dry_run_counts_and_fingerprints_an_image_folder_and_writes_nothing(cli, tmp_path):
+    pets = tmp_path / "pets"
+    write_folder(pets, per_class=(5, 2))  # 10 training images
+    args = ("sweep", "--dataset", "imagefolder", "--data-dir", pets, "--depths", "8", "--h", "0.1,1", "--epochs", "1",
+            "--json")
+    code, out, err = cli(*args, "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [p["train_images"] for p in plan["packs"]] == [10] and plan["warnings"] == []
+    code, out, err = cli(*args, "--dry-run", "--limit-train", "4")
+    limited = json.loads(out)
+    assert [p["train_images"] for p in limited["packs"]] == [4]
+    assert plan["packs"][0]["tflop"] == pytest.approx(2.5 * limited["packs"][0]["tflop"])
+    assert not list(pets.glob(".robustres-cache-*")) and not (tmp_path / "store").exists()
+    # The run ids it planned are those training gives.
+    code, out, err = cli(*args)
+    assert code == 0 and sorted(r["run_id"] for r in json.loads(out)["runs"]) == sorted(plan["packs"][0]["run_ids"])
+
+
+def test_a_preset_finds_its_runs_whatever_their_data_fingerprint(cli, tmp_path):
+    write_folder(tmp_path / "pets")
+    preset = tmp_path / "pets.yaml"
+    preset.write_text(f"dataset: imagefolder\ndata_dir: {tmp_path / 'pets'}\ndepths: [8]\nh: [0.1, 1]\nepochs: 1\n"
+                      f"precision: fp32\n")
+    code, out, err = cli("sweep", "--config", preset, "--json")
+    assert code == 0, err
+    trained = sorted(r["run_id"] for r in json.loads(out)["runs"])
+    assert all(Store(tmp_path / "store").get_run(r)["data_fingerprint"] for r in trained)
+    code, out, err = cli("report", "--config", preset, "--require-complete", "--format", "json")
+    assert code == 0, err
+    assert sum(g["runs"] for g in json.loads(out)["groups"]) == 2
+    code, out, err = cli("noise-eval", "--config", preset, "--data-dir", tmp_path / "pets", "--levels", "0", "--json")
+    assert code == 0 and sorted({r["run_id"] for r in json.loads(out)["noise_evals"]}) == trained, err
