@@ -10,6 +10,7 @@ nothing; without the data it says what it cannot know.
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from . import data as D
@@ -17,7 +18,7 @@ from . import engine, executor
 from .devices import resolve_device, worker_devices
 from .models import init_model
 from .plan import by_data, data_key, pack_size, plan_group, train_size
-from .spec import Execution, RunSpec, SpecError
+from .spec import GENERATED, Execution, RunSpec, SpecError
 from .units import weight_layers
 
 OnWait = Callable[[int, list[dict]], None]
@@ -48,6 +49,7 @@ def train_runs(runs: list[RunSpec], execution: Execution, reporter: executor.Rep
     datasets = executor.load_all(runs, execution)
     runs = [spec.with_(data_fingerprint=datasets[data_key(spec)].fingerprint) for spec in runs]
     runs = executor.match_unfingerprinted(runs, execution)
+    warn_class_gaps(runs, datasets)
     if execution.executor == "ray":
         from .ray_executor import execute_ray
 
@@ -63,6 +65,20 @@ def train_runs(runs: list[RunSpec], execution: Execution, reporter: executor.Rep
                 return execute_workers(some, ex, datasets, devices, reporter)
             return executor.execute(some, ex, datasets, reporter)
     return executor.until_done(run_some, runs, execution, on_wait)
+
+
+def warn_class_gaps(runs: list[RunSpec], datasets: dict[tuple, D.Data]) -> None:
+    """One warning line per dataset read from files with a class that has no training or no test
+    examples (generated data are what their spec says)."""
+    seen = set()
+    for spec in runs:
+        key = data_key(spec)
+        if spec.dataset in GENERATED or key in seen:
+            continue
+        seen.add(key)
+        gap = D.class_gaps(datasets[key])
+        if gap:
+            print(f"warning: {gap}", file=sys.stderr)
 
 
 def plan_sources(runs: list[RunSpec], execution: Execution) -> tuple[list[RunSpec], dict[tuple, D.Source]]:

@@ -408,6 +408,20 @@ def test_limits_larger_than_the_data_are_refused(tmp_path, ag_dir):
     assert not list((ag_dir / "ag_news_csv").glob(".robustres-cache-*"))
 
 
+def test_an_image_class_without_test_images_warns_and_a_test_split_without_any_is_refused(cli, tmp_path):
+    write_folder(tmp_path / "pets", empty_test=("dog",))
+    code, _, err = _train(cli, tmp_path / "pets")
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: imagefolder {tmp_path / 'pets'}: class 'dog' has no test examples (the test accuracy "
+        f"covers the other classes only)"]
+    write_folder(tmp_path / "bare", empty_test=("cat", "dog"))
+    code, out, err = _train(cli, tmp_path / "bare", "--store", tmp_path / "other")
+    assert code == 2 and out == ""
+    assert err == f"error: imagefolder: no images (.jpg, .jpeg, .png) under {tmp_path / 'bare' / 'test'}\n"
+    assert not (tmp_path / "other").exists()
+
+
 def test_dry_runs_work_without_the_data_and_say_what_is_unknown(cli, tmp_path):
     code, out, err = cli("train", "--dataset", "ag-news", "--depth", "17", "--dry-run", "--json")
     assert code == 0, err
