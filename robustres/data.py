@@ -4,11 +4,14 @@ A dataset is loaded once into a `Data` (images uint8 [N, C, H, W], text int16 co
 points float32 [N, 2]) and moved whole to the training device. Augmentation (pad-4 random crop and
 horizontal flip), training noise and normalisation then run as a few tensor ops per batch: nothing
 per sample in Python on the hot path, no DataLoader workers.
+
+Data read from files carries a fingerprint, a hash of its content that enters the run ids (see
+docs/store.md, Run identity): image folders and AG-NEWS compute it once and keep it in their
+decode cache; CIFAR-10's is a constant, since torchvision verifies its files.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import os
@@ -18,19 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .agnews import SEQ_LEN, UNKNOWN_CODE, read_ag_news_csv, read_text
 from .atomic import write_atomic
-from .spec import DataError, RunSpec
+from .spec import GENERATED, KNOWN_SIZES, DataError, DataMissing, RunSpec, check_limits
 
 DATA_SEED = 0  # generated data and --limit subsets are the same for every run seed
-SEQ_LEN = 1024
-# The paper's alphabet (its AG-NEWS data helper): codes 1..68; 0 pads, 69 is any other character.
-ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:\u2019\"/|_#$%\u02c6&*\u02dc\u2018+=<>()[]{} \\"
-UNKNOWN_CODE = 69
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the paper's normalisation constants
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
+# torchvision verifies CIFAR-10 against this checksum (CIFAR10.tgz_md5), so the data behind every
+# cifar10 run is the same: its fingerprint is a constant, known without the files.
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FINGERPRINT = hashlib.sha256(f"cifar10:{CIFAR10_MD5}".encode()).hexdigest()[:16]
+AG_NEWS_CLASSES = 4  # the standard ag_news_csv (World, Sports, Business, Sci/Tech)
 
 
 @dataclass
@@ -43,6 +48,8 @@ class Data:
     classes: tuple[str, ...]
     mean: torch.Tensor | None = None  # per channel, images only
     std: torch.Tensor | None = None
+    fingerprint: str | None = None  # of the whole dataset (before --limit-*); None for generated data
+    source: str = ""  # what and where, for messages: "imagefolder /data/pets"
 
     @property
     def num_classes(self) -> int:
@@ -59,22 +66,31 @@ class Data:
                        mean=move(self.mean), std=move(self.std))
 
 
-def load(spec: RunSpec, data_dir: Path) -> Data:
+def load(spec: RunSpec, data_dir: Path, write_cache: bool = True) -> Data:
     """The dataset of `spec` on the CPU, with --limit-train / --limit-test applied."""
+    limits = (spec.limit_train, spec.limit_test)
+    return limit(load_source(spec, data_dir, limits, write_cache), *limits)
+
+
+def source_key(spec: RunSpec) -> tuple:
+    """Runs with equal keys read the same dataset (before --limit-*), from one data folder."""
+    return (spec.dataset, spec.synthetic_like, spec.n_train, spec.n_test, spec.moons_noise)
+
+
+def load_source(spec: RunSpec, data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
+    """The whole dataset of `spec`; `limits` are checked against its size before any cache is written."""
     data_dir = Path(data_dir)
     if spec.dataset == "two-moons":
-        data = two_moons(spec.n_train, spec.n_test, spec.moons_noise)
-    elif spec.dataset == "synthetic":
-        data = synthetic(spec.synthetic_like, spec.n_train, spec.n_test)
-    elif spec.dataset == "cifar10":
-        data = cifar10(data_dir)
-    elif spec.dataset == "imagefolder":
-        data = imagefolder(data_dir)
-    elif spec.dataset == "ag-news":
-        data = ag_news(data_dir)
-    else:  # pragma: no cover - RunSpec validation rejects unknown names
-        raise DataError(f"unknown dataset {spec.dataset!r}")
-    return limit(data, spec.limit_train, spec.limit_test)
+        return two_moons(spec.n_train, spec.n_test, spec.moons_noise)
+    if spec.dataset == "synthetic":
+        return synthetic(spec.synthetic_like, spec.n_train, spec.n_test)
+    if spec.dataset == "cifar10":
+        return cifar10(data_dir)
+    if spec.dataset == "imagefolder":
+        return imagefolder(data_dir, limits, write_cache)
+    if spec.dataset == "ag-news":
+        return ag_news(data_dir, limits, write_cache)
+    raise DataError(f"unknown dataset {spec.dataset!r}")  # pragma: no cover - make_run_spec rejects it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +122,7 @@ def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int = 
 
 
 def limit(data: Data, n_train: int | None, n_test: int | None) -> Data:
+    check_limits(n_train, n_test, (len(data.train_y), len(data.test_y)), data.source)
     if n_train is not None:
         idx = balanced_subset(data.train_y, n_train, data.num_classes)
         data = replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx])
@@ -134,7 +151,7 @@ def two_moons(n_train: int, n_test: int, noise: float) -> Data:
     g = torch.Generator().manual_seed(DATA_SEED)
     train_x, train_y = _moons(n_train, noise, g)
     test_x, test_y = _moons(n_test, noise, g)
-    return Data("points", train_x, train_y, test_x, test_y, ("upper", "lower"))
+    return Data("points", train_x, train_y, test_x, test_y, ("upper", "lower"), source="two-moons")
 
 
 def synthetic(like: str, n_train: int, n_test: int) -> Data:
@@ -151,7 +168,7 @@ def synthetic(like: str, n_train: int, n_test: int) -> Data:
         classes, modality = ("a", "b"), "points"
     k = len(classes)
     data = Data(modality, make(n_train), torch.randint(0, k, (n_train,), generator=g),
-                make(n_test), torch.randint(0, k, (n_test,), generator=g), classes)
+                make(n_test), torch.randint(0, k, (n_test,), generator=g), classes, source=f"synthetic {like}")
     if modality == "image":
         data.mean, data.std = torch.full((3,), 0.5), torch.full((3,), 0.29)
     return data
@@ -179,12 +196,12 @@ def cifar10(data_dir: Path) -> Data:
             except Exception as exc:  # no network, a proxy, a full disk: all end the same way
                 if created and not any(data_dir.iterdir()):
                     data_dir.rmdir()  # leave nothing behind for a failed attempt
-                raise DataError(
+                raise DataMissing(
                     f"cifar10: not found in {data_dir} and the download failed ({type(exc).__name__}); "
                     f"put cifar-10-python.tar.gz or its cifar-10-batches-py/ folder there"
                 ) from None
         if parts is None:
-            raise DataError(
+            raise DataMissing(
                 f"cifar10: not found in {data_dir} (offline); put cifar-10-python.tar.gz or its "
                 f"cifar-10-batches-py/ folder there"
             )
@@ -192,7 +209,8 @@ def cifar10(data_dir: Path) -> Data:
     for part in parts:
         x = torch.from_numpy(np.ascontiguousarray(part.data)).permute(0, 3, 1, 2).contiguous()
         tensors += [x, torch.tensor(part.targets, dtype=torch.long)]
-    return Data("image", *tensors, CIFAR_CLASSES, torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD))
+    return Data("image", *tensors, CIFAR_CLASSES, torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD),
+                CIFAR10_FINGERPRINT, f"cifar10 {data_dir}")
 
 
 def _cache_path(root: Path, kind: str, key: str) -> Path:
@@ -207,7 +225,8 @@ def _save_atomic(obj, path: Path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
-def _fingerprint(root: Path, files: list[Path]) -> str:
+def _cache_key(root: Path, files: list[Path]) -> str:
+    """The cache key: where the files are, their names, sizes and times (any change decodes again)."""
     h = hashlib.sha256(f"{CACHE_VERSION}:{root.resolve()}:{len(files)}".encode())
     for f in files:
         st = f.stat()
@@ -215,11 +234,52 @@ def _fingerprint(root: Path, files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def _content_hash(kind: str, root: Path, files: list[Path], parts) -> str:
+    """A data fingerprint: the file list and sizes (relative to the root, so a copied or touched
+    folder keeps it) and the content, `parts` (decoded tensors or the files' bytes)."""
+    h = hashlib.sha256(f"{kind}:{len(files)}:".encode())
+    for f in files:
+        h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size};".encode())
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()[:16]
+
+
+def _tensor_bytes(blob: dict):
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        t = blob[name].contiguous()
+        yield f"{name}:{tuple(t.shape)}:{t.dtype};".encode()
+        yield t.numpy().reshape(-1).view(np.uint8).data
+
+
+def _read_cache(path: Path) -> dict | None:
+    """A decoded cache, or None when there is none or it is damaged (then it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+    except Exception:
+        return None
+    ok = isinstance(blob, dict) and all(isinstance(blob.get(k), torch.Tensor)
+                                        for k in ("train_x", "train_y", "test_x", "test_y"))
+    return blob if ok else None
+
+
+def _write_cache(blob: dict, path: Path) -> None:
+    try:
+        _save_atomic(blob, path)
+    except OSError:
+        pass  # caching is an optimisation; a read-only place only costs the next run a decode
+
+
 def _image_files(root: Path) -> tuple[list[str], dict[str, list[Path]]]:
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise DataError(f"imagefolder: {root / split} is missing; expected {root}/train/<class>/* and "
-                            f"{root}/test/<class>/*")
+    if not root.is_dir():
+        raise DataMissing(f"imagefolder: data directory {root} does not exist")
+    missing = [split for split in ("train", "test") if not (root / split).is_dir()]
+    if missing:
+        error = DataMissing if len(missing) == 2 else DataError  # one split only: a bad layout
+        raise error(f"imagefolder: {root / missing[0]} is missing; expected {root}/train/<class>/* and "
+                    f"{root}/test/<class>/*")
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"imagefolder: no class folders in {root / 'train'}")
@@ -257,115 +317,95 @@ def _decode_images(paths: list[Path]) -> torch.Tensor:
     return out
 
 
-def imagefolder(root: Path) -> Data:
-    """train/<class>/* and test/<class>/*, decoded once and cached as uint8 tensors."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"imagefolder: data directory {root} does not exist")
-    classes, files = _image_files(root)
-    cache = _cache_path(root, "imagefolder", _fingerprint(root, files["train"] + files["test"]))
-    if cache.exists():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            return _imagefolder_data(blob, classes)
-        except Exception:
-            pass  # a damaged cache is rebuilt below
+def _decode_folder(classes: list[str], files: dict[str, list[Path]]) -> dict:
     blob = {}
+    label_of = {c: i for i, c in enumerate(classes)}
     for split in ("train", "test"):
         blob[f"{split}_x"] = _decode_images(files[split])
-        label_of = {c: i for i, c in enumerate(classes)}
         blob[f"{split}_y"] = torch.tensor([label_of[f.parent.name] for f in files[split]])
     if blob["train_x"].shape[1:] != blob["test_x"].shape[1:]:
         raise DataError("imagefolder: train and test images differ in size")
-    try:
-        _save_atomic(blob, cache)
-    except OSError:
-        pass  # caching is an optimisation; a read-only place only costs the next run a decode
-    return _imagefolder_data(blob, classes)
+    return blob
 
 
-def _imagefolder_data(blob: dict, classes: list[str]) -> Data:
+def imagefolder(root: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
+    """train/<class>/* and test/<class>/*, decoded once and cached as uint8 tensors, with the
+    fingerprint of the decoded content (computed once, kept in the cache)."""
+    root = Path(root)
+    classes, files = _image_files(root)
+    check_limits(*limits, (len(files["train"]), len(files["test"])), f"imagefolder {root}")
+    everything = files["train"] + files["test"]
+    cache = _cache_path(root, "imagefolder", _cache_key(root, everything))
+    blob = _read_cache(cache)
+    if blob is None:
+        blob = _decode_folder(classes, files)
+    if not isinstance(blob.get("fingerprint"), str):  # decoded now, or cached before fingerprints
+        blob["fingerprint"] = _content_hash("imagefolder", root, everything, _tensor_bytes(blob))
+        if write_cache:
+            _write_cache(blob, cache)
     x = blob["train_x"]
     pixels = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1)
     # Channel statistics of the training images, over a strided sample for speed.
     sample = pixels[:, :: max(1, pixels.shape[1] // 2_000_000)].float() / 255
     return Data("image", x, blob["train_y"], blob["test_x"], blob["test_y"], tuple(classes),
-                sample.mean(1), sample.std(1))
+                sample.mean(1), sample.std(1), blob["fingerprint"], f"imagefolder {root}")
 
 
 # ---------------------------------------------------------------------------------------------
 # AG-NEWS
 # ---------------------------------------------------------------------------------------------
 
-_CODE_OF = np.full(0x110000, UNKNOWN_CODE, dtype=np.int16)
-for _i, _c in enumerate(ALPHABET):
-    _CODE_OF[ord(_c)] = _i + 1
-
-
-def encode_text(text: str, length: int = SEQ_LEN) -> np.ndarray:
-    """Characters -> alphabet codes, truncated to `length` and zero-padded (the paper's char2vec)."""
-    out = np.zeros(length, dtype=np.int16)
-    cps = np.frombuffer(text[:length].encode("utf-32-le"), dtype=np.uint32)
-    out[: len(cps)] = _CODE_OF[cps]
-    return out
-
-
-def read_ag_news_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Rows "class","title","description" -> (codes [N, 1024] int16, labels [N] 0-based).
-
-    As in the paper's code: every field after the class, lower-cased, each followed by a space.
-    The csv module handles the quotes ("" inside fields) and commas; backslash sequences and
-    entities such as #36; are kept as the characters they are.
-    """
-    codes, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row:
-                continue
-            try:
-                label = int(row[0]) - 1
-            except ValueError:
-                raise DataError(f"ag-news: {path}:{lineno}: class {row[0]!r} is not a number") from None
-            text = "".join(field.lower() + " " for field in row[1:])
-            codes.append(encode_text(text))
-            labels.append(label)
-    if not codes:
-        raise DataError(f"ag-news: {path} holds no rows")
-    return np.stack(codes), np.asarray(labels, dtype=np.int64)
-
-
 def _ag_news_root(data_dir: Path) -> Path:
     for root in (data_dir, data_dir / "ag_news_csv"):
         if all((root / f).is_file() for f in ("classes.txt", "train.csv", "test.csv")):
             return root
-    raise DataError(
+    raise DataMissing(
         f"ag-news: classes.txt, train.csv and test.csv not found in {data_dir} or {data_dir / 'ag_news_csv'}"
     )
 
 
-def ag_news(data_dir: Path) -> Data:
+def _ag_news_classes(root: Path) -> tuple[str, ...]:
+    path = root / "classes.txt"
+    classes = tuple(line.strip() for line in read_text(path).splitlines() if line.strip())
+    if not classes:
+        raise DataError(f"ag-news: {path} is empty; it names the classes, one a line (class 1 first)")
+    return classes
+
+
+def _parse_ag_news(root: Path, classes: tuple[str, ...]) -> dict:
+    blob = {}
+    for split in ("train", "test"):
+        path = root / f"{split}.csv"
+        x, y = read_ag_news_csv(path)
+        if y.min() < 0 or y.max() >= len(classes):
+            raise DataError(f"ag-news: {path} has classes outside 1..{len(classes)} (the classes of "
+                            f"{root / 'classes.txt'})")
+        blob[f"{split}_x"], blob[f"{split}_y"] = torch.from_numpy(x), torch.from_numpy(y)
+    return blob
+
+
+def ag_news(data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
+    """classes.txt, train.csv and test.csv, parsed once and cached, with the fingerprint of the
+    files' bytes (kept in the cache)."""
     root = _ag_news_root(Path(data_dir))
     files = [root / "classes.txt", root / "train.csv", root / "test.csv"]
-    classes = tuple(line.strip() for line in files[0].read_text(encoding="utf-8").splitlines() if line.strip())
-    cache = _cache_path(root, "ag-news", _fingerprint(root, files))
-    blob = None
-    if cache.exists():
-        try:
-            blob = torch.load(cache, weights_only=True)
-        except Exception:
-            blob = None
+    classes = _ag_news_classes(root)
+    cache = _cache_path(root, "ag-news", _cache_key(root, files))
+    blob = _read_cache(cache)
     if blob is None:
-        blob = {}
-        for split in ("train", "test"):
-            x, y = read_ag_news_csv(root / f"{split}.csv")
-            if y.min() < 0 or y.max() >= len(classes):
-                raise DataError(f"ag-news: {root / f'{split}.csv'} has classes outside 1..{len(classes)}")
-            blob[f"{split}_x"], blob[f"{split}_y"] = torch.from_numpy(x), torch.from_numpy(y)
-        try:
-            _save_atomic(blob, cache)
-        except OSError:
-            pass
-    return Data("text", blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], classes)
+        blob = _parse_ag_news(root, classes)
+    check_limits(*limits, (len(blob["train_y"]), len(blob["test_y"])), f"ag-news {root}")
+    if not isinstance(blob.get("fingerprint"), str):
+        blob["fingerprint"] = _content_hash("ag-news", root, files, (f.read_bytes() for f in files))
+        if write_cache:
+            _write_cache(blob, cache)
+    return Data("text", blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], classes,
+                fingerprint=blob["fingerprint"], source=f"ag-news {root}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Without loading: shapes for plans, fingerprints for dry runs, what a folder holds
+# ---------------------------------------------------------------------------------------------
 
 
 def peek(spec: RunSpec, data_dir: Path) -> tuple[tuple[int, ...], int]:
@@ -373,19 +413,58 @@ def peek(spec: RunSpec, data_dir: Path) -> tuple[tuple[int, ...], int]:
     data_dir = Path(data_dir)
     modality = spec.modality
     if spec.dataset == "imagefolder":
-        if not data_dir.is_dir():
-            raise DataError(f"imagefolder: data directory {data_dir} does not exist")
         classes, files = _image_files(data_dir)
         return tuple(_read_image(files["train"][0]).shape), len(classes)
     if spec.dataset == "ag-news":
-        root = _ag_news_root(data_dir)
-        lines = (root / "classes.txt").read_text(encoding="utf-8").splitlines()
-        return (SEQ_LEN,), len([line for line in lines if line.strip()])
+        return (SEQ_LEN,), len(_ag_news_classes(_ag_news_root(data_dir)))
     if modality == "image":
         return (3, 32, 32), 10
     if modality == "text":
         return (SEQ_LEN,), 4
     return (2,), 2
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a plan needs of a dataset: None where the data is missing and the number unknown."""
+
+    fingerprint: str | None
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
+    n_train: int | None  # the whole dataset, before --limit-*
+    n_test: int | None
+    missing: str | None = None  # why the data could not be read
+
+
+def describe_source(spec: RunSpec, data_dir: Path) -> Source:
+    """For dry runs: the data's fingerprint, shape and size. Files that are there are read (an image
+    folder decoded, unless cached) and checked as for training, and no cache is written; missing
+    files leave the numbers that depend on them unknown (AG-NEWS keeps its 1024 characters and 4
+    classes)."""
+    if spec.dataset in GENERATED or spec.dataset in KNOWN_SIZES:
+        shape, classes = peek(spec, data_dir)
+        sizes = (spec.n_train, spec.n_test) if spec.dataset in GENERATED else KNOWN_SIZES[spec.dataset]
+        return Source(CIFAR10_FINGERPRINT if spec.dataset == "cifar10" else None, shape, classes, *sizes)
+    try:
+        data = load_source(spec, data_dir, (spec.limit_train, spec.limit_test), write_cache=False)
+    except DataMissing as exc:
+        known = ((SEQ_LEN,), AG_NEWS_CLASSES) if spec.dataset == "ag-news" else (None, None)
+        return Source(None, *known, None, None, str(exc))
+    return Source(data.fingerprint, data.input_shape, data.num_classes, len(data.train_y), len(data.test_y))
+
+
+def class_gaps(data: Data) -> str | None:
+    """One line naming the classes without training or test examples, or None. A class missing from
+    the test set is left out of the test accuracy (with one class left, any model scores 100 %)."""
+    parts = []
+    for split, labels in (("training", data.train_y), ("test", data.test_y)):
+        counts = torch.bincount(labels, minlength=data.num_classes).tolist()
+        empty = [repr(data.classes[c]) for c in range(data.num_classes) if counts[c] == 0]
+        if empty:
+            parts.append(f"{'class' if len(empty) == 1 else 'classes'} {', '.join(empty)} "
+                         f"{'has' if len(empty) == 1 else 'have'} no {split} examples"
+                         + (" (the test accuracy covers the other classes only)" if split == "test" else ""))
+    return f"{data.source}: {'; '.join(parts)}" if parts else None
 
 
 def available(data_dir: Path) -> dict[str, str]:

@@ -44,13 +44,36 @@ class Silent:
 
 
 def load_all(runs: list[RunSpec], execution: Execution) -> dict[tuple, D.Data]:
-    """Every dataset the runs need, loaded (on the CPU) before anything is written anywhere."""
+    """Every dataset the runs need, loaded (on the CPU) before anything is written anywhere: each
+    data source read once, then cut to the runs' --limit-train / --limit-test."""
+    sources: dict[tuple, D.Data] = {}
     loaded: dict[tuple, D.Data] = {}
     for spec in runs:
-        key = data_key(spec)
-        if key not in loaded:
-            loaded[key] = D.load(spec, execution.data_dir)
+        key, source = data_key(spec), D.source_key(spec)
+        if key in loaded:
+            continue
+        if source not in sources:
+            sources[source] = D.load_source(spec, execution.data_dir, (spec.limit_train, spec.limit_test))
+        loaded[key] = D.limit(sources[source], spec.limit_train, spec.limit_test)
     return loaded
+
+
+def match_unfingerprinted(runs: list[RunSpec], execution: Execution) -> list[RunSpec]:
+    """Runs stored before runs had a data fingerprint keep being found: a run whose id the store does
+    not hold, but holds its id without the fingerprint, is that stored run (its data unchecked).
+    One warning line for all of them."""
+    store = Store(execution.store)
+    out, matched = [], 0
+    for spec in runs:
+        if spec.data_fingerprint is not None and not store.has_run(spec.run_id):
+            old = spec.with_(data_fingerprint=None)
+            if store.has_run(old.run_id):
+                spec, matched = old, matched + 1
+        out.append(spec)
+    if matched:
+        store.warn(f"{matched} run(s) in {store.root} were stored without a data fingerprint (by an older "
+                   f"robustres): matched by their config alone, without checking that the data is the same")
+    return out
 
 
 def engine_options(execution: Execution) -> Options:

@@ -16,7 +16,7 @@ from .checkpoints import load_checkpoint
 from .devices import resolve_device
 from .models import init_model
 from .plan import data_key
-from .spec import NOISE_KINDS, RunSpec, SpecError
+from .spec import NOISE_KINDS, DataError, RunSpec, SpecError
 from .store import Store, spec_from_row
 from .units import EVAL_BATCH
 
@@ -104,13 +104,13 @@ def evaluate_store(store: Store, rows: pd.DataFrame, levels: list[float], kinds:
     specs = [spec_from_row(r) for r in rows.to_dict(orient="records")]
     check_kinds(specs, kinds)
     torch_device = resolve_device(device)
+    datasets = load_checked(store, specs, data_dir, limit_test)
     out, cache = TestNoise(specs=specs), {}
     for spec in specs:
-        wanted = spec.with_(limit_test=limit_test or spec.limit_test)
-        key = data_key(wanted)
+        key = data_key(spec.with_(limit_test=limit_test or spec.limit_test))
         if key not in cache:
             cache.clear()
-            cache[key] = D.load(wanted, data_dir).to(torch_device)
+            cache[key] = datasets[key].to(torch_device)
         data = cache[key]
         try:
             model = load_trained(spec, store.checkpoint_path(spec.run_id), data, torch_device)
@@ -121,6 +121,29 @@ def evaluate_store(store: Store, rows: pd.DataFrame, levels: list[float], kinds:
         out.evaluated += 1
         _evaluate_run(store, spec, model, data, levels, kinds, with_propagation, out.results)
     return out
+
+
+def load_checked(store: Store, specs: list[RunSpec], data_dir: Path, limit_test: int | None) -> dict[tuple, D.Data]:
+    """The test data of every run (on the CPU), refused before anything is written when it is not
+    the data a run was trained on (its fingerprint differs). Runs stored without a fingerprint (by
+    an older robustres) cannot be checked: one warning for all of them."""
+    datasets: dict[tuple, D.Data] = {}
+    unchecked = 0
+    for spec in specs:
+        wanted = spec.with_(limit_test=limit_test or spec.limit_test)
+        key = data_key(wanted)
+        if key not in datasets:
+            datasets[key] = D.load(wanted, data_dir)
+        found = datasets[key].fingerprint
+        if spec.data_fingerprint is None:
+            unchecked += found is not None
+        elif found != spec.data_fingerprint:
+            raise DataError(f"{datasets[key].source} is not the data run {spec.run_id} was trained on "
+                            f"(data fingerprint {found}, the run's {spec.data_fingerprint})")
+    if unchecked:
+        store.warn(f"{unchecked} run(s) were stored without a data fingerprint (by an older robustres): "
+                   f"the data in {data_dir} is not checked against theirs")
+    return datasets
 
 
 def _evaluate_run(store: Store, spec: RunSpec, model, data: D.Data, levels: list[float], kinds: list[str],

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .spec import MIN_SEEDS, PROTOCOL_FIELDS
+from .store import spec_from_row
 
 # Everything of a run's config but depth, h, seed and training noise: runs that differ here are not
 # comparable and never pooled.
@@ -57,8 +58,20 @@ def select(runs: pd.DataFrame, f: Filters) -> pd.DataFrame:
     if f.train_noises:
         keep &= runs.train_noise.round(12).isin([round(n, 12) for n in f.train_noises])
     if f.run_ids is not None:
-        keep &= runs.run_id.isin(f.run_ids)
+        keep &= runs.run_id.isin(f.run_ids) | preset_ids(runs).isin(f.run_ids)
     return with_protocol(runs[keep])
+
+
+def preset_ids(runs: pd.DataFrame) -> pd.Series:
+    """Each run's id without its data fingerprint: the id a preset names it by (a preset knows the
+    runs' configs, not their data; see grid.preset_slots)."""
+    ids = runs.run_id.copy()
+    if "data_fingerprint" not in runs or runs.empty:
+        return ids
+    has = runs.data_fingerprint.notna()
+    if has.any():
+        ids[has] = [spec_from_row(r).with_(data_fingerprint=None).run_id for r in runs[has].to_dict(orient="records")]
+    return ids
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -260,7 +273,8 @@ def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, sour
 
 def missing_slots(runs: pd.DataFrame, slots: list[tuple]) -> int:
     """Grid points of a preset with no finished run (at any precision the preset may have run at)."""
-    finished = set(runs[runs.status.isin(["completed", "diverged"])].run_id)
+    done = runs[runs.status.isin(["completed", "diverged"])]
+    finished = set(done.run_id) | set(preset_ids(done))
     return sum(1 for slot in slots if not any(s.run_id in finished for s in slot))
 
 

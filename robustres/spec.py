@@ -64,6 +64,10 @@ MAX_DEPTH = 10_000  # the deepest ResNet in the literature has 1202 layers
 MIN_SEEDS = 3
 
 
+class DataMissing(DataError):
+    """The data is not there at all (as opposed to there and unreadable): a dry run can go on."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Datasets, model families and the paper's protocols
 # ---------------------------------------------------------------------------------------------
@@ -77,6 +81,8 @@ DATASETS = {"two-moons": "points", "cifar10": "image", "imagefolder": "image", "
 SYNTHETIC_LIKE = ("cifar10", "ag-news", "two-moons")
 GENERATED = ("two-moons", "synthetic")  # datasets made in memory, sized by n_train / n_test
 SYNTHETIC_SIZES = {"cifar10": (50_000, 10_000), "ag-news": (120_000, 7_600), "two-moons": (1_000, 1_000)}
+# (training, test) examples of datasets whose size is fixed: known before any file is read.
+KNOWN_SIZES = {"cifar10": (50_000, 10_000)}
 
 # The paper's protocols (section 5 of the paper and its published scripts), per modality.
 PROTOCOLS = {
@@ -191,6 +197,10 @@ class RunSpec:
     # Only for the MLP ResNet.
     width: int | None = _field("MLP ResNet: feature width (default 2).", default=None, metavar="N")
     hidden: int | None = _field("MLP ResNet: hidden width inside a block (default 16).", default=None, metavar="N")
+    # A hash of the dataset's content (data.py), set when the runs are planned; None for generated
+    # data, whose spec fields say everything. Added later: runs stored before it keep their ids.
+    data_fingerprint: str | None = _field("The data's content hash (set from the data, not an option).",
+                                          default=None, option=False, hash_if_set=True)
 
     @property
     def modality(self) -> str:
@@ -275,9 +285,9 @@ DEFAULTS = dict(dataset="two-moons", h=0.1, seed=0, momentum=0.9, gamma=0.1, wei
 def make_run_spec(**values) -> RunSpec:
     """Fill in the paper's protocol defaults for the dataset, validate everything, return a RunSpec.
 
-    Takes any RunSpec field but `model` (None or absent: the default).
-    """
-    unknown = set(values) - set(FIELD_TYPES) | ({"model"} & set(values))
+    Takes any RunSpec field but `model` and `data_fingerprint` (None or absent: the default); the
+    fingerprint comes from the data (`spec.with_(data_fingerprint=...)`, see runner.py)."""
+    unknown = set(values) - set(FIELD_TYPES) | ({"model", "data_fingerprint"} & set(values))
     if unknown:
         raise SpecError(f"unknown run option {sorted(unknown)[0]!r}")
     v = {**DEFAULTS, **{k: x for k, x in values.items() if x is not None}}
@@ -360,6 +370,18 @@ def _check_sizes(v: dict, dataset: str, family: str) -> None:
         v["hidden"] = 16 if v.get("hidden") is None else _count("hidden", v["hidden"], maximum=MAX_WIDTH)
     elif v.get("width") is not None or v.get("hidden") is not None:
         raise SpecError("--width and --hidden apply only to the MLP ResNet (two-moons data)")
+    sizes = (v["n_train"], v["n_test"]) if dataset in GENERATED else KNOWN_SIZES.get(dataset)
+    if sizes is not None:
+        check_limits(v.get("limit_train"), v.get("limit_test"), sizes, dataset)
+
+
+def check_limits(limit_train: int | None, limit_test: int | None, sizes: tuple[int, int], source: str) -> None:
+    """--limit-train / --limit-test larger than the data is refused: it would silently mean all of it
+    (and still enter the run id)."""
+    for flag, limit, size, split in (("--limit-train", limit_train, sizes[0], "training"),
+                                     ("--limit-test", limit_test, sizes[1], "test")):
+        if limit is not None and limit > size:
+            raise SpecError(f"{flag} {limit} is more than the {size:,} {split} examples of {source}")
 
 
 def resolve_precision(precision: str | None, device_type: str) -> str:

@@ -418,6 +418,9 @@ class Store:
             self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
             return EPOCHS_SCHEMA.empty_table().to_pandas()
 
+    def has_run(self, run_id: str) -> bool:
+        return (self.runs_dir / file_name(run_id, ".parquet")).exists()
+
     def get_run(self, run_id: str) -> dict | None:
         path = self.runs_dir / file_name(run_id, ".parquet")
         if not path.exists():

@@ -1,5 +1,8 @@
 """Bad input, all four commands and the YAML files: a one-line error naming the problem, exit code 2,
-and nothing written anywhere (not the store, not the data folder, not the working directory)."""
+and nothing written anywhere (not the store, not the data folder, not the working directory).
+
+A case may point --data-dir at one of DATA_FOLDERS, written "{images}" and so on: a small image
+folder or AG-NEWS folder, copied into the case's own folder, so that a cache written there counts."""
 
 import shutil
 
@@ -14,6 +17,8 @@ from robustres.spec import SpecError
 CUDA = torch.cuda.is_available()
 S = ["sweep", "--depths", "3", "--h", "0.1"]  # a valid sweep, to which one bad option is added
 YAML_OK = "dataset: two-moons\ndepths: [3]\nh: [0.1]\n"
+IMAGES = ["--dataset", "imagefolder", "--depth", "8", "--data-dir"]  # + a folder
+AG = ["--dataset", "ag-news", "--depth", "9", "--data-dir"]
 
 # A YAML alias bomb: 300 bytes that name 9**9 items; `description` holds it, a typed key quotes it.
 _ANCHORS = ["&a [1,1,1,1,1,1,1,1,1]"] + [f"&{c} [" + ",".join([f"*{p}"] * 9) + "]"
@@ -54,6 +59,15 @@ CASES = [
     (["train", "--checkpoint-every", "-1"], None, "--checkpoint-every must be >= 0"),
     (["train", "--track-layers", "99"], None, "--track-layers"),
     (["train", "--width", "2", "--dataset", "cifar10"], None, "--width and --hidden apply only"),
+    (["train", "--limit-train", "1001"], None, "--limit-train 1001 is more than the 1,000 training examples"),
+    (["train", "--dataset", "cifar10", "--limit-test", "10001"], None, "more than the 10,000 test examples of cifar10"),
+    (["train", *IMAGES, "{images}", "--limit-train", "7"], None,
+     "--limit-train 7 is more than the 6 training examples of imagefolder"),
+    (["train", *IMAGES, "{images}", "--limit-test", "5", "--dry-run"], None, "--limit-test 5 is more than the 4 test"),
+    (["train", *IMAGES, "{images-no-test}"], None, "no images (.jpg, .jpeg, .png) under"),
+    (["train", *AG, "{ag-latin1}"], None, "train.csv:5: byte 0xe9 at column 9 is not UTF-8"),
+    (["train", *AG, "{ag-empty-classes}"], None, "classes.txt is empty"),
+    (["train", *AG, "{ag}", "--limit-train", "5"], None, "--limit-train 5 is more than the 4 training examples of ag"),
     # sweep
     (["sweep", "--depths", "3"], None, "no h grid given"),
     (["sweep", "--h", "0.1"], None, "no depths given"),
@@ -77,6 +91,10 @@ CASES = [
     (S + ["--device", "tpu"], None, "unknown device"),
     (S + ["--executor", "slurm"], None, "unknown executor 'slurm'"),
     (S + ["--workers", "0"], None, "workers"),
+    (S + ["--limit-test", "1001"], None, "--limit-test 1001 is more than the 1,000 test examples"),
+    (["sweep", "--depths", "8", "--h", "0.1", *IMAGES[:2], "--data-dir", "{images}", "--limit-train", "7", "--dry-run"],
+     None, "--limit-train 7 is more than the 6 training examples"),
+    (["sweep", "--depths", "9", "--h", "0.1", *AG[:2], "--data-dir", "{ag-latin1}", "--dry-run"], None, "is not UTF-8"),
     # YAML sweep files
     (["sweep", "--config", "{yaml}"], YAML_OK + "colour: blue\n", "unknown key 'colour'"),
     (["sweep", "--config", "{yaml}"], YAML_OK + "epochs: ten\n", "key 'epochs' must be int"),
@@ -92,6 +110,7 @@ CASES = [
     (["sweep", "--config", "{yaml}"], YAML_OK + "lr: .nan\n", "lr"),
     (["sweep", "--config", "{yaml}"], "# only a comment\n", "no depths given"),
     (["sweep", "--config", "{yaml}"], "!!python/object/apply:os.system ['touch pwned']\n", "not valid YAML"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "limit_train: 1001\n", "--limit-train 1001 is more than"),
     # report
     (["report", "--format", "xml"], None, "unknown format 'xml'"),
     (["report", "--min-seeds", "0"], None, "--min-seeds must be >= 1"),
@@ -119,6 +138,7 @@ CASES = [
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--precision", "fp16"], None,
      "unknown precision 'fp16'"),
     (["noise-eval", "--kinds", "blur"], None, "unknown noise kind 'blur'"),
+    (["noise-eval", "--limit-test", "1001"], None, "--limit-test 1001 is more than the 1,000 test examples of two"),
     (["noise-eval", "--kinds", "mosaic"], None, "does not apply to points data"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--kinds", "mosaic"], None, "mosaic"),
     (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "2..1"], None, "empty or reversed"),
@@ -202,9 +222,44 @@ def trained_store(tmp_path_factory):
     return root
 
 
+DATA_FOLDERS = ("images", "images-no-test", "ag", "ag-latin1", "ag-empty-classes")
+
+
+@pytest.fixture(scope="module")
+def data_folders(tmp_path_factory):
+    """Two image folders (two classes of 3 training images, 2 test images each, or none) and three
+    AG-NEWS folders (4 training rows and 1 test row; a latin-1 byte in train.csv; an empty classes.txt)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data-folders")
+    g = torch.Generator().manual_seed(0)
+    for name, per_test in (("images", 2), ("images-no-test", 0)):
+        for split, count in (("train", 3), ("test", per_test)):
+            for c in ("cat", "dog"):
+                (root / name / split / c).mkdir(parents=True)
+                for i in range(count):
+                    pixels = torch.randint(0, 256, (8, 8, 3), generator=g, dtype=torch.uint8).numpy()
+                    Image.fromarray(pixels).save(root / name / split / c / f"{i}.png")
+    rows = b'"1","a","b"\n"2","c","d"\n"3","e","f"\n"4","g","h"\n'
+    classes = b"World\nSports\nBusiness\nSci/Tech\n"
+    for name, names, train in (("ag", classes, rows), ("ag-latin1", classes, rows + b'"1","caf\xe9","x"\n'),
+                               ("ag-empty-classes", b"", rows)):
+        (root / name).mkdir()
+        (root / name / "classes.txt").write_bytes(names)
+        (root / name / "train.csv").write_bytes(train)
+        (root / name / "test.csv").write_bytes(rows.splitlines(keepends=True)[0])
+    return root
+
+
 @pytest.mark.parametrize("args,yaml,message", CASES, ids=[f"{c[0][0]}: {c[2]}" for c in CASES])
-def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, trained_store, args, yaml, message):
+def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, trained_store, data_folders, args, yaml,
+                                                           message):
     shutil.copytree(trained_store, tmp_path / "store")
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg.startswith("{") and arg[1:-1] in DATA_FOLDERS:
+            shutil.copytree(data_folders / arg[1:-1], tmp_path / arg[1:-1])
+            args[i] = str(tmp_path / arg[1:-1])
     if yaml is not None:
         if isinstance(yaml, bytes):
             (tmp_path / "bad.yaml").write_bytes(yaml)

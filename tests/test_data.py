@@ -1,14 +1,19 @@
+import json
 import os
+import shutil
 import time
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from robustres import agnews
 from robustres import data as D
 from robustres import transforms as T
-from robustres.spec import make_run_spec
+from robustres.spec import SpecError, make_run_spec
+from robustres.store import Store
 
-CODE_TO_CHAR = {i + 1: c for i, c in enumerate(D.ALPHABET)}
+CODE_TO_CHAR = {i + 1: c for i, c in enumerate(agnews.ALPHABET)}
 
 
 def decode(codes) -> str:
@@ -145,7 +150,7 @@ def ag_dir(tmp_path):
 
 
 def test_ag_news_parser_handles_the_real_files_quirks(ag_dir):
-    codes, labels = D.read_ag_news_csv(ag_dir / "ag_news_csv" / "train.csv")
+    codes, labels = agnews.read_ag_news_csv(ag_dir / "ag_news_csv" / "train.csv")
     assert codes.shape == (4, 1024) and codes.dtype.name == "int16"
     assert labels.tolist() == [2, 3, 0, 1]
     assert decode(codes[0]) == ("wall st. bears claw back (reuters) reuters - short-sellers, wall street's "
@@ -187,13 +192,15 @@ def write_png(img, path):
     Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
 
 
-def write_folder(root, per_class=(3, 2)):
-    g = torch.Generator().manual_seed(0)
+def write_folder(root, per_class=(3, 2), seed=0, empty_test=()):
+    """Random 8x8 PNGs: per_class (train, test) images in each of cat and dog (none in the test
+    folders of the classes in `empty_test`)."""
+    g = torch.Generator().manual_seed(seed)
     images = {}
     for split, count in zip(("train", "test"), per_class):
         for c in ("cat", "dog"):
             (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(count):
+            for i in range(0 if split == "test" and c in empty_test else count):
                 img = torch.randint(0, 256, (3, 8, 8), generator=g, dtype=torch.uint8)
                 path = root / split / c / f"{i:04d}.png"
                 write_png(img, str(path))
@@ -244,3 +251,222 @@ def test_cifar10_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
     with pytest.raises(D.DataError) as err:
         D.load(make_run_spec(dataset="cifar10"), tmp_path)
     assert str(tmp_path) in str(err.value) and "cifar-10-python.tar.gz" in str(err.value)
+
+
+# ------------------------------------------------------------------ AG-NEWS: encodings, classes.txt
+
+
+def test_a_non_utf8_byte_in_an_ag_news_csv_is_one_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(b'"1","fine","ascii"\n"2","caf\xe9","latin-1"\n')
+    with pytest.raises(D.DataError) as err:
+        agnews.read_ag_news_csv(path)
+    assert str(err.value) == f"ag-news: {path}:2: byte 0xe9 at column 9 is not UTF-8; save the file as UTF-8"
+
+
+def test_ag_news_files_with_a_utf8_byte_order_mark_are_read_as_without(ag_dir):
+    root = ag_dir / "ag_news_csv"
+    plain = D.load(make_run_spec(dataset="ag-news", depth=9), ag_dir)
+    for name in ("classes.txt", "train.csv", "test.csv"):
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    marked = D.load(make_run_spec(dataset="ag-news", depth=9), ag_dir)
+    assert marked.classes == ("World", "Sports", "Business", "Sci/Tech")
+    assert marked.train_y.tolist() == [2, 3, 0, 1]
+    assert torch.equal(marked.train_x, plain.train_x) and decode(marked.test_x[0]).startswith("wall st. bears")
+
+
+def test_an_empty_classes_txt_is_named_as_empty(ag_dir):
+    path = ag_dir / "ag_news_csv" / "classes.txt"
+    path.write_text("\n \n")
+    with pytest.raises(D.DataError) as err:
+        D.load(make_run_spec(dataset="ag-news", depth=9), ag_dir)
+    assert str(err.value).startswith(f"ag-news: {path} is empty;") and "1.." not in str(err.value)
+
+
+# ------------------------------------------------------------------ data fingerprints
+
+
+def test_an_image_folders_fingerprint_follows_its_content_not_its_place(tmp_path, monkeypatch):
+    write_folder(tmp_path / "a")
+    write_folder(tmp_path / "b", seed=1)
+    spec = make_run_spec(dataset="imagefolder")
+    first = D.load(spec, tmp_path / "a").fingerprint
+    assert len(first) == 16 and D.load(spec, tmp_path / "b").fingerprint != first
+    # A copy elsewhere, with new file times, is the same data.
+    shutil.copytree(tmp_path / "a", tmp_path / "copy", copy_function=shutil.copyfile,
+                    ignore=shutil.ignore_patterns(".robustres-cache-*"))
+    assert D.load(spec, tmp_path / "copy").fingerprint == first
+    # Computed once: later loads take it from the decoded cache.
+    with monkeypatch.context() as m:
+        m.setattr(D, "_content_hash", lambda *args: pytest.fail("hashed again"))
+        assert D.load(spec, tmp_path / "a").fingerprint == first
+    # Another image in place of one: other data.
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(tmp_path / "copy" / "test" / "dog" / "0001.png"))
+    assert D.load(spec, tmp_path / "copy").fingerprint not in (None, first)
+
+
+def test_ag_news_fingerprints_its_bytes_and_cifar10_its_checksum(ag_dir):
+    from torchvision.datasets import CIFAR10
+
+    spec = make_run_spec(dataset="ag-news", depth=9)
+    first = D.load(spec, ag_dir).fingerprint
+    train = ag_dir / "ag_news_csv" / "train.csv"
+    train.write_bytes(train.read_bytes().replace(b"Wall St.", b"Wall Street"))
+    assert D.load(spec, ag_dir).fingerprint not in (None, first)
+    assert D.CIFAR10_MD5 == CIFAR10.tgz_md5  # the files torchvision accepts are these
+    assert D.describe_source(make_run_spec(dataset="cifar10"), ag_dir).fingerprint == D.CIFAR10_FINGERPRINT
+    assert D.describe_source(make_run_spec(dataset="two-moons"), ag_dir).fingerprint is None
+    moons = make_run_spec(dataset="two-moons", h=0.1, seed=3)
+    assert moons.with_(data_fingerprint="0" * 16).run_id != moons.run_id
+
+
+def _train(cli, folder, *more):
+    return cli("train", "--dataset", "imagefolder", "--data-dir", folder, "--depth", "8", "--epochs", "1",
+               "--json", *more)
+
+
+def test_runs_on_different_image_folders_are_different_runs(cli, tmp_path):
+    write_folder(tmp_path / "a")
+    write_folder(tmp_path / "b", seed=1)
+    code, out, err = _train(cli, tmp_path / "a")
+    assert code == 0, err
+    (a,) = json.loads(out)["runs"]
+    # noise-eval on other data than the run's: one line, exit 2, nothing written.
+    code, out, err = cli("noise-eval", "--dataset", "imagefolder", "--data-dir", tmp_path / "b", "--levels", "0")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: imagefolder {tmp_path / 'b'} is not the data run {a['run_id']} was trained on")
+    assert not (tmp_path / "store" / "noise_evals").exists()
+    code, out, err = cli("noise-eval", "--dataset", "imagefolder", "--data-dir", tmp_path / "a", "--levels", "0",
+                         "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)["noise_evals"]] == [a["run_id"]], err
+    # Other images: another run, trained.
+    code, out, err = _train(cli, tmp_path / "b")
+    (b,) = json.loads(out)["runs"]
+    assert code == 0 and b["run_id"] != a["run_id"] and b["status"] == "completed" and "not retrained" not in err
+    runs = Store(tmp_path / "store").runs().set_index("run_id")
+    assert sorted(runs.index) == sorted([a["run_id"], b["run_id"]])
+    spec = make_run_spec(dataset="imagefolder")
+    assert runs.data_fingerprint[b["run_id"]] == D.load(spec, tmp_path / "b").fingerprint
+    # The same folder again: reported from the store.
+    code, out, err = _train(cli, tmp_path / "a")
+    assert code == 0 and json.loads(out)["runs"][0]["run_id"] == a["run_id"] and err.count("not retrained") == 1
+    assert Store(tmp_path / "store").get_run(a["run_id"])["updated_at"] == runs.updated_at[a["run_id"]]
+
+
+def test_a_run_stored_without_a_fingerprint_is_found_with_one_warning(cli, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    write_folder(tmp_path / "a")
+    real = D.load_source
+    with monkeypatch.context() as m:  # an older robustres: no fingerprint, and no column for it
+        m.setattr(D, "load_source", lambda *args, **kwargs: replace(real(*args, **kwargs), fingerprint=None))
+        code, out, err = _train(cli, tmp_path / "a", "--h", "0.1,1")
+    assert code == 0, err
+    old_ids = sorted(r["run_id"] for r in json.loads(out)["runs"])
+    for run_id in old_ids:
+        path = tmp_path / "store" / "runs" / f"{run_id}.parquet"
+        pq.write_table(pq.read_table(path).drop(["data_fingerprint"]), path)
+    code, out, err = _train(cli, tmp_path / "a", "--h", "0.1,1")
+    assert code == 0, err
+    assert sorted(r["run_id"] for r in json.loads(out)["runs"]) == old_ids and err.count("not retrained") == 2
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "2 run(s)" in warnings[0] and "without a data fingerprint" in warnings[0]
+    assert sorted(p.stem for p in (tmp_path / "store" / "runs").glob("*.parquet")) == old_ids
+    # noise-eval evaluates them and says once that their data cannot be checked.
+    code, out, err = cli("noise-eval", "--dataset", "imagefolder", "--data-dir", tmp_path / "a", "--levels", "0",
+                         "--json")
+    assert code == 0 and sorted(r["run_id"] for r in json.loads(out)["noise_evals"]) == old_ids, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "2 run(s)" in warnings[0] and "not checked" in warnings[0]
+
+
+# ------------------------------------------------------------------ sizes, classes, dry runs
+
+
+def test_limits_larger_than_the_data_are_refused(tmp_path, ag_dir):
+    for kwargs, message in ((dict(dataset="two-moons", limit_train=1001), "--limit-train 1001 is more than the "
+                             "1,000 training examples of two-moons"),
+                            (dict(dataset="cifar10", limit_test=10_001), "--limit-test 10001 is more than the "
+                             "10,000 test examples of cifar10"),
+                            (dict(dataset="synthetic", n_test=64, limit_test=65), "the 64 test examples")):
+        with pytest.raises(SpecError) as err:
+            make_run_spec(**kwargs)
+        assert message in str(err.value)
+    assert make_run_spec(dataset="two-moons", limit_train=1000).limit_train == 1000  # all of it is fine
+    with pytest.raises(SpecError, match="--limit-test 1001 is more than the 1,000 test examples of two-moons"):
+        D.load(make_run_spec(dataset="two-moons").with_(limit_test=1001), ".")  # as noise-eval --limit-test does
+    write_folder(tmp_path / "pets")  # 6 training and 4 test images
+    spec = make_run_spec(dataset="imagefolder", limit_train=7)
+    with pytest.raises(SpecError) as err:
+        D.load(spec, tmp_path / "pets")
+    assert str(err.value) == f"--limit-train 7 is more than the 6 training examples of imagefolder {tmp_path / 'pets'}"
+    assert not list((tmp_path / "pets").glob(".robustres-cache-*"))  # refused before decoding or caching
+    assert len(D.load(spec.with_(limit_train=6, limit_test=4), tmp_path / "pets").train_y) == 6
+    with pytest.raises(SpecError) as err:
+        D.load(make_run_spec(dataset="ag-news", depth=9, limit_test=2), ag_dir)
+    assert "--limit-test 2 is more than the 1 test examples of ag-news" in str(err.value)
+    assert not list((ag_dir / "ag_news_csv").glob(".robustres-cache-*"))
+
+
+def test_an_image_class_without_test_images_warns_and_a_test_split_without_any_is_refused(cli, tmp_path):
+    write_folder(tmp_path / "pets", empty_test=("dog",))
+    code, _, err = _train(cli, tmp_path / "pets")
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: imagefolder {tmp_path / 'pets'}: class 'dog' has no test examples (the test accuracy "
+        f"covers the other classes only)"]
+    write_folder(tmp_path / "bare", empty_test=("cat", "dog"))
+    code, out, err = _train(cli, tmp_path / "bare", "--store", tmp_path / "other")
+    assert code == 2 and out == ""
+    assert err == f"error: imagefolder: no images (.jpg, .jpeg, .png) under {tmp_path / 'bare' / 'test'}\n"
+    assert not (tmp_path / "other").exists()
+
+
+def test_dry_runs_work_without_the_data_and_say_what_is_unknown(cli, tmp_path):
+    code, out, err = cli("train", "--dataset", "ag-news", "--depth", "17", "--dry-run", "--json")
+    assert code == 0, err
+    (run,) = json.loads(out)["runs"]
+    assert run["run_id"] is None and run["unknown_without_data"] == ["run_id", "data_fingerprint"]
+    assert run["params"] == 9_100_452 and run["flops_per_image"] > 0  # AG-NEWS's 1024 characters, 4 classes
+    assert "not found in" in run["data_note"]
+    code, out, err = cli("train", "--dataset", "ag-news", "--depth", "17", "--dry-run")
+    assert code == 0 and "note: ? is unknown without the data" in out, err
+    code, out, err = cli("train", "--dataset", "imagefolder", "--depth", "8", "--dry-run", "--json")
+    (run,) = json.loads(out)["runs"]
+    assert code == 0 and (run["run_id"], run["params"], run["flops_per_image"]) == (None, None, None), err
+    assert not (tmp_path / "store").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_dry_run_counts_and_fingerprints_an_image_folder_and_writes_nothing(cli, tmp_path):
+    pets = tmp_path / "pets"
+    write_folder(pets, per_class=(5, 2))  # 10 training images
+    args = ("sweep", "--dataset", "imagefolder", "--data-dir", pets, "--depths", "8", "--h", "0.1,1", "--epochs", "1",
+            "--json")
+    code, out, err = cli(*args, "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [p["train_images"] for p in plan["packs"]] == [10] and plan["warnings"] == []
+    code, out, err = cli(*args, "--dry-run", "--limit-train", "4")
+    limited = json.loads(out)
+    assert [p["train_images"] for p in limited["packs"]] == [4]
+    assert plan["packs"][0]["tflop"] == pytest.approx(2.5 * limited["packs"][0]["tflop"])
+    assert not list(pets.glob(".robustres-cache-*")) and not (tmp_path / "store").exists()
+    # The run ids it planned are those training gives.
+    code, out, err = cli(*args)
+    assert code == 0 and sorted(r["run_id"] for r in json.loads(out)["runs"]) == sorted(plan["packs"][0]["run_ids"])
+
+
+def test_a_preset_finds_its_runs_whatever_their_data_fingerprint(cli, tmp_path):
+    write_folder(tmp_path / "pets")
+    preset = tmp_path / "pets.yaml"
+    preset.write_text(f"dataset: imagefolder\ndata_dir: {tmp_path / 'pets'}\ndepths: [8]\nh: [0.1, 1]\nepochs: 1\n"
+                      f"precision: fp32\n")
+    code, out, err = cli("sweep", "--config", preset, "--json")
+    assert code == 0, err
+    trained = sorted(r["run_id"] for r in json.loads(out)["runs"])
+    assert all(Store(tmp_path / "store").get_run(r)["data_fingerprint"] for r in trained)
+    code, out, err = cli("report", "--config", preset, "--require-complete", "--format", "json")
+    assert code == 0, err
+    assert sum(g["runs"] for g in json.loads(out)["groups"]) == 2
+    code, out, err = cli("noise-eval", "--config", preset, "--data-dir", tmp_path / "pets", "--levels", "0", "--json")
+    assert code == 0 and sorted({r["run_id"] for r in json.loads(out)["noise_evals"]}) == trained, err

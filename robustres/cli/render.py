@@ -101,13 +101,16 @@ def print_dry_run(described: list[dict]) -> None:
     table = Table(title=f"robustres train --dry-run: {len(described)} run(s), nothing trained")
     for col in ("run_id", "dataset", "model", "depth", "h", "seed", "epochs", "batch", "lr", "params", "MFLOPs/img"):
         table.add_column(col, justify="left" if col in ("run_id", "dataset", "model") else "right")
-    for r in described:
-        table.add_row(r["run_id"], r["dataset"], r["model"], str(r["depth"]), f"{r['h']:g}", str(r["seed"]),
-                      str(r["epochs"]), str(r["batch_size"]), f"{r['lr']:g}", f"{r['params']:,}",
-                      f"{r['flops_per_image'] / 1e6:.2f}")
+    for r in described:  # "?": unknown without the data (see data_note)
+        params = "?" if r["params"] is None else f"{r['params']:,}"
+        flops = "?" if r["flops_per_image"] is None else f"{r['flops_per_image'] / 1e6:.2f}"
+        table.add_row(r["run_id"] or "?", r["dataset"], r["model"], str(r["depth"]), f"{r['h']:g}", str(r["seed"]),
+                      str(r["epochs"]), str(r["batch_size"]), f"{r['lr']:g}", params, flops)
     out.print(table)
     first = described[0]
     out.print(f"device {first['device']}, store {first['store']}, data {first['data_dir']}")
+    if first.get("data_note"):
+        out.print(f"note: {first['data_note']}", soft_wrap=True)
 
 
 def print_train_summary(out: Console, rows: list[dict], store: Path, seconds: float) -> None:
