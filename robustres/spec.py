@@ -19,35 +19,15 @@ import importlib.util
 import json
 import math
 import os
-import reprlib
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+# The error types live in errors.py; they are named here too, where every caller finds them.
+from .errors import DataError, DataMissing, SpecError, StoreError, shown  # noqa: F401
+
 # Bump when the meaning of a RunSpec field changes, so old run ids do not collide with new ones.
 ID_VERSION = 1
-
-
-class SpecError(ValueError):
-    """Bad input: the message is one line that names the problem."""
-
-
-class DataError(Exception):
-    """The data cannot be had: missing files, a bad layout, no network for a download."""
-
-
-class StoreError(Exception):
-    """The store cannot be written or read as a whole."""
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 1, 4, 4, 40, 40
-
-
-def shown(value) -> str:
-    """A value as an error message quotes it: short, however large or deeply nested (a YAML alias
-    bomb is a few hundred bytes that name billions of items)."""
-    return _SHORT.repr(value)
 
 
 # Bounds on whole-number fields, so that no input can ask for more than a machine could ever do.
@@ -62,10 +42,6 @@ MAX_DEPTH = 10_000  # the deepest ResNet in the literature has 1202 layers
 # Completed runs an h needs before report recommends it (report --min-seeds); here, not in report.py,
 # so that the CLI's help text can show it without importing pandas.
 MIN_SEEDS = 3
-
-
-class DataMissing(DataError):
-    """The data is not there at all (as opposed to there and unreadable): a dry run can go on."""
 
 
 # ---------------------------------------------------------------------------------------------
