@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .spec import MIN_SEEDS, PROTOCOL_FIELDS
+from .stats import LEVEL, rate_interval, seed_estimate
 from .store import spec_from_row
 
 # Everything of a run's config but depth, h, seed and training noise: runs that differ here are not
@@ -74,8 +75,42 @@ def preset_ids(runs: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, depth, train_noise, h): counts and statistics of the final accuracy."""
+# The accuracy a statistic is of: after the last epoch (the honest default), or the best epoch's
+# (what the official vis_acc.py reports the median of).
+METRICS = {"final": "final_test_acc", "best": "best_test_acc"}
+# Official test-set sizes; an image folder's is not in the store (its intervals leave out test noise).
+TEST_SIZES = {"cifar10": 10_000, "ag-news": 7_600}
+
+
+def test_size(row: dict) -> int | None:
+    """Test examples each accuracy of this run was measured on (None: not known from the store)."""
+    for name in ("limit_test", "n_test"):
+        value = row.get(name)
+        if value is not None and not pd.isna(value):
+            return int(value)
+    return TEST_SIZES.get(row["dataset"])
+
+
+def intervals(runs: pd.DataFrame, keys: list[str], metric: str, level: float) -> pd.DataFrame:
+    """Per group: the median and IQM of `metric` over seeds with their intervals (test-set noise
+    counted), and the divergence rate of its finished runs with its Wilson interval."""
+    rows = []
+    for key, group in runs.groupby(keys, sort=True):
+        done = group[group.status == "completed"][METRICS[metric]].astype(float)
+        n_test = test_size(group.iloc[0].to_dict())
+        median, mean = (seed_estimate(done, n_test, s, level) for s in ("median", "iqm"))
+        finished = int(group.status.isin(["completed", "diverged"]).sum())
+        rate, low, high = rate_interval(int((group.status == "diverged").sum()), finished, level)
+        rows.append({**dict(zip(keys, key)), "metric": metric, "level": level, "n_test": n_test,
+                     "median": median.value, "ci_low": median.low, "ci_high": median.high, "iqm": mean.value,
+                     "iqm_low": mean.low, "iqm_high": mean.high, "diverged_rate": rate, "diverged_low": low,
+                     "diverged_high": high, "interval_note": median.why_no_interval})
+    return pd.DataFrame(rows)
+
+
+def aggregate(runs: pd.DataFrame, metric: str = "final", level: float = LEVEL) -> pd.DataFrame:
+    """One row per (dataset, depth, train_noise, h): counts, statistics of the final accuracy, and
+    the intervals of `metric` (see `intervals`)."""
     keys = BLOCK + ["h"]
     counts = runs.assign(n=1).pivot_table(index=keys, columns="status", values="n", aggfunc="sum", fill_value=0)
     for status in ("completed", "diverged", "failed", "running"):
@@ -88,7 +123,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     out.insert(0, "runs", out[["completed", "diverged", "failed", "running"]].sum(axis=1))
     out = out.rename(columns={"median": "final_median", "mean": "final_mean", "std": "final_std",
                               "min": "final_min", "max": "final_max"})
-    return out.reset_index().sort_values(keys).reset_index(drop=True)
+    out = out.reset_index().merge(intervals(runs, keys, metric, level), on=keys, how="left")
+    return out.sort_values(keys).reset_index(drop=True)
 
 
 def _sign_test(wins: int, losses: int) -> float:

@@ -198,3 +198,23 @@ def test_a_diverging_top_range_is_said_once(tmp_path):
         (20, 10.0): ["diverged"] * 3,
     })
     assert "h>=5 diverged 5/6" in recs[20]["reason"]
+
+
+def test_groups_carry_intervals_of_their_metric_and_divergence_rates(tmp_path):
+    _, _, _, groups = crafted(tmp_path, {
+        (10, 0.1): [0.95, 0.96, 0.955],
+        (10, 1.0): [0.90, "diverged", "diverged"],
+        (10, 0.5): [0.93, 0.93, 0.93],  # seeds agree: only the test set's noise (1,000 points) is left
+    })
+    g = groups.set_index("h")
+    assert (g.metric == "final").all() and (g.level == 0.95).all() and (g.n_test == 1000).all()
+    assert g.loc[0.1, "median"] == pytest.approx(0.955) and g.loc[0.1, "iqm"] == pytest.approx(0.955)
+    # wider than the seeds' range alone: the test set's noise (about +-1.3 points here) is in it
+    assert g.loc[0.1, "ci_low"] < 0.95 - 0.005 and g.loc[0.1, "ci_high"] > 0.96 + 0.005
+    assert 0.01 < 0.93 - g.loc[0.5, "ci_low"] < 0.02 and "test-set noise alone" in g.loc[0.5, "interval_note"]
+    assert g.loc[1.0, "diverged_rate"] == pytest.approx(2 / 3)
+    assert 0.1 < g.loc[1.0, "diverged_low"] < 0.3 and 0.9 < g.loc[1.0, "diverged_high"] <= 1
+    assert g.loc[0.1, "diverged_rate"] == 0 and g.loc[0.1, "diverged_high"] > 0.4  # 0/3 is no proof either
+    runs = R.select(Store(tmp_path / "store").runs(columns=R.RUN_COLUMNS), R.Filters())
+    best = R.aggregate(runs, metric="best").set_index("h")  # put() stores best = final + 0.01
+    assert (best.metric == "best").all() and best.loc[0.1, "median"] == pytest.approx(0.965)
