@@ -1,19 +1,19 @@
 """From a store to the answer: which h at each depth, how sure, and the paper's figures.
 
-Aggregation is per (dataset, depth, training noise, h) over seeds. The recommendation follows the
-paper's guideline, "small, but not too small; deeper, smaller": among the h with enough completed
-runs and no divergence or failure, take the best median final accuracy; when others are within its
-noise (median above best median - best std), prefer the steadier (smaller std), then the smaller h.
-Accuracies are fractions in [0, 1] here and percentages in what is printed.
+Aggregation is per (dataset, depth, training noise, h) over seeds: counts, and the median and IQM
+of the metric (final or best-epoch test accuracy) with intervals that count the seeds and the test
+set's binomial noise (stats.py). The recommendation (recommend.py) is the set of h the evidence
+cannot tell from the best, and one point in it. Accuracies are fractions in [0, 1] here and
+percentages in what is printed.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
+from .recommend import BLOCK, LABELS, recommend  # noqa: F401  (report.recommend, report.LABELS)
 from .spec import MIN_SEEDS, PROTOCOL_FIELDS
 from .stats import LEVEL, rate_interval, seed_estimate
 from .store import spec_from_row
@@ -23,8 +23,6 @@ from .store import spec_from_row
 PROTOCOL = list(PROTOCOL_FIELDS)
 RUN_COLUMNS = ["run_id", "dataset", "depth", "h", "seed", "train_noise", "status", "final_test_acc",
                "best_test_acc"] + PROTOCOL
-BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
-LABELS = ("best", "within noise", "unstable", "over-smoothed", "worse", "too few seeds")
 
 
 @dataclass(frozen=True)
@@ -127,141 +125,15 @@ def aggregate(runs: pd.DataFrame, metric: str = "final", level: float = LEVEL) -
     return out.sort_values(keys).reset_index(drop=True)
 
 
-def _sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test p-value (ties dropped)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """Label every h, pick one per block, explain it; returns (groups + label, recommendations, warnings)."""
-    groups = groups.copy()
-    groups["label"] = ""
-    recommendations, warnings = [], []
-    for block, rows in groups.groupby(BLOCK, sort=True):
-        std = rows.final_std.fillna(0.0)
-        stable = (rows.diverged == 0) & (rows.failed == 0)
-        enough = rows.completed >= min_seeds
-        cand = rows[stable & enough]
-        key = dict(zip(BLOCK, block))
-        if cand.empty:
-            groups.loc[rows.index, "label"] = [
-                "unstable" if not s else "too few seeds" for s in stable]
-            recommendations.append({**key, "h": None, "median": None, "std": None,
-                                    "reason": f"no h has {min_seeds} completed runs without divergence or failure"})
-            continue
-        cstd = std[cand.index]
-        top = cand.assign(_std=cstd).sort_values(["final_median", "_std", "h"], ascending=[False, True, True]).iloc[0]
-        # Within the noise: a median above (best median - best std); equal medians (ties) count too.
-        near = cand[cand.final_median > top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std)
-                    - 1e-12]
-        near = near.assign(_std=std[near.index]).sort_values(["_std", "h"])
-        rec = near.iloc[0]
-        rec_std = 0.0 if math.isnan(rec.final_std) else rec.final_std
-        labels = _labels(rows, std, near, rec, top, min_seeds)
-        notes = []
-        groups.loc[list(labels), "label"] = list(labels.values())
-        reason = f"h={rec.h:g}: best median {100 * rec.final_median:.1f} % (std {100 * rec_std:.2f})"
-        if rec.name != top.name:
-            reason = (f"h={rec.h:g}: median {100 * rec.final_median:.1f} % (std {100 * rec_std:.2f}), within the "
-                      f"noise of the best, h={top.h:g} ({100 * top.final_median:.1f} %, std "
-                      f"{100 * std[top.name]:.2f}), and steadier")
-        for i, row in rows.iterrows():
-            if labels[i] == "within noise" and i != top.name:
-                notes.append(f"h={row.h:g} within noise but std {100 * std[i]:.2f}")
-        bad = rows[(rows.diverged > 0) | (rows.failed > 0)].sort_values("h")
-        top_range = rows[rows.h >= bad.h.min()] if not bad.empty else bad
-        if len(bad) > 1 and len(top_range) == len(bad) and (bad.failed == 0).all():
-            # Every h from some value up diverged: say it once ("h>=5 diverged 9/10").
-            notes.append(f"h>={bad.h.min():g} diverged {int(bad.diverged.sum())}/{int(bad.runs.sum())}")
-        else:
-            for _, row in bad.iterrows():
-                what = "diverged" if row.diverged else "failed"
-                notes.append(f"h={row.h:g} {what} {int(row.diverged or row.failed)}/{int(row.runs)}")
-        smoothed = rows[[labels[i] == "over-smoothed" for i in rows.index]]
-        if not smoothed.empty:
-            notes.append(f"h<={smoothed.h.max():g} over-smoothed (median <= {100 * smoothed.final_median.max():.1f} %)")
-        entry = {**key, "h": float(rec.h), "median": float(rec.final_median), "std": rec_std,
-                 "reason": "; ".join([reason] + notes)}
-        entry.update(_paired(runs, key, rec.h))
-        recommendations.append(entry)
-
-    warnings += _guideline_warnings(recommendations)
-    return groups, recommendations, warnings
-
-
-
-def _labels(rows: pd.DataFrame, std: pd.Series, near: pd.DataFrame, rec, top, min_seeds: int) -> dict:
-    """Every h of a block: best, within noise, unstable, over-smoothed, worse or too few seeds."""
-    rec_std = 0.0 if math.isnan(rec.final_std) else rec.final_std
-    labels = {}
-    clearly_worse_cut = top.final_median - (0.0 if math.isnan(top.final_std) else top.final_std) - 1e-12
-    for i, row in rows.iterrows():
-        s = std[i]
-        noisy = rec_std > 0 and s > 2 * rec_std
-        if row.diverged or row.failed:
-            labels[i] = "unstable"
-        elif row.completed < min_seeds:
-            labels[i] = "too few seeds"
-        elif i == rec.name:
-            labels[i] = "best"
-        elif i in near.index:
-            labels[i] = "unstable" if noisy else "within noise"
-        elif row.h < rec.h and row.final_median <= clearly_worse_cut:
-            labels[i] = "over-smoothed"
-        else:
-            labels[i] = "unstable" if noisy else "worse"
-    return labels
-
-
-def _guideline_warnings(recommendations: list[dict]) -> list[str]:
-    """The guideline across depths: the recommended h should not grow with depth."""
-    warnings = []
-    recs = pd.DataFrame([r for r in recommendations if r["h"] is not None])
-    if not recs.empty:
-        for (dataset, protocol, noise), block in recs.groupby(["dataset", "protocol", "train_noise"]):
-            block = block.sort_values("depth")
-            hs = block.h.tolist()
-            if any(b > a for a, b in zip(hs, hs[1:])):
-                pairs = ", ".join(f"depth {d}: {h:g}" for d, h in zip(block.depth, hs))
-                where = ", ".join(x for x in (protocol, f"noise {noise:g}" if noise else "") if x)
-                warnings.append(f"{dataset}{f' ({where})' if where else ''}: the recommended h grows with "
-                                f"depth ({pairs}), against the guideline 'deeper, smaller'")
-    return warnings
-
-
-def _paired(runs: pd.DataFrame, key: dict, h: float) -> dict:
-    """The recommendation against h = 1, seed by seed (same seed: same start, same batches).
-
-    A seed counts when both runs finished; a diverged run loses to a completed one. The median
-    difference is over the seeds where both completed.
-    """
-    if abs(h - 1.0) < 1e-12:
-        return {"vs_h1": None}
-    block = runs[(runs.dataset == key["dataset"]) & (runs.protocol == key["protocol"]) & (runs.depth == key["depth"])
-                 & (runs.train_noise == key["train_noise"]) & runs.status.isin(["completed", "diverged"])]
-    mine = block[(block.h - h).abs() < 1e-12].set_index("seed")
-    plain = block[(block.h - 1.0).abs() < 1e-12].set_index("seed")
-    seeds = mine.index.intersection(plain.index)
-    if len(seeds) == 0:
-        return {"vs_h1": None}
-    a = mine.loc[seeds, "final_test_acc"].where(mine.loc[seeds, "status"] == "completed")
-    b = plain.loc[seeds, "final_test_acc"].where(plain.loc[seeds, "status"] == "completed")
-    both = a.notna() & b.notna()
-    diff = (a - b)[both].astype(float)
-    wins = int((diff > 0).sum() + (a.notna() & b.isna()).sum())
-    losses = int((diff < 0).sum() + (a.isna() & b.notna()).sum())
-    return {"vs_h1": {"seeds": int(len(seeds)), "median_diff": float(diff.median()) if len(diff) else None,
-                      "wins": wins, "losses": losses, "sign_test_p": _sign_test(wins, losses)}}
-
-
 # ---------------------------------------------------------------------------------------------
 # A report over a store: selection, recommendation, gates and figures
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statistic:
+    metric: str = "final"  # report --metric: final or best (see METRICS)
+    level: float = LEVEL  # report --level: of every interval
 
 
 @dataclass
@@ -282,14 +154,14 @@ class Report:
 
 
 def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, source: str | None = None,
-          plot_dir=None) -> Report | None:
+          plot_dir=None, statistic: Statistic = Statistic()) -> Report | None:
     """Select the runs (those of a preset's `slots`, see grid.preset_slots), recommend h, check the
     gates, draw the figures; None when no run matches."""
     runs = select(store.runs(columns=RUN_COLUMNS), filters)
     if runs.empty:
         return None
     min_seeds = gates.min_seeds or MIN_SEEDS
-    groups, recs, warnings = recommend(aggregate(runs), runs, min_seeds)
+    groups, recs, warnings = recommend(aggregate(runs, statistic.metric, statistic.level), runs, min_seeds)
     failures = []
     failed = int((runs.status == "failed").sum())
     if gates.max_failures is not None and failed > gates.max_failures:

@@ -88,26 +88,31 @@ def rate_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float, f
 
 @dataclass(frozen=True)
 class Paired:
-    """h_a against h_b over the seeds where both finished (a diverged run scores 0)."""
+    """h_a against h_b over the seeds where both finished (a diverged run, NaN, scores 0)."""
 
     seeds: int
-    median_diff: float  # of the per-seed differences a - b (fractions)
+    median_diff: float  # of the per-seed differences a - b where both completed (fractions)
     p_improvement: float  # P(a > b) over seeds, ties count half
     p_value: float  # two-sided sign-flip permutation test of the mean difference
 
 
 def paired(a, b) -> Paired:
-    """Compare per-seed accuracies `a` and `b` (same seeds, same order)."""
+    """Compare per-seed accuracies `a` and `b` (same seeds, same order; NaN: that run diverged)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    median_diff = float(np.median(a[both] - b[both])) if both.any() else math.nan
+    a, b = np.nan_to_num(a, nan=0.0), np.nan_to_num(b, nan=0.0)
     d = a - b
     if d.size == 0:
         return Paired(0, math.nan, math.nan, math.nan)
     improvement = float(np.mean((d > 0) + 0.5 * (d == 0)))
-    if np.all(d == 0):
+    if d.size < 2:
+        p = math.nan  # one seed: nothing to permute
+    elif np.all(d == 0):
         p = 1.0
     else:
         test = stats.permutation_test((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis),
                                       permutation_type="samples", alternative="two-sided", vectorized=True,
                                       n_resamples=RESAMPLES, random_state=np.random.default_rng(SEED))
         p = float(test.pvalue)
-    return Paired(int(d.size), float(np.median(d)), improvement, p)
+    return Paired(int(d.size), median_diff, improvement, p)

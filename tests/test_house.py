@@ -60,7 +60,7 @@ def test_sweep_summary_and_report_name_the_same_best_h_on_a_tie(cli, tmp_path):
             _put(store, dict(dataset="two-moons", depth=3, epochs=2), h, seed, 0.9)
     code, out, _ = cli("sweep", "--config", preset)
     assert code == 0
-    marked = [line for line in out.splitlines() if "<- best" in line]
+    marked = [line for line in out.splitlines() if "<- recommended" in line]
     assert len(marked) == 1 and marked[0].split()[1] == "0.1"
     code, out, _ = cli("report", "--config", preset, "--format", "json")
     assert code == 0 and [r["h"] for r in json.loads(out)["recommendations"]] == [0.1]

@@ -38,35 +38,44 @@ def test_best_median_wins_and_every_h_gets_a_label(tmp_path):
     recs, labels, warnings, groups = crafted(tmp_path, {
         (10, 0.01): [0.80, 0.81, 0.80],            # far below: over-smoothed
         (10, 0.1): [0.95, 0.96, 0.955],            # best
-        (10, 0.5): [0.90, 0.91, 0.905],            # larger and clearly worse
+        (10, 0.5): [0.90, 0.91, 0.905],            # larger, and its interval below the best's: worse
         (10, 5.0): [0.5, "diverged", "diverged"],   # unstable
         (10, 1.0): [0.95, 0.96],                   # too few seeds
     })
-    assert recs[10]["h"] == 0.1
+    assert recs[10]["h"] == 0.1 and recs[10]["indistinguishable"] == [0.1]
     assert labels == {(10, 0.01): "over-smoothed", (10, 0.1): "best", (10, 0.5): "worse",
                       (10, 5.0): "unstable", (10, 1.0): "too few seeds"}
     reason = recs[10]["reason"]
-    assert reason.startswith("h=0.1: best median 95.5 %") and "h=5 diverged 2/3" in reason
-    assert "h<=0.01 over-smoothed" in reason
+    assert reason.startswith("h=0.1: median final accuracy 95.5 % (95 % CI 93.9-96.7)")
+    assert "h=5 diverged 2/3 (rate" in reason
+    assert "h<=0.01 over-smoothed" in reason and "rule: the smallest h of that set" in reason
+    assert recs[10]["stability_edge"] == 1.0 and recs[10]["metric"] == "final"
     g = groups.set_index(["depth", "h"])
     assert g.loc[(10, 0.1)].final_median == pytest.approx(0.955) and g.loc[(10, 5.0)].diverged == 2
     assert g.loc[(10, 0.1)].best_epoch_median == pytest.approx(0.965)
 
 
-def test_within_noise_prefers_the_steadier_then_the_smaller_h(tmp_path):
-    recs, labels, _, _ = crafted(tmp_path, {
-        (20, 0.1): [0.90, 0.94, 0.98],   # best median 0.94, std 0.04
-        (20, 0.2): [0.93, 0.935, 0.93],  # median 0.93 > 0.94 - 0.04: within noise, std 0.003
-        (20, 0.5): [0.92, 0.93, 0.94],   # also within noise, less steady
+def test_the_point_is_the_smallest_h_of_the_set_whose_interval_holds_the_best_median(tmp_path):
+    recs, labels, _, groups = crafted(tmp_path, {
+        (20, 0.05): [0.85, 0.85, 0.85],   # far below: over-smoothed
+        (20, 0.08): [0.915, 0.915, 0.915],  # reaches the best's interval, not its median: in the set only
+        (20, 0.1): [0.93, 0.935, 0.93],   # holds the best median in its interval: the point
+        (20, 0.2): [0.94, 0.945, 0.94],   # the best median (ties with 0.5: the smaller h)
+        (20, 0.5): [0.94, 0.94, 0.94],
     })
-    assert recs[20]["h"] == 0.2 and labels[(20, 0.2)] == "best"
-    assert labels[(20, 0.1)] in ("within noise", "unstable")
-    assert "within the noise of the best, h=0.1" in recs[20]["reason"]
+    rec = recs[20]
+    assert rec["h"] == 0.1 and rec["indistinguishable"] == [0.08, 0.1, 0.2, 0.5]
+    assert labels == {(20, 0.05): "over-smoothed", (20, 0.08): "indistinguishable", (20, 0.1): "best",
+                      (20, 0.2): "indistinguishable", (20, 0.5): "indistinguishable"}
+    assert "(the best median is h=0.2, 94.0 %)" in rec["reason"]
+    g = groups.set_index("h")
+    assert rec["ci"] == [pytest.approx(g.loc[0.1, "ci_low"]), pytest.approx(g.loc[0.1, "ci_high"])]
+    assert g.loc[0.2, "p_vs_best"] == 1.0 and g.loc[0.05, "p_vs_best"] == 0.0  # seed by seed against h=0.1
 
 
 def test_a_tie_goes_to_the_smaller_h(tmp_path):
     recs, labels, _, _ = crafted(tmp_path, {(8, 0.2): [0.9, 0.9, 0.9], (8, 0.1): [0.9, 0.9, 0.9]})
-    assert recs[8]["h"] == 0.1 and labels[(8, 0.2)] == "within noise"
+    assert recs[8]["h"] == 0.1 and labels[(8, 0.2)] == "indistinguishable"
 
 
 def test_failures_exclude_and_too_few_seeds_leave_no_recommendation(tmp_path):
@@ -75,12 +84,27 @@ def test_failures_exclude_and_too_few_seeds_leave_no_recommendation(tmp_path):
     assert labels == {(8, 0.1): "unstable", (8, 0.5): "too few seeds"}
 
 
-def test_guideline_violation_is_warned(tmp_path):
+def test_the_guideline_is_checked_on_the_sets_and_the_stability_edge(tmp_path):
     _, _, warnings, _ = crafted(tmp_path, {
         (4, 0.1): [0.95] * 3, (4, 1.0): [0.90] * 3,
         (30, 0.1): [0.90] * 3, (30, 1.0): [0.96] * 3,
     })
-    assert len(warnings) == 1 and "grows with depth (depth 4: 0.1, depth 30: 1)" in warnings[0]
+    assert warnings == ["two-moons: every h indistinguishable from the best at depth 30 is larger than every such "
+                        "h at depth 4, against the guideline 'deeper, smaller'"]
+    _, _, warnings, _ = crafted(tmp_path / "edge", {
+        (4, 0.1): [0.95] * 3, (4, 1.0): ["diverged"] * 3,
+        (30, 0.1): [0.95] * 3, (30, 1.0): [0.95] * 3,
+    })
+    assert warnings == ["two-moons: the stability edge grows with depth (depth 4: h<=0.1, depth 30: h<=1), against "
+                        "the guideline 'deeper, smaller'"]
+
+
+def test_moving_point_picks_inside_overlapping_sets_are_not_warned(tmp_path):
+    recs, _, warnings, _ = crafted(tmp_path, {
+        (4, 0.1): [0.945] * 3, (4, 0.5): [0.95] * 3,
+        (30, 0.1): [0.95] * 3, (30, 0.5): [0.945] * 3,
+    })
+    assert warnings == [] and recs[4]["indistinguishable"] == recs[30]["indistinguishable"] == [0.1, 0.5]
 
 
 def test_paired_comparison_against_plain_resnet(tmp_path):
@@ -89,9 +113,10 @@ def test_paired_comparison_against_plain_resnet(tmp_path):
         (30, 1.0): [0.93, 0.97, "diverged", 0.90],
     })
     vs = recs[30]["vs_h1"]
-    assert vs["seeds"] == 4 and vs["wins"] == 3 and vs["losses"] == 1  # the divergence loses
+    assert vs["seeds"] == 4 and vs["p_improvement"] == 0.75  # 3 wins of 4; the divergence loses
+    assert recs[30]["p_improvement_vs_h1"] == 0.75
     assert vs["median_diff"] == pytest.approx(0.02)  # median of +0.02, -0.01, +0.05
-    assert 0 < vs["sign_test_p"] <= 1
+    assert 0 < vs["permutation_p"] <= 1
 
 
 # ------------------------------------------------------------------ the command
@@ -107,14 +132,18 @@ def quick_store(cli, tmp_path):
 def test_report_table_json_csv_markdown(cli, quick_store):
     code, out, _ = cli("report")
     assert code == 0 and "robustres report: two-moons" in out and "<- recommended" in out
-    assert "best epoch" in out and "depth 3:" in out and "depth 5:" in out
+    assert "metric: final" in out and "depth 3:" in out and "depth 5:" in out
     code, out, _ = cli("report", "--format", "json")
     doc = json.loads(out)
     assert set(doc) == {"schema_version", "groups", "recommendations", "warnings", "figures"}
+    assert doc["schema_version"] == 2
     assert len(doc["groups"]) == 4 and len(doc["recommendations"]) == 2
     assert set(doc["groups"][0]) >= {"dataset", "depth", "train_noise", "h", "runs", "completed", "diverged",
-                                     "failed", "final_median", "final_std", "best_epoch_median", "label"}
-    assert {"dataset", "depth", "h", "reason", "median", "std", "vs_h1"} <= set(doc["recommendations"][0])
+                                     "failed", "final_median", "final_std", "best_epoch_median", "label", "metric",
+                                     "median", "iqm", "ci_low", "ci_high", "diverged_rate", "diverged_low",
+                                     "diverged_high", "p_vs_best", "p_vs_h1"}
+    assert {"dataset", "depth", "h", "reason", "median", "std", "vs_h1", "indistinguishable", "ci",
+            "p_improvement_vs_h1", "stability_edge", "metric"} <= set(doc["recommendations"][0])
     code, out, _ = cli("report", "--format", "csv")
     frame = pd.read_csv(__import__("io").StringIO(out))
     assert len(frame) == 4 and "label" in frame.columns
@@ -197,7 +226,7 @@ def test_a_diverging_top_range_is_said_once(tmp_path):
         (20, 0.1): [0.93, 0.93, 0.93], (20, 5.0): ["diverged", 0.5, "diverged"],
         (20, 10.0): ["diverged"] * 3,
     })
-    assert "h>=5 diverged 5/6" in recs[20]["reason"]
+    assert "h>=5 diverged 5/6 (rate" in recs[20]["reason"]
 
 
 def test_groups_carry_intervals_of_their_metric_and_divergence_rates(tmp_path):

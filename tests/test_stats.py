@@ -74,3 +74,9 @@ def test_iqm_and_median_of_few_seeds():
     assert stats.seed_estimate(x, None, "iqm").value == pytest.approx(np.mean([0.90, 0.91, 0.92]))
     e = stats.seed_estimate(x, None, "median")
     assert e.low <= 0.90 and e.high >= 0.92
+
+
+def test_a_diverged_run_loses_its_pair_and_stays_out_of_the_median_difference():
+    nan = float("nan")
+    result = stats.paired([0.96, 0.95, 0.97], [0.95, nan, 0.96])
+    assert result.p_improvement == 1.0 and result.median_diff == pytest.approx(0.01)

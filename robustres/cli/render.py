@@ -44,12 +44,12 @@ def print_sweep_summary(out: Console, rows: list[dict], groups, recs: list[dict]
         title = f"{dataset} depth {depth}" + (f", training noise {noise:g}" if noise else "") + \
             (f" ({protocol})" if protocol else "")
         table = Table(title=title)
-        for col in ("h", "runs", "completed", "diverged", "failed", "median final test %"):
+        for col in ("h", "runs", "completed", "diverged", "failed", "median final test %", "95 % CI"):
             table.add_column(col, justify="right")
         for r in g.sort_values("h").itertuples():
-            mark = " <- best" if by_block[block]["h"] == r.h else ""
+            mark = " <- recommended" if by_block[block]["h"] == r.h else ""
             table.add_row(f"{r.h:g}", str(r.runs), str(r.completed), str(r.diverged), str(r.failed),
-                          pct(r.final_median) + mark)
+                          pct(r.median) + mark, interval(r.ci_low, r.ci_high))
         out.print(table)
         if by_block[block]["h"] is None:  # say why nothing is marked
             out.print(f"no best h: {by_block[block]['reason']} (robustres report --min-seeds N)")
@@ -86,6 +86,11 @@ def short_list(values: list) -> str:
 
 
 def json_value(v):
+    """A value as JSON takes it: NaN becomes null, inside lists and mappings too."""
+    if isinstance(v, dict):
+        return {k: json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
     if isinstance(v, float) and v != v:
         return None
     return v
@@ -135,19 +140,25 @@ def records(df) -> list[dict]:
             for row in df.to_dict(orient="records")]
 
 
+def interval(low, high) -> str:
+    return "-" if _isna(low) else f"{100 * low:.1f}-{100 * high:.1f}"
+
+
 def report_json(groups, recs, warnings, files) -> dict:
-    return {"schema_version": 1, "groups": records(groups), "recommendations": recs, "warnings": warnings,
-            "figures": [str(f) for f in files]}
+    """Schema version 2 (docs/json.md): groups with their intervals, recommendations as sets."""
+    return {"schema_version": 2, "groups": records(groups), "recommendations": [
+        {k: json_value(v) for k, v in r.items()} for r in recs], "warnings": warnings,
+        "figures": [str(f) for f in files]}
 
 
 def report_markdown(groups, recs, warnings) -> str:
-    lines = ["| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | median final % | std | "
-             "best-epoch median % | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    metric = groups.metric.iloc[0] if len(groups) else "final"
+    lines = [f"| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | median {metric} % | "
+             "CI | IQM % | diverged rate (CI) | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in groups.itertuples():
         lines.append(f"| {r.dataset} | {r.protocol} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | "
-                     f"{r.completed} | "
-                     f"{r.diverged} | {r.failed} | {pct(r.final_median)} | {pct(r.final_std)} | "
-                     f"{pct(r.best_epoch_median)} | {r.label} |")
+                     f"{r.completed} | {r.diverged} | {r.failed} | {pct(r.median)} | {interval(r.ci_low, r.ci_high)} | "
+                     f"{pct(r.iqm)} | {rate_text(r)} | {r.label} |")
     lines.append("")
     for rec in recs:
         lines.append(f"- **{rec['dataset']}, depth {rec['depth']}**: {rec['reason']}")
@@ -160,11 +171,12 @@ def print_report(groups, recs, warnings) -> None:
     by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
     for (dataset, protocol), g in groups.groupby(["dataset", "protocol"], sort=True):
         noisy = g.train_noise.nunique() > 1 or (g.train_noise != 0).any()
+        metric, level = g.metric.iloc[0], int(round(100 * g.level.iloc[0]))
         table = Table(title=f"robustres report: {dataset}" + (f" ({protocol})" if protocol else ""),
-                      caption="final = test accuracy after the last epoch (recommendations use it); "
-                              "best epoch = the best epoch's, what the paper reports")
-        cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail", "final % median",
-                                                          "std", "min-max", "best epoch %", "label"]
+                      caption=f"metric: {metric} ({METRIC_TEXT[metric]}); CI: {level} % over seeds, test-set noise "
+                              "included; diverged: rate of finished runs, Wilson CI")
+        cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail", f"median {metric} %",
+                                                          f"{level} % CI", "IQM %", "diverged", "label"]
         for col in cols:
             table.add_column(col, justify="left" if col == "label" else "right")
         last = None
@@ -174,10 +186,9 @@ def print_report(groups, recs, warnings) -> None:
                 table.add_section()
             last = block
             label = r.label + (" <- recommended" if r.label == "best" else "")
-            spread = "-" if _isna(r.final_min) else f"{100 * r.final_min:.1f}-{100 * r.final_max:.1f}"
             table.add_row(str(r.depth), *([f"{r.train_noise:g}"] if noisy else []), f"{r.h:g}", str(r.runs),
-                          str(r.completed), str(r.diverged), str(r.failed), pct(r.final_median), pct(r.final_std),
-                          spread, pct(r.best_epoch_median), label,
+                          str(r.completed), str(r.diverged), str(r.failed), pct(r.median),
+                          interval(r.ci_low, r.ci_high), pct(r.iqm), rate_text(r), label,
                           style="bold" if r.label == "best" else None)
         out.print(table)
         for block, rec in by_block.items():
@@ -187,12 +198,22 @@ def print_report(groups, recs, warnings) -> None:
             line = f"{where}: {rec['reason']}"
             vs = rec.get("vs_h1")
             if vs:
-                diff = "" if vs["median_diff"] is None else f"median {100 * vs['median_diff']:+.1f} points, "
-                line += (f". Against h=1 over {vs['seeds']} paired seeds: {diff}wins {vs['wins']}/{vs['seeds']} "
-                         f"(sign test p={vs['sign_test_p']:.2f}; a divergence loses)")
+                diff = "" if _isna(vs["median_diff"]) else f"median difference {100 * vs['median_diff']:+.1f} points, "
+                line += (f". Against h=1 over {vs['seeds']} paired seeds: {diff}P(better) {vs['p_improvement']:.2f} "
+                         f"(permutation p={vs['permutation_p']:.2f}; a divergence scores 0)")
             out.print(line)
     for w in warnings:
         out.print(f"warning: {w}")
+
+
+METRIC_TEXT = {"final": "test accuracy after the last epoch", "best": "the best epoch's test accuracy, as the "
+                                                                      "paper reports"}
+
+
+def rate_text(r) -> str:
+    if _isna(r.diverged_rate):
+        return "-"
+    return f"{100 * r.diverged_rate:.0f} % ({100 * r.diverged_low:.0f}-{100 * r.diverged_high:.0f})"
 
 
 def _isna(v) -> bool:

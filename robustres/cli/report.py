@@ -44,28 +44,27 @@ def report(
     require_complete: Annotated[bool, typer.Option(
         "--require-complete", help="Gate: exit 1 unless every run of --config is finished in the store.")] = False,
     format_: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table, json, csv or markdown.")] = "table",
+    metric: Annotated[str, typer.Option(
+        metavar="METRIC", help="final (accuracy after the last epoch) or best (the best epoch's, as the paper "
+                               "reports).")] = "final",
+    level: Annotated[float, typer.Option(
+        metavar="LEVEL", help="Confidence level of every interval, in (0, 1).")] = 0.95,
     plot: Annotated[Optional[str], typer.Option(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
 ) -> None:
-    _check(format_, min_seeds, max_failures, require_complete, config)
+    _check(format_, min_seeds, max_failures, require_complete, config, metric, level)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     store_root = check_store(options["store"] if "store" in options else default_store())
     if plot is not None:
         check_plot_folder(plot)
-    filters = dict(
-        datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
-        depths=tuple(parse_ints("--depths", depths)) if depths else (),
-        hs=tuple(parse_h_grid(h)) if h else (),
-        train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
-        run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None,
-    )
+    filters = _filters(dataset, depths, h, train_noise, slots)
     from .. import report as R  # pandas and pyarrow: imported once the input is checked
     from ..store import Store
 
     store = Store(store_root)
     gates = R.Gates(min_seeds, max_failures, require_complete)
     try:
-        result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot)
+        result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot, R.Statistic(metric, level))
     except OSError as exc:  # the figures could not be written (the store is read before they are drawn)
         if plot is None:
             raise
@@ -83,6 +82,17 @@ def report(
     raise typer.Exit(EXIT_FAILED if result.failures else EXIT_OK)
 
 
+def _filters(dataset, depths, h, train_noise, slots) -> dict:
+    """report.Filters' fields from the options, checked (before pandas is imported)."""
+    return dict(
+        datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
+        depths=tuple(parse_ints("--depths", depths)) if depths else (),
+        hs=tuple(parse_h_grid(h)) if h else (),
+        train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
+        run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None,
+    )
+
+
 def _print(result, format_: str) -> None:
     if format_ == "json":
         print(json.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
@@ -97,7 +107,11 @@ def _print(result, format_: str) -> None:
             print(line)
 
 
-def _check(format_, min_seeds, max_failures, require_complete, config) -> None:
+def _check(format_, min_seeds, max_failures, require_complete, config, metric, level) -> None:
+    if metric not in ("final", "best"):
+        raise SpecError(f"unknown metric {metric!r}; choose final or best")
+    if not 0 < level < 1:
+        raise SpecError(f"--level is a confidence level in (0, 1), got {level:g}")
     if format_ not in FORMATS:
         raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
     if min_seeds is not None and min_seeds < 1:
