@@ -51,17 +51,24 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
 
     done = groups[groups.completed > 0]
+    metric = str(done.metric.iloc[0]) if len(done) else "final"
+    level = int(round(100 * float(done.level.iloc[0]))) if len(done) else 95
+    y_label = f"{metric} test accuracy, % (median over seeds, {level} % CI)"
+
+    def ci(d) -> list:  # error bar lengths below and above the median
+        return [100 * (d["median"] - d.ci_low), 100 * (d.ci_high - d["median"])]
+
     for (dataset, protocol, noise), g in done.groupby(["dataset", "protocol", "train_noise"]):
         tag = slug(dataset, protocol, f"noise{noise:g}" if noise else "")
-        # Fig. 6: accuracy against h per depth, log axis, median with the spread over seeds.
+        # Fig. 6: accuracy against h per depth, log axis, the median with its interval as a band.
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for depth, d in g.groupby("depth"):
             d = d.sort_values("h")
-            err = [100 * (d.final_median - d.final_min), 100 * (d.final_max - d.final_median)]
-            ax.errorbar(d.h, 100 * d.final_median, yerr=err, marker="o", capsize=3, label=f"depth {depth}")
+            (line,) = ax.plot(d.h, 100 * d["median"], marker="o", label=f"depth {depth}")
+            ax.fill_between(d.h, 100 * d.ci_low, 100 * d.ci_high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xscale("log")
         ax.set_xlabel("step factor h (log scale)")
-        ax.set_ylabel("final test accuracy, % (median, min-max over seeds)")
+        ax.set_ylabel(y_label)
         ax.set_title(f"{dataset}: accuracy against h" + (f", training noise {noise:g}" if noise else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(title="ResNet")
@@ -73,10 +80,9 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
                                      for i in range(g.h.nunique())])
             for h, d in g.groupby("h"):
                 d = d.sort_values("depth")
-                ax.errorbar(d.depth, 100 * d.final_median, yerr=100 * d.final_std.fillna(0), marker="o", capsize=3,
-                            label=f"h = {h:g}")
+                ax.errorbar(d.depth, 100 * d["median"], yerr=ci(d), marker="o", capsize=3, label=f"h = {h:g}")
             ax.set_xlabel("depth")
-            ax.set_ylabel("final test accuracy, % (median, error bar: std)")
+            ax.set_ylabel(y_label)
             ax.set_title(f"{dataset}: accuracy against depth")
             ax.grid(True, alpha=0.3)
             ax.legend(ncol=2, fontsize="small", title="step factor")
@@ -88,10 +94,10 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for (depth, h), d in g.groupby(["depth", "h"]):
             d = d.sort_values("train_noise")
-            ax.errorbar(d.train_noise, 100 * d.final_median, yerr=100 * d.final_std.fillna(0), marker="o",
-                        capsize=3, label=f"depth {depth}, h = {h:g}")
+            ax.errorbar(d.train_noise, 100 * d["median"], yerr=ci(d), marker="o", capsize=3,
+                        label=f"depth {depth}, h = {h:g}")
         ax.set_xlabel("training-noise level")
-        ax.set_ylabel("final test accuracy, % (median, error bar: std)")
+        ax.set_ylabel(y_label)
         ax.set_title(f"{dataset}: training on noisy inputs")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")

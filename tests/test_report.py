@@ -200,7 +200,13 @@ def test_figures_are_written_with_the_right_axes(cli, quick_store, tmp_path):
                                                         "curves-two-moons") for ext in ("png", "svg"))
     assert all(p.stat().st_size > 1000 for p in files)
     fig6 = captured[0].axes[0]
-    assert fig6.get_xscale() == "log" and "h" in fig6.get_xlabel() and "accuracy" in fig6.get_ylabel()
+    assert fig6.get_xscale() == "log" and "h" in fig6.get_xlabel()
+    assert fig6.get_ylabel() == "final test accuracy, % (median over seeds, 95 % CI)"
+    bands = [c for c in fig6.collections if type(c).__name__ in ("PolyCollection", "FillBetweenPolyCollection")]
+    assert len(bands) == 2  # one interval band per depth, not min-max bars
+    low, high = bands[0].get_paths()[0].vertices[:, 1].min(), bands[0].get_paths()[0].vertices[:, 1].max()
+    depth3 = groups[groups.depth == 3]
+    assert low == pytest.approx(100 * depth3.ci_low.min()) and high == pytest.approx(100 * depth3.ci_high.max())
     assert sorted(t.get_text() for t in fig6.get_legend().get_texts()) == ["depth 3", "depth 5"]
     code, out, _ = cli("report", "--plot", tmp_path / "cli-figs")
     assert code == 0 and out.count("wrote ") == 6 + 4  # and Fig. 4 for each of the two depths
