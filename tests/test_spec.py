@@ -9,7 +9,7 @@ def test_protocol_defaults_follow_the_paper():
     assert (cifar.model, cifar.epochs, cifar.batch_size, cifar.lr, cifar.momentum) == ("resnet", 80, 128, 0.1, 0.9)
     assert cifar.milestones == (40, 60) and cifar.gamma == 0.1 and cifar.weight_decay == 0.0 and cifar.bn
     text = make_run_spec(dataset="ag-news", depth=49)
-    assert (text.model, text.epochs, text.lr, text.milestones) == ("vdcnn", 15, 0.1, ())
+    assert (text.model, text.epochs, text.lr, text.milestones, text.batch_size) == ("vdcnn", 15, 0.1, (), 64)
     moons = make_run_spec(dataset="two-moons")
     assert moons.model == "mlp" and moons.width == 2 and not moons.bn
 
