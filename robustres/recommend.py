@@ -29,7 +29,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stats import paired, rate_interval
+from .stats import paired, rate_interval, seeds_to_separate, test_noise_half_width
 
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
 LABELS = ("best", "indistinguishable", "worse", "over-smoothed", "unstable", "too few seeds")
@@ -72,6 +72,42 @@ def _labels(rows: pd.DataFrame, chosen: set, point, min_seeds: int) -> dict:
     return labels
 
 
+def _halves(row, level: float) -> tuple[float, float]:
+    """(seed part, test-set part) of a group's interval half-width (the larger side)."""
+    half = max(row["median"] - row.ci_low, row.ci_high - row["median"])
+    noise = max(test_noise_half_width(row["median"], int(row.n_test), level)) if not pd.isna(row.n_test) else 0.0
+    return math.sqrt(max(0.0, half ** 2 - noise ** 2)), noise
+
+
+def more_seeds(chosen: pd.DataFrame, best, level: float) -> dict[float, int | None]:
+    """Per other h of the set: about how many seeds would separate it from the best (None: no
+    number would, the test set's noise spans the gap), its spread over seeds staying as measured."""
+    out = {}
+    best_seed, best_noise = _halves(best, level)
+    for _, row in chosen.iterrows():
+        if row.name == best.name:
+            continue
+        seed, noise = _halves(row, level)
+        out[float(row.h)] = seeds_to_separate(float(best["median"] - row["median"]), (best_seed, seed),
+                                              (best_noise, noise), int(min(best.completed, row.completed)))
+    return out
+
+
+def _more_seeds_note(needed: dict) -> str | None:
+    if not needed:
+        return None
+    some = {h: n for h, n in needed.items() if n is not None}
+    never = sorted(h for h, n in needed.items() if n is None)
+    parts = []
+    if some:
+        h, n = min(some.items(), key=lambda item: item[1])
+        parts.append(f"about {n} seeds per h would separate h={h:g} from the best")
+    if never:
+        parts.append(f"no number of seeds separates h in {{{', '.join(f'{h:g}' for h in never)}}} (the test set's "
+                     "noise spans the gap; more test examples would)")
+    return "more seeds? " + "; ".join(parts)
+
+
 def stability_edge(rows: pd.DataFrame) -> float | None:
     """The largest h below the smallest h that diverged or failed (all tested h when none did)."""
     bad = rows[(rows.diverged > 0) | (rows.failed > 0)]
@@ -108,7 +144,7 @@ def _reason(point, best, chosen_hs: list[float], rows: pd.DataFrame, labels: dic
 
 def _no_answer(key: dict, rows: pd.DataFrame, min_seeds: int, metric: str) -> dict:
     return {**key, "h": None, "median": None, "ci": None, "indistinguishable": [], "stability_edge":
-            stability_edge(rows), "p_improvement_vs_h1": None, "metric": metric, "vs_h1": None,
+            stability_edge(rows), "p_improvement_vs_h1": None, "metric": metric, "vs_h1": None, "seeds_to_separate": [],
             "reason": f"no h has {min_seeds} completed runs without divergence or failure"}
 
 
@@ -132,6 +168,7 @@ def _block(key, rows, runs, min_seeds):
         vs_best, vs_h1 = _compare(scores, float(row.h), float(point.h)), _compare(scores, float(row.h), plain)
         columns[i] = (vs_best.p_improvement if vs_best else math.nan, vs_h1.p_improvement if vs_h1 else math.nan)
     chosen_hs = sorted(float(h) for h in chosen.h)
+    needed = more_seeds(chosen, best, level)
     vs = _compare(scores, float(point.h), plain)
     entry = {**key, "h": float(point.h), "median": float(point["median"]), "ci": [float(point.ci_low),
              float(point.ci_high)], "indistinguishable": chosen_hs, "stability_edge": stability_edge(rows),
@@ -139,7 +176,9 @@ def _block(key, rows, runs, min_seeds):
              "std": float(0.0 if math.isnan(point.final_std) else point.final_std),
              "vs_h1": None if vs is None else {"seeds": vs.seeds, "median_diff": vs.median_diff,
                                                "p_improvement": vs.p_improvement, "permutation_p": vs.p_value},
-             "reason": _reason(point, best, chosen_hs, rows, labels, level)}
+             "seeds_to_separate": [{"h": h, "seeds": n} for h, n in sorted(needed.items())],
+             "reason": "; ".join(x for x in (_reason(point, best, chosen_hs, rows, labels, level),
+                                             _more_seeds_note(needed)) if x)}
     return labels, columns, entry
 
 

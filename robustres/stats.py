@@ -116,3 +116,21 @@ def paired(a, b) -> Paired:
                                       n_resamples=RESAMPLES, random_state=np.random.default_rng(SEED))
         p = float(test.pvalue)
     return Paired(int(d.size), median_diff, improvement, p)
+
+
+def seeds_to_separate(gap: float, seed_half: tuple[float, float], noise_half: tuple[float, float], seeds: int,
+                      most: int = 1000) -> int | None:
+    """About how many seeds each of two h would need for their intervals to stop overlapping, if
+    their spread over seeds stayed as measured: the seed part of a half-width shrinks as
+    1/sqrt(seeds), the test-set part does not. None when no number up to `most` would do (the test
+    set's noise alone spans the gap: more test examples would, more seeds would not)."""
+    if gap <= 0 or seeds < 1:
+        return None
+    if noise_half[0] + noise_half[1] >= gap:
+        return None
+    for n in range(seeds, most + 1):
+        scale = math.sqrt(seeds / n)
+        width = sum(math.hypot(s * scale, t) for s, t in zip(seed_half, noise_half))
+        if width < gap:
+            return n
+    return None

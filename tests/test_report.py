@@ -253,3 +253,15 @@ def test_groups_carry_intervals_of_their_metric_and_divergence_rates(tmp_path):
     runs = R.select(Store(tmp_path / "store").runs(columns=R.RUN_COLUMNS), R.Filters())
     best = R.aggregate(runs, metric="best").set_index("h")  # put() stores best = final + 0.01
     assert (best.metric == "best").all() and best.loc[0.1, "median"] == pytest.approx(0.965)
+
+
+def test_the_recommendation_says_whether_more_seeds_would_separate_the_set(tmp_path):
+    recs, labels, _, _ = crafted(tmp_path, {
+        (10, 0.5): [0.96, 0.99, 0.93],  # the best median, spread widely over seeds
+        (10, 0.2): [0.92, 0.89, 0.95],  # 4 points below: more seeds would tell them apart
+        (10, 1.0): [0.955, 0.965, 0.95],  # 0.5 points below: within the test set's noise for good
+    })
+    needed = {e["h"]: e["seeds"] for e in recs[10]["seeds_to_separate"]}
+    assert set(needed) == {0.2, 1.0} and needed[1.0] is None and needed[0.2] > 3
+    assert f"about {needed[0.2]} seeds per h would separate h=0.2 from the best" in recs[10]["reason"]
+    assert "no number of seeds separates h in {1}" in recs[10]["reason"]

@@ -80,3 +80,15 @@ def test_a_diverged_run_loses_its_pair_and_stays_out_of_the_median_difference():
     nan = float("nan")
     result = stats.paired([0.96, 0.95, 0.97], [0.95, nan, 0.96])
     assert result.p_improvement == 1.0 and result.median_diff == pytest.approx(0.01)
+
+
+def test_seeds_to_separate_shrinks_only_the_seed_part():
+    # a gap of 3 points; each interval +-2 from seeds and +-0.5 from the test set, with 3 seeds now
+    n = stats.seeds_to_separate(0.03, (0.02, 0.02), (0.005, 0.005), 3)
+    assert n is not None and n > 3
+    scale = (3 / n) ** 0.5
+    assert 2 * ((0.02 * scale) ** 2 + 0.005 ** 2) ** 0.5 < 0.03  # separated at n
+    scale = (3 / (n - 1)) ** 0.5
+    assert 2 * ((0.02 * scale) ** 2 + 0.005 ** 2) ** 0.5 >= 0.03  # and not one seed earlier
+    # the test set's noise alone spans the gap: no number of seeds separates them
+    assert stats.seeds_to_separate(0.01, (0.001, 0.001), (0.012, 0.012), 3) is None
