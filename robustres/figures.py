@@ -42,6 +42,17 @@ class _Figures:
         return {h: self.plt.get_cmap("viridis")(i / max(1, len(hs) - 1)) for i, h in enumerate(hs)}
 
 
+def _y_label(groups: pd.DataFrame) -> str:
+    metric = str(groups.metric.iloc[0]) if len(groups) else "final"
+    level = int(round(100 * float(groups.level.iloc[0]))) if len(groups) else 95
+    return f"{metric} test accuracy, % (median over seeds, {level} % CI)"
+
+
+def _ci(d: pd.DataFrame) -> list:
+    """Error-bar lengths below and above each median: its interval."""
+    return [100 * (d["median"] - d.ci_low), 100 * (d.ci_high - d["median"])]
+
+
 def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, folder) -> list:
     """The paper's figures for these runs, as PNG and SVG files in `folder`; returns the paths."""
     figures = _Figures(folder)
@@ -51,13 +62,7 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
 
     done = groups[groups.completed > 0]
-    metric = str(done.metric.iloc[0]) if len(done) else "final"
-    level = int(round(100 * float(done.level.iloc[0]))) if len(done) else 95
-    y_label = f"{metric} test accuracy, % (median over seeds, {level} % CI)"
-
-    def ci(d) -> list:  # error bar lengths below and above the median
-        return [100 * (d["median"] - d.ci_low), 100 * (d.ci_high - d["median"])]
-
+    y_label, ci = _y_label(done), _ci
     for (dataset, protocol, noise), g in done.groupby(["dataset", "protocol", "train_noise"]):
         tag = slug(dataset, protocol, f"noise{noise:g}" if noise else "")
         # Fig. 6: accuracy against h per depth, log axis, the median with its interval as a band.
