@@ -154,7 +154,7 @@ class Report:
 
 
 def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, source: str | None = None,
-          plot_dir=None, statistic: Statistic = Statistic()) -> Report | None:
+          plot_dir=None, statistic: Statistic = Statistic(), html_path=None) -> Report | None:
     """Select the runs (those of a preset's `slots`, see grid.preset_slots), recommend h, check the
     gates, draw the figures; None when no run matches."""
     runs = select(store.runs(columns=RUN_COLUMNS), filters)
@@ -176,7 +176,24 @@ def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, sour
     figures, summaries = [], []
     if plot_dir is not None:
         figures, summaries = draw(store, groups, runs, plot_dir)
+    if html_path is not None:
+        write_html(html_path, store, groups, recs, warnings + failures, runs, figures, source)
     return Report(groups, recs, warnings, failures, figures, summaries)
+
+
+def write_html(path, store, groups, recs, warnings, runs, figures, source) -> None:
+    """report --html: one self-contained page (page.py), its figures drawn for it unless --plot drew them."""
+    import tempfile
+
+    from .page import render, write_page
+
+    title = "robustres report" + (f": {source}" if source and source != "None" else "")
+    if figures:
+        write_page(path, render(groups, recs, warnings, figures, title))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        drawn, _ = draw(store, groups, runs, folder)
+        write_page(path, render(groups, recs, warnings, drawn, title))
 
 
 def missing_slots(runs: pd.DataFrame, slots: list[tuple]) -> int:

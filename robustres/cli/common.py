@@ -64,6 +64,31 @@ def check_plot_folder(folder: str) -> None:
         raise SpecError(f"--plot {folder}: cannot write {exc.filename or folder}: {exc.strerror or exc}") from None
 
 
+def check_outputs(plot: str | None, page: str | None) -> None:
+    """report's --plot folder and --html file, when given: places that take files."""
+    if plot is not None:
+        check_plot_folder(plot)
+    if page is not None:
+        check_page_path(page)
+
+
+def check_page_path(path: str) -> None:
+    """--html names a file to write: not a folder, in a folder that exists and takes files."""
+    page = Path(path)
+    if not str(path).strip():
+        raise SpecError("--html is empty; name a file")
+    if page.is_dir():
+        raise SpecError(f"--html {path} is a folder; name a file, e.g. {page / 'report.html'}")
+    folder = page.parent
+    if not folder.is_dir():
+        raise SpecError(f"--html {path}: the folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SpecError(f"--html {path}: cannot write into {folder}: {exc.strerror or exc}") from None
+
+
 def waiting(count: int, holders: list[dict]) -> None:
     who = ", ".join(sorted({f"pid {h.get('pid')} on {h.get('host')}" for h in holders})) or "another process"
     print(f"waiting for {count} run(s) that {who} is training in this store", file=sys.stderr)

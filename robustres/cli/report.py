@@ -10,7 +10,7 @@ from ..grid import merge_preset, parse_floats, parse_h_grid, parse_ints, preset_
 from ..spec import MIN_SEEDS, SpecError, default_store
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
-from .common import check_plot_folder, check_store
+from .common import check_outputs, check_store
 from .options import Config, execution_options, with_options
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -51,12 +51,14 @@ def report(
         metavar="LEVEL", help="Confidence level of every interval, in (0, 1).")] = 0.95,
     plot: Annotated[Optional[str], typer.Option(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
+    html: Annotated[Optional[str], typer.Option(
+        "--html", metavar="FILE", show_default=False,
+        help="Write the report as one self-contained HTML page (figures inline, no network).")] = None,
 ) -> None:
     _check(format_, min_seeds, max_failures, require_complete, config, metric, level)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     store_root = check_store(options["store"] if "store" in options else default_store())
-    if plot is not None:
-        check_plot_folder(plot)
+    check_outputs(plot, html)
     filters = _filters(dataset, depths, h, train_noise, slots)
     from .. import report as R  # pandas and pyarrow: imported once the input is checked
     from ..store import Store
@@ -64,7 +66,8 @@ def report(
     store = Store(store_root)
     gates = R.Gates(min_seeds, max_failures, require_complete)
     try:
-        result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot, R.Statistic(metric, level))
+        result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot, R.Statistic(metric, level),
+                         html)
     except OSError as exc:  # the figures could not be written (the store is read before they are drawn)
         if plot is None:
             raise
