@@ -91,7 +91,8 @@ def test_size(row: dict) -> int | None:
 
 def intervals(runs: pd.DataFrame, keys: list[str], metric: str, level: float) -> pd.DataFrame:
     """Per group: the median and IQM of `metric` over seeds with their intervals (test-set noise
-    counted), and the divergence rate of its finished runs with its Wilson interval."""
+    counted), the divergence rate of its finished runs and the failure rate of its ended runs, each
+    with its Wilson interval."""
     rows = []
     for key, group in runs.groupby(keys, sort=True):
         done = group[group.status == "completed"][METRICS[metric]].astype(float)
@@ -99,10 +100,13 @@ def intervals(runs: pd.DataFrame, keys: list[str], metric: str, level: float) ->
         median, mean = (seed_estimate(done, n_test, s, level) for s in ("median", "iqm"))
         finished = int(group.status.isin(["completed", "diverged"]).sum())
         rate, low, high = rate_interval(int((group.status == "diverged").sum()), finished, level)
+        ended = int(group.status.isin(["completed", "diverged", "failed"]).sum())
+        failed = rate_interval(int((group.status == "failed").sum()), ended, level)
         rows.append({**dict(zip(keys, key)), "metric": metric, "level": level, "n_test": n_test,
                      "median": median.value, "ci_low": median.low, "ci_high": median.high, "iqm": mean.value,
                      "iqm_low": mean.low, "iqm_high": mean.high, "diverged_rate": rate, "diverged_low": low,
-                     "diverged_high": high, "interval_note": median.why_no_interval})
+                     "diverged_high": high, "failed_rate": failed[0], "failed_low": failed[1],
+                     "failed_high": failed[2], "interval_note": median.why_no_interval})
     return pd.DataFrame(rows)
 
 

@@ -250,6 +250,7 @@ def test_groups_carry_intervals_of_their_metric_and_divergence_rates(tmp_path):
     assert g.loc[1.0, "diverged_rate"] == pytest.approx(2 / 3)
     assert 0.1 < g.loc[1.0, "diverged_low"] < 0.3 and 0.9 < g.loc[1.0, "diverged_high"] <= 1
     assert g.loc[0.1, "diverged_rate"] == 0 and g.loc[0.1, "diverged_high"] > 0.4  # 0/3 is no proof either
+    assert (g.failed_rate == 0).all() and (g.failed_high > 0.4).all()
     runs = R.select(Store(tmp_path / "store").runs(columns=R.RUN_COLUMNS), R.Filters())
     best = R.aggregate(runs, metric="best").set_index("h")  # put() stores best = final + 0.01
     assert (best.metric == "best").all() and best.loc[0.1, "median"] == pytest.approx(0.965)
@@ -265,3 +266,19 @@ def test_the_recommendation_says_whether_more_seeds_would_separate_the_set(tmp_p
     assert set(needed) == {0.2, 1.0} and needed[1.0] is None and needed[0.2] > 3
     assert f"about {needed[0.2]} seeds per h would separate h=0.2 from the best" in recs[10]["reason"]
     assert "no number of seeds separates h in {1}" in recs[10]["reason"]
+
+
+def test_on_a_store_of_identical_h_values_worse_is_rare_and_a_better_h_is_found(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    table = {}
+    for depth in range(1, 41):  # 40 blocks, two h each drawn from one distribution, 5 seeds on 1,000 points
+        for h in (0.1, 0.5):
+            table[(depth, h)] = list(rng.binomial(1000, np.clip(rng.normal(0.9, 0.01, 5), 0, 1)) / 1000)
+    table[(41, 0.1)] = list(rng.binomial(1000, 0.96, 5) / 1000)  # and one block with a clearly better h
+    table[(41, 0.5)] = list(rng.binomial(1000, 0.90, 5) / 1000)
+    recs, labels, _, _ = crafted(tmp_path, table)
+    worse = sum(labels[(d, h)] in ("worse", "over-smoothed") for d in range(1, 41) for h in (0.1, 0.5))
+    assert worse / 40 <= 0.05  # told apart in at most 5 % of the blocks where nothing differs
+    assert recs[41]["indistinguishable"] == [0.1] and labels[(41, 0.5)] == "worse"
