@@ -167,3 +167,15 @@ def test_noise_eval_into_a_read_only_store_is_one_line(cli, tmp_path, monkeypatc
     assert code == 1 and err.startswith("error: cannot ") and "Read-only file system" in err, err
     assert err.count("\n") == 1 and not (tmp_path / "store" / "noise_evals").exists()
     assert Store(tmp_path / "store").noise_evals().empty
+
+
+def test_test_noise_takes_the_store_of_its_preset(cli, tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"dataset: two-moons\ndepths: [3]\nh: [0.1]\nseeds: 1\nepochs: 2\nprecision: fp32\n"
+                      f"store: {tmp_path / 'elsewhere'}\n")
+    assert cli("sweep", "--config", preset)[0] == 0
+    assert (tmp_path / "elsewhere" / "runs").is_dir() and not (tmp_path / "store").exists()
+    code, out, err = cli("noise-eval", "--config", preset, "--levels", "0,0.2", "--json")
+    assert code == 0, err  # read from the preset's store, not $ROBUSTRES_STORE
+    assert len(json.loads(out)["noise_evals"]) == 2
+    assert not (tmp_path / "store").exists()

@@ -79,11 +79,13 @@ def noise_eval(
 
 
 def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_json) -> None:
-    execution = execution_of({k: v for k, v in options.items() if k in EXECUTION_KEYS})
+    preset = merge_preset(config, {}) if config is not None else {}
+    # The preset's store and data folder count, as in sweep; the flags given override them.
+    execution = execution_of({k: v for k, v in {**preset, **options}.items() if k in EXECUTION_KEYS})
     check_store(execution.store, writes=True)
     planned = None
     if config is not None:
-        planned = frozenset(s.run_id for slot in preset_slots(merge_preset(config, {}), str(config)) for s in slot)
+        planned = frozenset(s.run_id for slot in preset_slots(preset, str(config)) for s in slot)
     dataset = options.get("dataset")
     filters = dict(datasets=(dataset,) if dataset else (), depths=tuple(parse_ints("--depth", depth)) if depth else (),
                    hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
