@@ -145,12 +145,11 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
         for unit in units:
             record_epoch(unit, data, specs, outcomes, dead, epoch, lr, started,
                          checkpoints if save else None, fuse)
-        if save:
-            last_save = time.perf_counter()
-        if on_epoch is not None:
-            for i, outcome in enumerate(outcomes):
-                if i not in dead:
-                    on_epoch(i, outcome.history[-1], save)
+        last_save = time.perf_counter() if save else last_save
+        for i in (i for i, _ in enumerate(outcomes) if on_epoch is not None and i not in dead):
+            on_epoch(i, outcomes[i].history[-1], save)
+        # Dead models leave their fused unit at the epoch's end: they stop costing compute.
+        units, streams = shrink(units, dead, specs, data, device, options, streams)
     return outcomes
 
 
@@ -198,6 +197,24 @@ def collect_layer_stats(unit: Unit, outcomes: list[Outcome], dead: set[int], epo
                     outcomes[i].layer_stats.append({
                         "step": epoch * steps + step + 1, "layer": layer,
                         "weight_norm": float(buf[step, li, 0, j]), "grad_norm": float(buf[step, li, 1, j])})
+
+
+def shrink(units: list[Unit], dead: set[int], specs: list[RunSpec], data: D.Data, device: torch.device,
+           options: Options, streams) -> tuple[list[Unit], list | None]:
+    """The units without their dead models: a fused unit with some is rebuilt from its living
+    models' states (weights, optimizer, batch-norm statistics), which go on exactly as before;
+    a unit with none alive is dropped."""
+    kept, changed = [], False
+    for unit in units:
+        live = [(j, i) for j, i in enumerate(unit.members) if i not in dead]
+        if len(live) == len(unit.members):
+            kept.append(unit)
+            continue
+        changed = True
+        if live:
+            states = [dict(zip(("model", "optimizer"), unit.checkpoint_state(j))) for j, _ in live]
+            kept.append(Unit([i for _, i in live], specs, data, device, options, states))
+    return (kept, make_streams(kept, device, options)) if changed else (units, streams)
 
 
 def mark_diverged(unit: Unit, outcomes: list[Outcome], dead: set[int], epoch: int, seconds: float) -> None:

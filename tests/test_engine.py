@@ -144,3 +144,30 @@ def test_an_mlp_with_batch_norm_and_a_last_batch_of_one_trains(cli, tmp_path):
     assert code == 0, err
     (run,) = json.loads(out)["runs"]
     assert run["status"] == "completed" and run["epochs_done"] == 2 and 0 <= run["final_test_acc"] <= 1, run
+
+
+def test_a_fused_pack_sheds_its_dead_models_and_the_others_go_on_unchanged(monkeypatch):
+    specs = [make_run_spec(dataset="two-moons", depth=30, h=h, seed=s, epochs=12)
+             for h, s in ((0.1, 0), (20.0, 0), (0.5, 1), (20.0, 1))]  # h = 20 diverges in the first epoch
+    data = D.load(specs[0], ".")
+    sizes = []
+    real_unit = engine.Unit
+
+    def counting_unit(members, *args, **kwargs):
+        sizes.append(len(members))
+        return real_unit(members, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "Unit", counting_unit)
+    packed = engine.train(specs, data, CPU, options=Options(fuse=True, checkpoint_seconds=1e9))
+    assert [o.status for o in packed] == ["completed", "diverged", "completed", "diverged"]
+    assert sizes == [4, 2]  # built with all four, rebuilt once with the two living models
+    monkeypatch.setattr(engine, "Unit", real_unit)
+    # The same pack with the dead models left in (frozen, still computed): the same trajectories,
+    # to float rounding (a fused pack of K is itself only rounding-close to its models alone).
+    monkeypatch.setattr(engine, "shrink", lambda units, dead, specs, data, device, options, streams: (units, streams))
+    kept = engine.train(specs, data, CPU, options=Options(fuse=True, checkpoint_seconds=1e9))
+    for i in (0, 2):
+        assert len(packed[i].history) == len(kept[i].history) == 12
+        for a, b in zip(packed[i].history, kept[i].history):
+            assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+            assert a.test_acc == pytest.approx(b.test_acc, abs=0.002)
