@@ -52,7 +52,7 @@ class EpochRecord:
 
 @dataclass
 class Outcome:
-    status: str  # completed | diverged
+    status: str  # completed | diverged (completed also when it stopped at Options.stop_at: see `finished`)
     history: list[EpochRecord] = field(default_factory=list)
     diverged_epoch: int | None = None
     diverged_step: int | None = None  # 1-based step within the diverged epoch
@@ -60,9 +60,16 @@ class Outcome:
     layer_stats: list[dict] = field(default_factory=list)  # {step, layer, weight_norm, grad_norm}
     fused: bool | None = None  # how the pack executed: one fused network, or its models in turn
 
+    epochs: int = 0  # of the run's schedule
+
+    @property
+    def finished(self) -> bool:
+        """Diverged, or trained to the schedule's end (not paused at a rung)."""
+        return self.status == "diverged" or len(self.history) >= self.epochs
+
     @property
     def final_test_acc(self) -> float | None:
-        return self.history[-1].test_acc if self.history and self.status == "completed" else None
+        return self.history[-1].test_acc if self.history and self.status == "completed" and self.finished else None
 
     @property
     def best(self) -> EpochRecord | None:
@@ -118,8 +125,9 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     dead: set[int] = set()
     last_save = time.perf_counter()
     start_epoch = len(outcomes[0].history) if states else 0
+    last_epoch = first.epochs if options.stop_at is None else min(first.epochs, options.stop_at)
 
-    for epoch in range(start_epoch, first.epochs):
+    for epoch in range(start_epoch, last_epoch):
         # One pass over the data: each run in its own order, every unit one step at a time.
         started = time.perf_counter()
         lr = lr_at(first, epoch)
@@ -141,7 +149,7 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
             break
 
         # Evaluate, record the epoch, and checkpoint every living run when it is time.
-        save = epoch + 1 == first.epochs or time.perf_counter() - last_save >= options.checkpoint_seconds
+        save = epoch + 1 == last_epoch or time.perf_counter() - last_save >= options.checkpoint_seconds
         for unit in units:
             record_epoch(unit, data, specs, outcomes, dead, epoch, lr, started,
                          checkpoints if save else None, fuse)
@@ -172,7 +180,7 @@ def resume(specs: list[RunSpec],
     done = {len(s["history"]) if s else 0 for s in saved}
     if len(done) > 1:
         raise ValueError(f"a pack resumes together: its runs' checkpoints are at epochs {sorted(done)}")
-    outcomes = [Outcome(status="completed") for _ in specs]
+    outcomes = [Outcome(status="completed", epochs=spec.epochs) for spec in specs]
     if done.pop() == 0:
         return None, outcomes, None
     for outcome, state in zip(outcomes, saved):

@@ -78,7 +78,8 @@ def match_unfingerprinted(runs: list[RunSpec], execution: Execution) -> list[Run
 
 def engine_options(execution: Execution) -> Options:
     return Options(fuse=execution.fuse, compile=execution.compile, checkpoint_seconds=execution.checkpoint_every,
-                   track_layers=execution.track_layers, track_every=execution.track_every)
+                   track_layers=execution.track_layers, track_every=execution.track_every,
+                   stop_at=execution.stop_at)
 
 
 def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dict:
@@ -86,7 +87,7 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
     if outcome is not None:
         best = outcome.best
         row.update(
-            status=outcome.status,
+            status=outcome.status if outcome.finished else "running",  # paused at a rung: it resumes
             final_test_acc=outcome.final_test_acc,
             best_test_acc=best.test_acc if best else None,
             best_epoch=best.epoch if best else None,
@@ -234,7 +235,8 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
     finished, todo, done = {}, [], {}
     for spec in runs:
         existing = store.get_run(spec.run_id)
-        if existing and existing["status"] in FINAL_STATUSES and not execution.force:
+        if existing and not execution.force and (existing["status"] in FINAL_STATUSES
+                                                 or reached_stop(existing, execution.stop_at)):
             finished[spec.run_id] = existing
             continue
         todo.append(spec)
@@ -242,6 +244,11 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
             store.checkpoint_path(spec.run_id), spec.run_id)
         done[spec.run_id] = len(saved["history"]) if saved else 0
     return Survey(finished, todo, done)
+
+
+def reached_stop(row: dict, stop_at: int | None) -> bool:
+    """A run paused (or stopped) at or after the epoch this training stops at has nothing to do."""
+    return stop_at is not None and row["status"] in ("running", "stopped") and (row.get("epochs_done") or 0) >= stop_at
 
 
 _FLOPS: dict[tuple, int] = {}

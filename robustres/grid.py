@@ -32,6 +32,7 @@ GRID_KEYS = tuple(GRID_FIELDS)
 RUN_KEYS = tuple(f.name for f in RUN_OPTIONS)
 EXECUTION_KEYS = tuple(f.name for f in EXECUTION_OPTIONS)
 SWEEP_KEYS = GRID_KEYS + RUN_KEYS + EXECUTION_KEYS
+SEARCH_KEY = "search"  # a preset's mapping of `robustres search` options (sweep ignores it)
 # The type a YAML value must have, per key (lists and range strings are checked by the parsers).
 KEY_TYPES = {**{k: FIELD_TYPES[k] for k in RUN_KEYS if FIELD_TYPES[k] is not tuple},
              **{k: EXECUTION_TYPES[k] for k in EXECUTION_KEYS if EXECUTION_TYPES[k] is not tuple}}
@@ -318,6 +319,9 @@ def load_sweep_file(path: Path) -> dict:
     out = {}
     for key, value in values.items():
         norm = str(key).replace("-", "_")
+        if norm == SEARCH_KEY:
+            out[norm] = _search_section(path, value)
+            continue
         if norm not in SWEEP_KEYS and norm != "description":
             raise SpecError(f"{path}: unknown key {shown(key)}; known keys: {', '.join(SWEEP_KEYS)}")
         if isinstance(value, dict):
@@ -328,6 +332,20 @@ def load_sweep_file(path: Path) -> dict:
         out[norm] = value if expected is None or value is None else _typed(path, key, value, expected)
     out.pop("description", None)
     return out
+
+
+def _search_section(path: Path, value) -> dict:
+    """A preset's `search:` mapping (robustres search's options, see halving.py), checked here."""
+    from .halving import make_options
+
+    if not isinstance(value, dict):
+        raise SpecError(f"{path}: key 'search' takes a mapping of search options, got {shown(value)}")
+    section = {str(k).replace("-", "_"): v for k, v in value.items()}
+    try:
+        make_options(section)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    return section
 
 
 def _items(name: str, value, item, parse) -> list:
@@ -393,7 +411,7 @@ def merge_preset(path: Path | None, flags: dict) -> dict:
 
 def sweep_runs(values: dict, source: str, precision: str) -> list[RunSpec]:
     """The distinct runs of merged sweep values, with `precision` already resolved (fp32 or bf16)."""
-    grid = {k: v for k, v in values.items() if k not in EXECUTION_KEYS}
+    grid = {k: v for k, v in values.items() if k not in EXECUTION_KEYS and k != SEARCH_KEY}
     if isinstance(grid.get("seeds"), str) and grid["seeds"].isdigit():
         grid["seeds"] = int(grid["seeds"])
     max_runs = values.get("max_runs") or MAX_RUNS

@@ -103,7 +103,7 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
 
 def _options(execution: Execution) -> dict:
     return {"fuse": execution.fuse, "compile": execution.compile, "checkpoint_seconds": execution.checkpoint_every,
-            "track_layers": execution.track_layers, "track_every": execution.track_every}
+            "track_layers": execution.track_layers, "track_every": execution.track_every, "stop_at": execution.stop_at}
 
 
 def _mark_running(pack: Pack, data, store, work, bases: dict) -> list[bytes | None]:
@@ -142,7 +142,7 @@ def _collect(ray, future, pack: Pack, store, reporter: Reporter, rows: dict, bas
             save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
         outcome = engine.Outcome(status=result["status"], history=[engine.EpochRecord(**r) for r in result["history"]],
                                  diverged_epoch=result["diverged_epoch"], diverged_step=result["diverged_step"],
-                                 seconds=result["seconds"], fused=result["fused"])
+                                 seconds=result["seconds"], fused=result["fused"], epochs=spec.epochs)
         row = {**result_row(spec, outcome, bases[spec.run_id]), "device": f"ray:{result['device']}"}
         store.put_epochs(spec.run_id, result["history"])
         if result["layer_stats"]:

@@ -12,7 +12,8 @@ Per block (dataset, protocol, depth, training noise), over the groups of `report
    another seed set would move it out ("not too small").
 5. Labels: `best` (the point), `indistinguishable` (the rest of the set), `worse` (its interval
    below the best's), `over-smoothed` (worse, and smaller than every h of the set), `unstable` (a
-   divergence or failure; the reason gives the rate and its interval), `too few seeds`.
+   divergence or failure; the reason gives the rate and its interval), `stopped` (a search cut
+   its runs at a rung: stopped runs never count as completed), `too few seeds`.
 6. The stability edge: the largest h below the smallest h that diverged or failed. The guideline
    warning fires only when the evidence contradicts "deeper, smaller": a deeper net's stability
    edge above a shallower one's, or its whole set above the shallower one's set.
@@ -32,7 +33,7 @@ import pandas as pd
 from .stats import paired, rate_interval, seeds_to_separate, test_noise_half_width
 
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
-LABELS = ("best", "indistinguishable", "worse", "over-smoothed", "unstable", "too few seeds")
+LABELS = ("best", "indistinguishable", "worse", "over-smoothed", "unstable", "stopped", "too few seeds")
 TOL = 1e-12
 
 
@@ -55,6 +56,11 @@ def _compare(scores: dict, h: float, other: float | None):
     return paired(a[seeds].values, b[seeds].values) if len(seeds) else None
 
 
+def _short(row) -> str:
+    """The label of an h with too few completed runs: `stopped` when a search cut its runs."""
+    return "stopped" if row.get("stopped", 0) > 0 else "too few seeds"
+
+
 def _labels(rows: pd.DataFrame, chosen: set, point, min_seeds: int) -> dict:
     low_end = min(rows.loc[i, "h"] for i in chosen)
     labels = {}
@@ -62,7 +68,7 @@ def _labels(rows: pd.DataFrame, chosen: set, point, min_seeds: int) -> dict:
         if row.diverged or row.failed:
             labels[i] = "unstable"
         elif row.completed < min_seeds:
-            labels[i] = "too few seeds"
+            labels[i] = _short(row)
         elif i == point.name:
             labels[i] = "best"
         elif i in chosen:
@@ -155,7 +161,7 @@ def _block(key, rows, runs, min_seeds):
     eligible = rows[(rows.completed >= min_seeds) & (rows.diverged == 0) & (rows.failed == 0)]
     scores = _scores(runs, key, "final_test_acc" if metric == "final" else "best_test_acc")
     if eligible.empty:
-        return {i: ("unstable" if rows.loc[i, "diverged"] or rows.loc[i, "failed"] else "too few seeds")
+        return {i: ("unstable" if rows.loc[i, "diverged"] or rows.loc[i, "failed"] else _short(rows.loc[i]))
                 for i in rows.index}, {}, _no_answer(key, rows, min_seeds, metric)
     best = eligible.sort_values(["median", "h"], ascending=[False, True]).iloc[0]
     chosen = eligible[eligible.ci_high >= best.ci_low - TOL]

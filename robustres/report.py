@@ -115,14 +115,15 @@ def aggregate(runs: pd.DataFrame, metric: str = "final", level: float = LEVEL) -
     the intervals of `metric` (see `intervals`)."""
     keys = BLOCK + ["h"]
     counts = runs.assign(n=1).pivot_table(index=keys, columns="status", values="n", aggfunc="sum", fill_value=0)
-    for status in ("completed", "diverged", "failed", "running"):
+    statuses = ["completed", "diverged", "failed", "running", "stopped"]  # stopped: cut by a search, never mixed in
+    for status in statuses:
         if status not in counts:
             counts[status] = 0
     done = runs[runs.status == "completed"]
     stats = done.groupby(keys).final_test_acc.agg(["median", "mean", "std", "min", "max"])
     best = done.groupby(keys).best_test_acc.median().rename("best_epoch_median")
-    out = counts[["completed", "diverged", "failed", "running"]].join(stats).join(best)
-    out.insert(0, "runs", out[["completed", "diverged", "failed", "running"]].sum(axis=1))
+    out = counts[statuses].join(stats).join(best)
+    out.insert(0, "runs", out[statuses].sum(axis=1))
     out = out.rename(columns={"median": "final_median", "mean": "final_mean", "std": "final_std",
                               "min": "final_min", "max": "final_max"})
     out = out.reset_index().merge(intervals(runs, keys, metric, level), on=keys, how="left")

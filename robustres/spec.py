@@ -416,6 +416,7 @@ class Execution:
     workers: int | None = _field("Local worker processes, packs queued to free ones (default: one per visible "
                                  "GPU, else 1).", default=None, sweep_only=True, metavar="N")
     force: bool = _field("Retrain runs that the store already holds.", default=False, option=False)
+    stop_at: int | None = _field("Train only to the end of this epoch (a search's rung).", default=None, option=False)
 
 
 EXECUTION_FIELDS = fields(Execution)

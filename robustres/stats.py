@@ -134,3 +134,19 @@ def seeds_to_separate(gap: float, seed_half: tuple[float, float], noise_half: tu
         if width < gap:
             return n
     return None
+
+
+def p_worse(leader, other, margin: float = 0.0) -> float:
+    """One-sided sign-flip permutation p-value that `other` is worse than `leader` by more than
+    `margin` (per-seed accuracies, same seeds and order, none diverged): the test of the mean of
+    leader - other - margin > 0. Exact for up to 12 seeds (scipy enumerates the 2^n flips); with n
+    seeds no p is below 2^-n, so 4 seeds or fewer can never reach 0.05."""
+    d = np.asarray(leader, dtype=float) - np.asarray(other, dtype=float) - margin
+    if d.size < 2:
+        return math.nan
+    if np.all(d == 0):
+        return 1.0
+    test = stats.permutation_test((d,), lambda x, axis=-1: np.mean(x, axis=axis), permutation_type="samples",
+                                  alternative="greater", vectorized=True, n_resamples=RESAMPLES,
+                                  random_state=np.random.default_rng(SEED))
+    return float(test.pvalue)

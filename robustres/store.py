@@ -29,7 +29,8 @@ from .processes import alive
 from .spec import FIELD_TYPES, RunSpec, StoreError
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "diverged", "failed")
+# stopped: cut by a search at a rung (epochs_done says where); it resumes if asked to go on.
+STATUSES = ("running", "completed", "diverged", "failed", "stopped")
 FINAL_STATUSES = ("completed", "diverged")  # results: re-running them reports, not retrains
 
 # The config columns, one per RunSpec field (milestones as text, e.g. "40,60").

@@ -50,6 +50,9 @@ class Options:
     # "last"), recorded every step of the first epoch and every `track_every` steps after it.
     track_layers: tuple[str, ...] = ()
     track_every: int = 10
+    # Train only up to the end of this epoch (a search's rung), checkpoint there and stop; the run
+    # resumes from that checkpoint when asked for more. None: to the schedule's end.
+    stop_at: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------

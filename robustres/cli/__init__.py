@@ -14,7 +14,7 @@ from ..spec import DataError, SpecError, StoreError
 
 # isort: off
 # Each module registers its command; --help lists them in this order, the order of the workflow.
-from . import train, sweep, noise_eval, report, doctor  # noqa: F401
+from . import train, sweep, search, noise_eval, report, doctor  # noqa: F401
 # isort: on
 from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, INTERRUPTED, app
 

@@ -107,3 +107,15 @@ def train_with_progress(runs, execution: Execution, as_json: bool):
         reporter = PlainReporter(sys.stderr if as_json else sys.stdout, len(runs))
         rows = train_runs(runs, execution, reporter, waiting)
     return rows, time.perf_counter() - started, console
+
+
+def train_quietly(runs, execution: Execution, as_json: bool) -> list[dict]:
+    """One round of a search: live bars on a terminal that vanish when it ends; silent otherwise
+    (the rounds' decisions are the plain output)."""
+    from ..executor import Silent
+    from ..runner import train_runs
+
+    if sys.stdout.isatty() and not as_json:
+        with RichReporter(render.console(), len(runs), transient=True) as reporter:
+            return train_runs(runs, execution, reporter, waiting)
+    return train_runs(runs, execution, Silent(), waiting)

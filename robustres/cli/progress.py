@@ -84,11 +84,12 @@ class PlainReporter:
 class RichReporter:
     """A live progress bar per pack: epochs done, with the range of its runs' test accuracy."""
 
-    def __init__(self, console: Console, total_runs: int = 0):
+    def __init__(self, console: Console, total_runs: int = 0, transient: bool = False):
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+            transient=transient,  # a search's rounds: the bars go, the rung tables stay
         )
         self.task = None
         self.last: dict[str, float] = {}
@@ -132,7 +133,7 @@ class RichReporter:
         if reused:
             if self.overall is None:
                 self.progress.console.print(f"{label(spec)}: {row['status']} in the store, not retrained")
-        elif row["status"] != "completed":
+        elif row["status"] not in ("completed", "running"):  # running: paused at a search's rung
             self.progress.console.print(f"{spec.run_id[:8]} {label(spec)}: {status_text(row)}")
 
 
@@ -142,4 +143,6 @@ def status_text(row: dict) -> str:
         return f"completed: test {100 * row['final_test_acc']:.2f}% (best {100 * row['best_test_acc']:.2f}%)"
     if status == "diverged":
         return f"diverged at epoch {row['diverged_epoch']} step {row['diverged_step']}"
+    if status in ("running", "stopped"):
+        return f"{status} at epoch {row.get('epochs_done') or 0}"
     return f"{status}: {row.get('error') or ''}"

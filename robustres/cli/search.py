@@ -1,0 +1,92 @@
+"""robustres search: the h answer per depth by successive halving over h, at a fraction of the grid's cost."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..grid import SEARCH_KEY, merge_preset, sweep_runs
+from ..spec import SpecError
+from . import render
+from .app import EXIT_FAILED, EXIT_OK, app, examples
+from .common import execution_of, given_precision, resolve_precisions, train_quietly
+from .options import AsJson, Config, Depths, HGrid, Seeds, execution_options, run_options, with_options
+
+HELP = ("Find the h to use at each depth without training the whole grid: start from every other h of the grid, "
+        "compare them seed by seed at rungs of the schedule, cut only those that diverged or are worse with "
+        "stated confidence, refine around the best, and stay within a budget of the grid's model-epochs. Prints "
+        "report's recommendation per depth, the cost against the grid's and every decision. Everything lives in "
+        "the store: the same command resumes a killed search with the same decisions.")
+
+
+def _option(help_text: str, metavar: str):
+    return typer.Option(metavar=metavar, show_default=False, help=help_text)
+
+
+@app.command(help=HELP, short_help="Find h per depth at a fraction of the grid's cost (successive halving).",
+             epilog=examples("robustres search --dataset two-moons --depths 10,30 --h 0.01..2 --seeds 5",
+                             "robustres search --config fig6-cifar10 --budget 0.25",
+                             "robustres search --dataset two-moons --depths 30 --h 0.001..10 --seeds 5 --json"))
+@with_options(run_options(), execution_options(sweep=True))
+def search(
+    options: dict,
+    config: Config = None,
+    depths: Depths = None,
+    h: HGrid = None,
+    seeds: Seeds = None,
+    train_noise: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False, help="Training-noise levels, comma-separated; one search each.")] = None,
+    budget: Annotated[Optional[float], _option(
+        "At most this share of the full grid's model-epochs (0.3: 30 %, the default), or, above 1, this many "
+        "model-epochs.", "B")] = None,
+    rungs: Annotated[Optional[str], _option(
+        "Epochs where h values are compared, e.g. 4,8,20 (default: 1/8, 1/4 and 1/2 of the schedule, the epoch "
+        "before each lr drop, and the end).", "LIST")] = None,
+    stride: Annotated[Optional[int], _option("Start with every N-th h of the grid (default 2).", "N")] = None,
+    margin: Annotated[Optional[float], _option(
+        "Cut an h only if worse than the rung's leader by more than this accuracy, with confidence "
+        "(default 0.01: one point).", "ACC")] = None,
+    keep: Annotated[Optional[float], _option(
+        "Always keep at least this share of the starting h values (and 2) alive (default 0.25).", "SHARE")] = None,
+    as_json: AsJson = False,
+) -> None:
+    values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
+    given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep}
+    from ..halving import make_options
+
+    search_options = make_options({**values.pop(SEARCH_KEY, {}), **{k: v for k, v in given.items() if v is not None}})
+    execution = execution_of(values)
+    runs = sweep_runs(values, str(config) if config is not None else "flags", given_precision(values))
+    if len({spec.dataset for spec in runs}) > 1:
+        raise SpecError("search takes one dataset")
+
+    from .. import search as S
+
+    S.make_blocks(runs, search_options)  # a budget too small is bad input, refused before torch starts
+    runs = resolve_precisions(runs, values, execution)
+    out = render.console()
+    live = sys.stdout.isatty() and not as_json
+
+    def on_round(decisions: list[dict]) -> None:
+        if as_json:
+            render.print_decision_lines(decisions, sys.stderr)
+        elif live:
+            render.print_rung_tables(out, decisions)
+        else:
+            render.print_decision_lines(decisions, sys.stdout)
+
+    try:
+        result = S.run_search(runs, search_options, execution, lambda specs, ex: train_quietly(specs, ex, as_json),
+                              on_round)
+    except S.SearchFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(render.search_json(result), indent=2))
+    else:
+        render.print_search(out, result, Path(execution.store))
+    raise typer.Exit(EXIT_OK)

@@ -1,0 +1,187 @@
+"""The rules of `robustres search`: successive halving over h with paired seeds, as pure functions
+of the scores the store holds (so a resumed search makes the same decisions).
+
+- Start coarse: every `stride`-th value of the h grid, both ends kept. Refinement later fills in
+  grid values, so every run the search trains is a run of the full grid (same run ids: a search
+  and a sweep share their runs, and a search can be checked against its grid).
+- Rungs: epochs of the schedule where candidates are compared. By default 1/8, 1/4 and 1/2 of it,
+  and the epoch before each lr drop (accuracy jumps after a drop; comparing just before it keeps
+  a drop from favouring whoever reached it first), and the end.
+- At a rung an h is cut only (a) when one of its seeds diverged (report never recommends such an
+  h) or (b) when it is worse than the rung's leader by more than `margin` with stated confidence:
+  a one-sided paired sign-flip permutation test (stats.p_worse) at p <= 1 - level. The margin
+  guards against late bloomers: an h a little behind early may still win at the end.
+- At least `keep` of the coarse values (and 2) stay alive: the least-bad cut ones come back.
+- Refine: when no candidate is left in training, the grid values closest to the log-midpoints
+  between the best finished h and its tried neighbours join, from epoch 0, through the same rungs.
+- Budget: a candidate that passed a rung is carried on only if the budget can pay for all carried
+  candidates to reach the end; otherwise the lowest-ranked are paused (stopped, reason "budget",
+  with the p-value showing they were not shown worse). The search never spends more than its budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SpecError
+from .stats import LEVEL, p_worse
+
+TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What `search --budget/--rungs/--stride/--margin/--keep` and a preset's `search:` set."""
+
+    budget: float = 0.3  # <= 1: a fraction of the full grid's model-epochs; > 1: model-epochs
+    rungs: tuple[int, ...] = ()  # epochs where h values are compared; (): from the schedule
+    stride: int = 2  # start with every stride-th h of the grid (both ends)
+    margin: float = 0.01  # cut only h worse than the leader by more than this (accuracy, 0..1)
+    keep: float = 0.25  # always keep at least this fraction of the starting h values alive
+    level: float = LEVEL  # confidence of a cut: p <= 1 - level
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "rungs": list(self.rungs), "stride": self.stride, "margin": self.margin,
+                "keep": self.keep, "level": self.level}
+
+
+KEYS = tuple(SearchOptions.__dataclass_fields__)
+
+
+def _number(name: str, value, low: float, high: float, whole: bool = False):
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value) if whole and float(value) == int(float(value)) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"search {name}: {value!r} is not a {'whole ' if whole else ''}number") from None
+    if whole and not isinstance(number, int):
+        raise SpecError(f"search {name}: {value!r} is not a whole number")
+    if not (math.isfinite(number) and low <= number <= high):
+        raise SpecError(f"search {name}: {value!r} must lie in [{low:g}, {high:g}]")
+    return number
+
+
+def make_options(values: dict) -> SearchOptions:
+    """Validated search options from flags and a preset's `search:` mapping (None: the default)."""
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise SpecError(f"search: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
+    v = {k: x for k, x in values.items() if x is not None}
+    out = {}
+    if "budget" in v:
+        out["budget"] = _number("budget", v["budget"], 1e-9, 1e15)
+    if "rungs" in v:
+        items = v["rungs"] if isinstance(v["rungs"], (list, tuple)) else str(v["rungs"]).split(",")
+        rungs = tuple(_number("rungs", str(x).strip(), 1, 10**6, whole=True) for x in items if str(x).strip())
+        if list(rungs) != sorted(set(rungs)):
+            raise SpecError(f"search rungs: must be strictly increasing epochs, got {','.join(map(str, rungs))}")
+        out["rungs"] = rungs
+    if "stride" in v:
+        out["stride"] = _number("stride", v["stride"], 1, 1000, whole=True)
+    if "margin" in v:
+        out["margin"] = _number("margin", v["margin"], 0, 1)
+    if "keep" in v:
+        out["keep"] = _number("keep", v["keep"], 0, 1)
+    if "level" in v:
+        out["level"] = _number("level", v["level"], 0.5, 0.999)
+    return SearchOptions(**out)
+
+
+def rungs_for(options: SearchOptions, epochs: int, milestones: tuple[int, ...]) -> tuple[int, ...]:
+    """The rungs of a schedule, ending at its last epoch (given rungs beyond it are refused)."""
+    if options.rungs:
+        if options.rungs[-1] > epochs:
+            raise SpecError(f"search rungs: epoch {options.rungs[-1]} is past the schedule's {epochs} epochs")
+        chosen = set(options.rungs)
+    else:
+        chosen = {math.ceil(epochs / 8), math.ceil(epochs / 4), math.ceil(epochs / 2)} | set(milestones)
+    return tuple(sorted(r for r in chosen | {epochs} if 1 <= r <= epochs))
+
+
+def coarse(hs: list[float], stride: int) -> list[float]:
+    """Every stride-th value of the sorted grid, the largest always included."""
+    hs = sorted(hs)
+    picked = hs[::stride]
+    return picked if picked[-1] == hs[-1] else picked + [hs[-1]]
+
+
+def least_kept(n_start: int, keep: float) -> int:
+    return min(n_start, max(2, math.ceil(keep * n_start)))
+
+
+def budget_epochs(options: SearchOptions, grid_model_epochs: int) -> int:
+    """The budget in model-epochs: a fraction of the grid's (<= 1) or a number of them."""
+    if options.budget <= 1:
+        return math.floor(options.budget * grid_model_epochs + TOL)
+    return int(options.budget)
+
+
+def median(scores: np.ndarray) -> float:
+    return float(np.median(scores)) if scores.size and not np.isnan(scores).any() else math.nan
+
+
+def leader(pool: dict[float, np.ndarray]) -> float | None:
+    """The h with the highest median among those with no diverged seed (ties: the smaller h)."""
+    clean = [(median(s), h) for h, s in pool.items() if not np.isnan(s).any()]
+    if not clean:
+        return None
+    return min(clean, key=lambda mh: (-mh[0], mh[1]))[1]
+
+
+def judge(h: float, pool: dict[float, np.ndarray], options: SearchOptions) -> dict:
+    """One h at a rung, against the rung's leader among all candidates that reached it: the
+    verdict ("cut" or "keep"), why, and the evidence."""
+    scores, best = pool[h], leader(pool)
+    diverged = int(np.isnan(scores).sum())
+    out = {"h": h, "median": median(scores), "seeds": int(scores.size), "diverged": diverged, "leader": best,
+           "leader_median": None if best is None else median(pool[best]), "p": None, "margin": options.margin}
+    if diverged:
+        return {**out, "action": "cut", "why": "diverged"}
+    if best is None or abs(best - h) < TOL:
+        return {**out, "action": "keep", "why": "leader"}
+    p = p_worse(pool[best], scores, options.margin)
+    out["p"] = None if math.isnan(p) else p
+    if not math.isnan(p) and p <= 1 - options.level + TOL:
+        return {**out, "action": "cut", "why": "worse"}
+    return {**out, "action": "keep", "why": "not shown worse"}
+
+
+def keep_least(verdicts: list[dict], alive_elsewhere: int, least: int) -> list[dict]:
+    """Bring back the least-bad h cut as "worse" until `least` are alive (diverged stay cut)."""
+    alive = alive_elsewhere + sum(v["action"] == "keep" for v in verdicts)
+    worse = sorted((v for v in verdicts if v["why"] == "worse"), key=lambda v: (-v["median"], v["h"]))
+    back = {v["h"] for v in worse[:max(0, least - alive)]}
+    return [{**v, "action": "keep", "why": "minimum kept"} if v["h"] in back else v for v in verdicts]
+
+
+def refinements(grid: list[float], tried: list[float], best: float) -> list[float]:
+    """Grid values between `best` and its nearest tried neighbour on each side, the one closest to
+    their log-midpoint (ties: the smaller h); none where the grid has nothing in between."""
+    out = []
+    below = [h for h in tried if h < best - TOL]
+    above = [h for h in tried if h > best + TOL]
+    for neighbour in ([max(below)] if below else []) + ([min(above)] if above else []):
+        lo, hi = sorted((best, neighbour))
+        inside = [h for h in grid if lo + TOL < h < hi - TOL and h not in tried]
+        if inside:
+            mid = math.log(lo * hi) / 2 if lo > 0 else math.log(hi)
+            # Distances rounded, so that 0.2 and 0.5 around sqrt(0.1) tie exactly (and the smaller wins).
+            out.append(min(inside, key=lambda h: (round(abs(math.log(h) - mid), 9) if h > 0 else math.inf, h)))
+    return out
+
+
+def pause_for_budget(ranked: list[tuple[float, int]], spare: int) -> tuple[list[float], list[float]]:
+    """Carry on the best-ranked candidates whose costs to the end (h, model-epochs) fit in `spare`;
+    `ranked` is best first. Returns (carried, paused)."""
+    carried, paused = [], []
+    for h, cost in ranked:
+        if cost <= spare:
+            carried.append(h)
+            spare -= cost
+        else:
+            paused.append(h)
+    return carried, paused

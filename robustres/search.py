@@ -1,0 +1,346 @@
+"""`robustres search`: halving.py's rules run over the store, round by round, until every depth has
+its answer.
+
+A round: refine blocks with nothing left in training, pause what the budget cannot carry, train
+every live candidate to its next rung (the runs stop there, checkpointed, status `running`), then
+judge each one at that rung from the scores the store holds. Cut and paused runs get status
+`stopped`. The state file `searches/<id>.json` records the decisions after every round.
+
+Resuming is replaying: the same command runs the same rounds, and a round whose runs already reached
+their rung trains nothing (executor.reached_stop). Decisions read only stored epoch rows at rung
+epochs, which training reproduces bitwise on the CPU, so a search killed at any moment ends with
+the same decisions and the same answer. Two searches sharing a store share runs through the
+executors' claims, like two sweeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import halving as H
+from .atomic import write_bytes_atomic
+from .errors import SpecError
+from .spec import Execution, RunSpec
+from .store import Store
+
+Train = Callable[[list[RunSpec], Execution], list[dict]]  # the runs -> their store rows, in order
+OnRound = Callable[[list[dict]], None]  # the decisions of a round, as they are made
+
+
+class SearchFailed(Exception):
+    """A run of the search failed: the search cannot judge its h (running it again retries)."""
+
+
+@dataclass
+class Candidate:
+    h: float
+    origin: str  # coarse | refine
+    epoch: int = 0  # the rung its runs reached
+    state: str = "live"  # live | done (reached the end) | cut | paused | skipped (a refinement, no budget)
+
+
+@dataclass
+class Block:
+    """One search: a depth (and training-noise level), its h grid and its candidates."""
+
+    depth: int
+    train_noise: float
+    runs: dict[float, list[RunSpec]]  # h -> its runs, one per seed, by seed
+    epochs: int
+    rungs: tuple[int, ...]
+    budget: int  # model-epochs this block may spend
+    least: int  # candidates always kept alive
+    candidates: dict[float, Candidate] = field(default_factory=dict)
+    rows: dict[tuple[float, int], dict] = field(default_factory=dict)  # (h, seed) -> its latest store row
+
+    @property
+    def seeds(self) -> int:
+        return len(next(iter(self.runs.values())))
+
+    def tag(self) -> dict:
+        return {"depth": self.depth, "train_noise": self.train_noise}
+
+    def spent(self) -> int:
+        """Model-epochs its runs took (a diverged run up to its divergence)."""
+        total = 0
+        for c in self.candidates.values():
+            for spec in self.runs[c.h]:
+                row = self.rows.get((c.h, spec.seed)) or {}
+                stop = row.get("diverged_epoch") if row.get("status") == "diverged" else None
+                total += min(c.epoch, int(stop)) if stop is not None and not pd.isna(stop) else c.epoch
+        return total
+
+
+@dataclass
+class SearchResult:
+    search_id: str
+    recommendations: list[dict]
+    groups: pd.DataFrame  # report.aggregate + labels, over the search's runs
+    decisions: list[dict]
+    model_epochs: int
+    grid_model_epochs: int
+    budget_model_epochs: int
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: blocks, budget, identity
+# ---------------------------------------------------------------------------------------------
+
+
+def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Block], int, int]:
+    """The blocks of a grid's runs, with their coarse candidates; (blocks, grid's model-epochs,
+    budget in model-epochs). Refused before anything is written: a budget that cannot pay for the
+    first rung and the least kept candidates to the end."""
+    grouped: dict[RunSpec, dict[float, list[RunSpec]]] = {}
+    for spec in runs:
+        grouped.setdefault(spec.with_(h=0.0, seed=0), {}).setdefault(spec.h, []).append(spec)
+    grid_epochs = sum(spec.epochs for spec in runs)
+    budget = H.budget_epochs(options, grid_epochs)
+    blocks = []
+    for key, by_h in grouped.items():
+        rungs = H.rungs_for(options, key.epochs, key.milestones)
+        start = H.coarse(list(by_h), options.stride)
+        block = Block(key.depth, key.train_noise, {h: sorted(s, key=lambda r: r.seed) for h, s in sorted(by_h.items())},
+                      key.epochs, rungs, budget // len(grouped), H.least_kept(len(start), options.keep))
+        block.candidates = {h: Candidate(h, "coarse") for h in start}
+        blocks.append(block)
+    for block in blocks:
+        least = block.seeds * (len(block.candidates) * block.rungs[0] + block.least * (block.epochs - block.rungs[0]))
+        if least > block.budget:
+            need = math.ceil(least * len(blocks) / grid_epochs * 1000) / 1000
+            raise SpecError(f"--budget: {block.budget:,} model-epochs per depth cannot pay for the first rung "
+                            f"(epoch {block.rungs[0]}) and {block.least} h values to the end ({least:,}); "
+                            f"give at least --budget {need:g} (or more than {least * len(blocks):,} model-epochs)")
+    return blocks, grid_epochs, budget
+
+
+def search_id(runs: list[RunSpec], options: H.SearchOptions) -> str:
+    payload = json.dumps({"runs": sorted(s.run_id for s in runs), "options": options.to_dict()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores from the store
+# ---------------------------------------------------------------------------------------------
+
+
+def scores_at(block: Block, store: Store, h: float, epoch: int) -> np.ndarray:
+    """Test accuracy of h's runs at `epoch`, seed by seed; NaN where a run had diverged by then."""
+    out = []
+    for spec in block.runs[h]:
+        row = block.rows[(h, spec.seed)]
+        if row["status"] == "diverged" and int(row["diverged_epoch"]) <= epoch:
+            out.append(math.nan)
+            continue
+        if row["status"] == "failed":
+            raise SearchFailed(f"run {row['run_id']} (depth {block.depth}, h={h:g}, seed {spec.seed}) failed: "
+                               f"{row.get('error') or 'see the store'}; run the search again to retry it")
+        epochs = store.epochs(row["run_id"])
+        at = epochs[epochs.epoch == epoch]
+        if at.empty:
+            raise SearchFailed(f"run {row['run_id']} has no epoch {epoch} in the store; run the search again")
+        out.append(float(at.test_acc.iloc[0]))
+    return np.array(out)
+
+
+def pool_at(block: Block, store: Store, epoch: int) -> dict[float, np.ndarray]:
+    """Every candidate whose runs reached `epoch`, with its scores there."""
+    return {h: scores_at(block, store, h, epoch) for h, c in block.candidates.items() if c.epoch >= epoch}
+
+
+def stop_runs(block: Block, store: Store, h: float) -> None:
+    """A cut or paused candidate's runs: status `stopped` (those still `running`; results stay)."""
+    for spec in block.runs[h]:
+        row = block.rows.get((h, spec.seed))
+        if row is not None and row["status"] == "running":
+            row = {**row, "status": "stopped"}
+            store.put_run(row)
+            block.rows[(h, spec.seed)] = store.get_run(row["run_id"]) or row
+
+
+# ---------------------------------------------------------------------------------------------
+# A round's three steps: refine, pause for the budget, judge at the rung
+# ---------------------------------------------------------------------------------------------
+
+
+def live(block: Block) -> list[Candidate]:
+    return [c for c in block.candidates.values() if c.state == "live"]
+
+
+def refine(block: Block, store: Store) -> list[dict]:
+    """With nothing left in training: grid values between the best finished h and its tried
+    neighbours join from epoch 0, if the budget can carry each one to the end."""
+    if live(block):
+        return []
+    pool = {h: s for h, s in pool_at(block, store, block.epochs).items() if block.candidates[h].state == "done"}
+    best = H.leader(pool)
+    if best is None:
+        return []
+    decisions = []
+    spare = block.budget - block.spent()
+    for h in H.refinements(list(block.runs), list(block.candidates), best):
+        cost = block.seeds * block.epochs
+        joins = cost <= spare
+        spare -= cost if joins else 0
+        # A skipped value is remembered as tried, so that it is proposed once.
+        block.candidates[h] = Candidate(h, "refine", state="live" if joins else "skipped")
+        decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if joins else "skip",
+                          "why": f"refine: between the best h={best:g} and its neighbour" + ("" if joins else
+                                 f"; the budget's {spare:,} model-epochs left cannot pay its {cost:,}"),
+                          "origin": "refine"})
+    return decisions
+
+
+def pause(block: Block, store: Store) -> list[dict]:
+    """Carry on only the candidates past a rung that the budget can take to the end, best first."""
+    started = [c for c in live(block) if c.epoch > 0]
+    fresh = [c for c in live(block) if c.epoch == 0]
+    spare = block.budget - block.spent() - sum(block.seeds * block.rungs[0] for _ in fresh)
+    ranked = []
+    for c in started:
+        scores = scores_at(block, store, c.h, c.epoch)
+        ranked.append((H.median(scores), c.h, block.seeds * (block.epochs - c.epoch)))
+    ranked.sort(key=lambda t: (-t[0], t[1]))
+    _, paused = H.pause_for_budget([(h, cost) for _, h, cost in ranked], spare)
+    decisions = []
+    for h in paused:
+        c = block.candidates[h]
+        c.state = "paused"
+        stop_runs(block, store, h)
+        decisions.append({**block.tag(), "epoch": c.epoch, "h": h, "action": "pause", "origin": c.origin,
+                          "why": "budget: not shown worse, but the budget cannot carry it to the end"})
+    return decisions
+
+
+def judge(block: Block, store: Store, options: H.SearchOptions, trained: list[Candidate]) -> list[dict]:
+    """The candidates that just reached a rung, judged there against every candidate that reached it."""
+    decisions = []
+    for epoch in sorted({c.epoch for c in trained}):
+        here = [c for c in trained if c.epoch == epoch]
+        pool = pool_at(block, store, epoch)
+        verdicts = [H.judge(c.h, pool, options) for c in here]
+        others = sum(c.state in ("live", "done") for c in block.candidates.values() if c not in here)
+        for c, verdict in zip(here, H.keep_least(verdicts, others, block.least)):
+            if verdict["action"] == "cut":
+                c.state = "cut"
+                stop_runs(block, store, c.h)
+            elif epoch >= block.epochs:
+                c.state = "done"
+            decisions.append({**block.tag(), "epoch": epoch, **verdict, "origin": c.origin})
+    return decisions
+
+
+# ---------------------------------------------------------------------------------------------
+# The search, round by round
+# ---------------------------------------------------------------------------------------------
+
+
+def next_rung(block: Block, c: Candidate) -> int:
+    return next(r for r in block.rungs if r > c.epoch)
+
+
+def train_round(blocks: list[Block], execution: Execution, train: Train) -> list[tuple[Block, Candidate]]:
+    """Every live candidate to its next rung: one training call per target epoch, all depths in it."""
+    targets: dict[int, list[tuple[Block, Candidate]]] = {}
+    for block in blocks:
+        for c in live(block):
+            targets.setdefault(next_rung(block, c), []).append((block, c))
+    for epoch, members in sorted(targets.items()):
+        owned = [(block, spec) for block, c in members for spec in block.runs[c.h]]
+        rows = train([spec for _, spec in owned], replace(execution, stop_at=epoch))
+        for (block, spec), row in zip(owned, rows):
+            block.rows[(spec.h, spec.seed)] = row
+        for _, c in members:
+            c.epoch = epoch
+    return [m for members in targets.values() for m in members]
+
+
+def run_search(runs: list[RunSpec], options: H.SearchOptions, execution: Execution, train: Train,
+               on_round: OnRound | None = None) -> SearchResult:
+    """Search h per depth over the grid `runs`, within the budget; every decision made, and the answer."""
+    blocks, grid_epochs, budget = make_blocks(runs, options)
+    store, ident = Store(execution.store), search_id(runs, options)
+    previous = read_state(store, ident)
+    decisions: list[dict] = []
+    while True:
+        made = [d for b in blocks for d in refine(b, store)]
+        made += [d for b in blocks for d in pause(b, store)]
+        trained = train_round(blocks, execution, train)
+        if not trained and not made:
+            break
+        for block in blocks:
+            made += judge(block, store, options, [c for b, c in trained if b is block])
+        decisions += made
+        write_state(store, ident, options, decisions, sum(b.spent() for b in blocks), False)
+        if on_round is not None and made:
+            on_round(made)
+    spent = sum(b.spent() for b in blocks)
+    write_state(store, ident, options, decisions, spent, True)
+    warnings = [] if previous is None or same_start(previous, decisions) else [
+        f"search {ident}: its decisions differ from those an earlier run of it stored (the store's runs changed)"]
+    groups, recs, more = answer(blocks, store)
+    return SearchResult(ident, recs, groups, decisions, spent, grid_epochs, budget, warnings + more)
+
+
+def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """report's recommendation over the search's runs (stopped ones count as stopped, never as completed)."""
+    from . import report as R
+
+    ids = {row["run_id"] for b in blocks for row in b.rows.values()}
+    table = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
+    table = table[table.run_id.isin(ids)]
+    groups, recs, warnings = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
+    return groups, recs, warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# The state file
+# ---------------------------------------------------------------------------------------------
+
+
+def state_path(store: Store, ident: str):
+    return store.root / "searches" / f"{ident}.json"
+
+
+def read_state(store: Store, ident: str) -> dict | None:
+    try:
+        return json.loads(state_path(store, ident).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(store: Store, ident: str, options: H.SearchOptions, decisions: list[dict], spent: int,
+                finished: bool) -> None:
+    path = state_path(store, ident)
+    store.make_folder(path.parent)
+    blob = json.dumps({"search_id": ident, "options": options.to_dict(), "finished": finished,
+                       "model_epochs": spent, "decisions": plain(decisions)}, indent=1, allow_nan=False)
+    write_bytes_atomic(path, blob.encode())
+
+
+def same_start(previous: dict, decisions: list[dict]) -> bool:
+    """The decisions an earlier (perhaps killed) run of this search stored begin those made now."""
+    old, new = previous.get("decisions", []), plain(decisions)
+    n = min(len(old), len(new))
+    return old[:n] == new[:n]
+
+
+def plain(value):
+    """JSON's values: NaN (a diverged h's median) as null, numpy numbers as Python's."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

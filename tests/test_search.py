@@ -1,0 +1,197 @@
+"""robustres search: its rules (halving.py), its loop over the store (search.py) and its command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustres import halving as H
+from robustres.errors import SpecError
+from robustres.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small search: two-moons, 12 blocks, 6 values of h (h = 3 diverges), 5 seeds, 8 epochs, rungs 1, 2, 4, 8.
+GRID = ["--dataset", "two-moons", "--depths", "12", "--h", "0.01,0.03,0.1,0.3,1,3", "--seeds", "5", "--epochs", "8",
+        "--milestones", "", "--n-train", "300", "--n-test", "300"]
+SEARCH = ["search", *GRID, "--budget", "0.5", "--json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_rung_cuts_a_diverged_h_and_one_worse_with_confidence_beyond_the_margin_only():
+    rule = H.SearchOptions(margin=0.01)
+    leader = np.array([0.90, 0.91, 0.92, 0.93, 0.94])
+    pool = {0.1: leader, 1.0: leader - 0.05, 0.5: leader - 0.005, 2.0: np.array([0.9, np.nan, 0.9, 0.9, 0.9])}
+    verdicts = {h: H.judge(h, pool, rule) for h in pool}
+    assert {h: (v["action"], v["why"]) for h, v in verdicts.items()} == {
+        0.1: ("keep", "leader"), 1.0: ("cut", "worse"), 0.5: ("keep", "not shown worse"), 2.0: ("cut", "diverged")}
+    assert verdicts[1.0]["p"] == pytest.approx(1 / 32)  # all 5 seeds worse: the least p 5 seeds allow
+    # One seed better: not worse with confidence, however far behind the others are.
+    pool[1.0] = np.array([0.85, 0.86, 0.87, 0.88, 0.99])
+    assert H.judge(1.0, pool, rule)["action"] == "keep"
+    # Three seeds can never reach p <= 0.05 (1/8 at best): only a divergence cuts.
+    three = {0.1: leader[:3], 1.0: leader[:3] - 0.3}
+    assert H.judge(1.0, three, rule)["why"] == "not shown worse"
+
+
+def test_the_least_bad_cut_values_come_back_to_keep_the_minimum_alive():
+    verdicts = [{"h": 0.01, "action": "cut", "why": "worse", "median": 0.80},
+                {"h": 0.05, "action": "cut", "why": "worse", "median": 0.85},
+                {"h": 5.0, "action": "cut", "why": "diverged", "median": float("nan")},
+                {"h": 0.2, "action": "keep", "why": "leader", "median": 0.95}]
+    kept = {v["h"]: v["why"] for v in H.keep_least(verdicts, alive_elsewhere=0, least=2)}
+    assert kept == {0.01: "worse", 0.05: "minimum kept", 5.0: "diverged", 0.2: "leader"}
+    assert H.least_kept(5, 0.25) == 2 and H.least_kept(13, 0.25) == 4 and H.least_kept(1, 0.25) == 1
+
+
+def test_coarse_start_refinement_at_log_midpoints_and_rungs_of_the_schedule():
+    grid = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    assert H.coarse(grid, 2) == [0.001, 0.005, 0.02, 0.1, 0.5, 1.0]
+    assert H.coarse(grid, 3) == [0.001, 0.01, 0.1, 1.0]
+    # Between 0.1 and its tried neighbours 0.01 and 1: the grid values closest to sqrt(0.1 * 0.01)
+    # = 0.032 (0.02 and 0.05 are as far in log: the smaller) and to sqrt(0.1) = 0.32 (0.2 and 0.5: 0.2).
+    assert H.refinements(grid, [0.001, 0.01, 0.1, 1.0], 0.1) == [0.02, 0.2]
+    assert H.refinements(grid, [0.02, 0.05, 0.1], 0.05) == []  # grid neighbours: nothing in between
+    assert H.rungs_for(H.SearchOptions(), 30, (20,)) == (4, 8, 15, 20, 30)
+    assert H.rungs_for(H.SearchOptions(), 80, (40, 60)) == (10, 20, 40, 60, 80)
+    assert H.rungs_for(H.SearchOptions(rungs=(3, 5)), 8, ()) == (3, 5, 8)
+    assert H.budget_epochs(H.SearchOptions(budget=0.3), 2400) == 720
+    assert H.budget_epochs(H.SearchOptions(budget=500), 2400) == 500
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"budget": 0}, "budget"), ({"budget": "x"}, "budget"), ({"rungs": "5,3"}, "strictly increasing"),
+    ({"rungs": "2.5"}, "whole"), ({"stride": 0}, "stride"), ({"margin": 2}, "margin"), ({"keep": -1}, "keep"),
+    ({"bogus": 1}, "unknown key"),
+])
+def test_bad_search_options_name_the_option(values, message):
+    with pytest.raises(SpecError, match=message):
+        H.make_options(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# The search over a store
+# ---------------------------------------------------------------------------------------------
+
+
+def _rows(store: Path) -> dict:
+    return {r["run_id"]: r for r in Store(store).runs().to_dict(orient="records")}
+
+
+def _facts(rows: dict) -> dict:
+    """What a run's row says happened (NaN spelled None, so that equal rows compare equal)."""
+    keys = ("status", "epochs_done", "final_test_acc", "best_test_acc", "diverged_epoch", "updated_at")
+    return {k: tuple(None if r.get(c) != r.get(c) else r.get(c) for c in keys) for k, r in rows.items()}
+
+
+def test_a_search_cuts_and_pauses_as_stopped_spends_within_its_budget_and_its_runs_are_the_grids(cli, tmp_path):
+    code, out, err = cli(*SEARCH)
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"recommendations", "model_epochs", "grid_model_epochs", "decisions"} <= set(result)
+    assert result["grid_model_epochs"] == 6 * 5 * 8 and result["budget_model_epochs"] == 120
+    rows = _rows(tmp_path / "store")
+    # The cost is what the store's rows say was trained: a diverged run up to its divergence.
+    spent = sum(int(r["diverged_epoch"]) if r["status"] == "diverged" else int(r["epochs_done"]) for r in rows.values())
+    assert result["model_epochs"] == spent <= result["budget_model_epochs"]
+    cut = {d["h"] for d in result["decisions"] if d["action"] in ("cut", "pause")}
+    assert 3.0 in cut and any(d["why"] == "diverged" for d in result["decisions"])
+    for r in rows.values():  # cut or paused: stopped (or diverged) at a rung, never completed
+        assert r["status"] in (("stopped", "diverged") if r["h"] in cut else ("completed",)), r
+        if r["status"] == "stopped":
+            assert int(r["epochs_done"]) in (1, 2, 4) and r["final_test_acc"] != r["final_test_acc"]
+    (rec,) = result["recommendations"]
+    assert rec["h"] not in cut and rec["h"] in rec["indistinguishable"] and rec["ci"][0] <= rec["median"]
+    state = json.loads(next((tmp_path / "store" / "searches").glob("*.json")).read_text())
+    assert state["finished"] and state["decisions"] == result["decisions"]
+
+    # report reads the store like any other, stopped runs labelled and never counted as completed.
+    code, out, _ = cli("report", "--format", "json")
+    groups = {g["h"]: g for g in json.loads(out)["groups"]}
+    for h in cut - {3.0}:
+        assert groups[h]["label"] == "stopped" and groups[h]["completed"] == 0 and groups[h]["stopped"] == 5
+    assert json.loads(out)["recommendations"][0]["h"] == rec["h"]
+
+    # Run again: every decision is read back from the store, nothing trains, the same answer.
+    code, again, _ = cli(*SEARCH)
+    assert code == 0 and json.loads(again) == result
+    assert _facts(_rows(tmp_path / "store")) == _facts(rows)
+
+    # The grid in a fresh store: the search's finished runs are the grid's, result for result; and a
+    # sweep over the search's store takes its stopped runs on from their rungs to the same results.
+    code, _, err = cli("sweep", *GRID, "--store", tmp_path / "grid", "--json")
+    assert code == 0, err
+    grid = _rows(tmp_path / "grid")
+    for run_id, r in rows.items():
+        if r["status"] in ("completed", "diverged"):
+            assert grid[run_id]["final_test_acc"] == r["final_test_acc"] or r["status"] == "diverged"
+    code, _, err = cli("sweep", *GRID, "--json")
+    assert code == 0, err
+    resumed = _rows(tmp_path / "store")
+    assert {k: r["final_test_acc"] for k, r in resumed.items() if r["status"] == "completed"} == \
+        {k: r["final_test_acc"] for k, r in grid.items() if r["status"] == "completed"}
+
+
+def test_a_preset_search_section_sets_the_options_and_flags_override_it(cli, tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dataset: two-moons\ndepths: [12]\nh: 0.01,0.03,0.1,0.3,1,3\nseeds: 5\nepochs: 8\n"
+                      "milestones: []\nn_train: 300\nn_test: 300\nsearch:\n  budget: 0.75\n  rungs: [2, 4]\n")
+    code, out, err = cli("search", "--config", preset, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["budget_model_epochs"] == 180 and {d["epoch"] for d in result["decisions"]} <= {0, 2, 4, 8}
+    code, _, err = cli("search", "--config", preset, "--budget", "0.01", "--json")
+    assert code == 2 and "--budget" in err and err.count("\n") == 1
+    preset.write_text(preset.read_text() + "  stride: zero\n")
+    code, _, err = cli("sweep", "--config", preset, "--dry-run")
+    assert code == 2 and "stride" in err
+
+
+def test_a_budget_too_small_or_a_bad_option_is_refused_before_anything_is_written(cli, tmp_path):
+    for extra, message in ((["--budget", "0.1"], "give at least --budget"), (["--rungs", "9"], "past the schedule"),
+                           (["--stride", "0"], "stride"), (["--margin", "nan"], "margin")):
+        code, out, err = cli(*SEARCH[:-3], *extra)
+        assert code == 2 and message in err and err.startswith("error:") and err.count("\n") == 1, err
+        assert not (tmp_path / "store").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 at any moment: the same command resumes with the same decisions
+# ---------------------------------------------------------------------------------------------
+
+
+def _search(store: Path) -> subprocess.Popen:
+    env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "robustres", *SEARCH, "--checkpoint-every", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer(tmp_path):
+    clean = _search(tmp_path / "clean")
+    expected, err = clean.communicate(timeout=600)
+    assert clean.returncode == 0, err
+    store = tmp_path / "killed"
+    for moment in (0.0, 1.0):  # mid-round, in the first round and in a later one
+        proc = _search(store)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((store / "searches").glob("*.json")) and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(moment)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    resumed = _search(store)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert json.loads(out) == json.loads(expected)
+    rows, clean_rows = _rows(store), _rows(tmp_path / "clean")
+    assert {k: f[:5] for k, f in _facts(rows).items()} == {k: f[:5] for k, f in _facts(clean_rows).items()}
