@@ -73,7 +73,10 @@ def make_options(values: dict) -> SearchOptions:
     v = {k: x for k, x in values.items() if x is not None}
     out = {}
     if "budget" in v:
-        out["budget"] = _number("budget", v["budget"], 1e-9, 1e15)
+        out["budget"] = _number("budget", v["budget"], 0, 1e15)
+        if out["budget"] <= 0 or (out["budget"] > 1 and out["budget"] != int(out["budget"])):
+            raise SpecError(f"search budget: {v['budget']!r} is neither a share of the grid's model-epochs (0 < B <= 1)"
+                            " nor a whole number of model-epochs (> 1)")
     if "rungs" in v:
         items = v["rungs"] if isinstance(v["rungs"], (list, tuple)) else str(v["rungs"]).split(",")
         rungs = tuple(_number("rungs", str(x).strip(), 1, 10**6, whole=True) for x in items if str(x).strip())

@@ -1,4 +1,4 @@
-"""Bad input, all four commands and the YAML files: a one-line error naming the problem, exit code 2,
+"""Bad input, every command and the YAML files: a one-line error naming the problem, exit code 2,
 and nothing written anywhere (not the store, not the data folder, not the working directory).
 
 A case may point --data-dir at one of DATA_FOLDERS, written "{images}" and so on: a small image
@@ -16,6 +16,7 @@ from robustres.spec import SpecError
 
 CUDA = torch.cuda.is_available()
 S = ["sweep", "--depths", "3", "--h", "0.1"]  # a valid sweep, to which one bad option is added
+Q = ["search", "--depths", "3", "--h", "0.01..2", "--seeds", "5"]  # a valid search, likewise
 YAML_OK = "dataset: two-moons\ndepths: [3]\nh: [0.1]\n"
 IMAGES = ["--dataset", "imagefolder", "--depth", "8", "--data-dir"]  # + a folder
 AG = ["--dataset", "ag-news", "--depth", "9", "--data-dir"]
@@ -204,6 +205,22 @@ CASES = [
     (S + ["--threads", "-1"], None, "--threads must be >= 1"),
     (["doctor", "--store", ""], None, "--store is empty"),
     (["doctor", "--data-dir", ""], None, "--data-dir is empty"),
+    # search: its own options, its preset section, and a budget too small for its first rung
+    (Q + ["--budget", "0"], None, "search budget: '0' is neither a share"),
+    (Q + ["--budget", "2.5"], None, "nor a whole number of model-epochs"),
+    (Q + ["--budget", "abc"], None, "search budget: 'abc' is not a number"),
+    (Q + ["--budget", "0.01"], None, "give at least --budget"),
+    (Q + ["--rungs", "9,3"], None, "must be strictly increasing"),
+    (Q + ["--rungs", "500"], None, "past the schedule's 30 epochs"),
+    (Q + ["--stride", "0"], None, "search stride"),
+    (Q + ["--margin", "1.5"], None, "search margin"),
+    (Q + ["--keep", "-0.5"], None, "search keep"),
+    (Q[:3] + ["--h", "0..1", "--seeds", "5"], None, "a range needs A and B > 0"),
+    (["search", "--depths", "3", "--h", "0.1,1", "--seeds", "5", "--dataset", "two-moons,cifar10"], None,
+     "unknown dataset"),
+    (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch: 0.3\n", "key 'search' takes a mapping"),
+    (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch:\n  budjet: 0.3\n", "unknown key 'budjet'"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "search:\n  rungs: [4, 2]\n", "strictly increasing"),
 ]
 if not CUDA:
     CASES.append((["train", "--device", "cuda"], None, "CUDA is not available"))
@@ -284,7 +301,7 @@ def test_bad_input_is_one_line_exit_two_and_writes_nothing(cli, tmp_path, traine
 
 def test_the_table_is_large_and_covers_every_command():
     commands = {args[0] for args, _, _ in CASES}
-    assert commands == {"train", "sweep", "report", "noise-eval", "doctor"}
+    assert commands == {"train", "sweep", "search", "report", "noise-eval", "doctor"}
     assert len(CASES) >= 30 and sum(1 for c in CASES if c[1] is not None) >= 10
 
 

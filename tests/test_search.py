@@ -195,3 +195,21 @@ def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer
     assert json.loads(out) == json.loads(expected)
     rows, clean_rows = _rows(store), _rows(tmp_path / "clean")
     assert {k: f[:5] for k, f in _facts(rows).items()} == {k: f[:5] for k, f in _facts(clean_rows).items()}
+
+
+@pytest.mark.slow
+def test_two_searches_sharing_a_store_wait_for_each_others_runs_and_agree(tmp_path):
+    store = tmp_path / "store"
+    first = _search(store)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((store / "claims").glob("*.json")):
+        time.sleep(0.02)  # the first search holds its claims
+    second = _search(store)
+    out_a, err_a = first.communicate(timeout=600)
+    out_b, err_b = second.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, (err_a, err_b)
+    assert "waiting for" in err_b  # it found runs the first was training, and waited instead of training them
+    assert json.loads(out_a) == json.loads(out_b)
+    epochs = Store(store).epochs()
+    assert not epochs.duplicated(["run_id", "epoch"]).any()
+    assert epochs.groupby("run_id").epoch.apply(lambda e: sorted(e) == list(range(1, len(e) + 1))).all()

@@ -38,17 +38,17 @@ def search(
     seeds: Seeds = None,
     train_noise: Annotated[Optional[str], typer.Option(
         metavar="LIST", show_default=False, help="Training-noise levels, comma-separated; one search each.")] = None,
-    budget: Annotated[Optional[float], _option(
+    budget: Annotated[Optional[str], _option(
         "At most this share of the full grid's model-epochs (0.3: 30 %, the default), or, above 1, this many "
         "model-epochs.", "B")] = None,
     rungs: Annotated[Optional[str], _option(
         "Epochs where h values are compared, e.g. 4,8,20 (default: 1/8, 1/4 and 1/2 of the schedule, the epoch "
         "before each lr drop, and the end).", "LIST")] = None,
-    stride: Annotated[Optional[int], _option("Start with every N-th h of the grid (default 2).", "N")] = None,
-    margin: Annotated[Optional[float], _option(
+    stride: Annotated[Optional[str], _option("Start with every N-th h of the grid (default 2).", "N")] = None,
+    margin: Annotated[Optional[str], _option(
         "Cut an h only if worse than the rung's leader by more than this accuracy, with confidence "
         "(default 0.01: one point).", "ACC")] = None,
-    keep: Annotated[Optional[float], _option(
+    keep: Annotated[Optional[str], _option(
         "Always keep at least this share of the starting h values (and 2) alive (default 0.25).", "SHARE")] = None,
     as_json: AsJson = False,
 ) -> None:
