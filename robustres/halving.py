@@ -22,12 +22,10 @@ of the scores the store holds (so a resumed search makes the same decisions).
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
-import numpy as np
-
 from .errors import SpecError
-from .stats import LEVEL, p_worse
 
 TOL = 1e-12
 
@@ -41,7 +39,7 @@ class SearchOptions:
     stride: int = 2  # start with every stride-th h of the grid (both ends)
     margin: float = 0.01  # cut only h worse than the leader by more than this (accuracy, 0..1)
     keep: float = 0.25  # always keep at least this fraction of the starting h values alive
-    level: float = LEVEL  # confidence of a cut: p <= 1 - level
+    level: float = 0.95  # confidence of a cut: p <= 1 - level (stats.LEVEL; scipy loads only to judge)
 
     def to_dict(self) -> dict:
         return {"budget": self.budget, "rungs": list(self.rungs), "stride": self.stride, "margin": self.margin,
@@ -116,6 +114,32 @@ def least_kept(n_start: int, keep: float) -> int:
     return min(n_start, max(2, math.ceil(keep * n_start)))
 
 
+def grid_blocks(runs: list) -> dict:
+    """A grid's runs by block (everything but h and seed), then by h: {block spec: {h: [runs]}}."""
+    grouped: dict = {}
+    for spec in runs:
+        grouped.setdefault(spec.with_(h=0.0, seed=0), {}).setdefault(spec.h, []).append(spec)
+    return grouped
+
+
+def check_budget(runs: list, options: SearchOptions) -> tuple[int, int]:
+    """(the grid's model-epochs, the budget's); refused, naming the least that would do, when a
+    depth's share cannot pay for the first rung and the least kept candidates to the end."""
+    grouped = grid_blocks(runs)
+    grid_epochs = sum(spec.epochs for spec in runs)
+    budget = budget_epochs(options, grid_epochs)
+    for key, by_h in grouped.items():
+        first = rungs_for(options, key.epochs, key.milestones)[0]
+        start, seeds = len(coarse(list(by_h), options.stride)), len(next(iter(by_h.values())))
+        least = seeds * (start * first + least_kept(start, options.keep) * (key.epochs - first))
+        if least > budget // len(grouped):
+            need = math.ceil(least * len(grouped) / grid_epochs * 1000) / 1000
+            raise SpecError(f"--budget: {budget // len(grouped):,} model-epochs per depth cannot pay for the first "
+                            f"rung (epoch {first}) and {least_kept(start, options.keep)} h values to the end "
+                            f"({least:,}); give at least --budget {need:g} (or {least * len(grouped):,} model-epochs)")
+    return grid_epochs, budget
+
+
 def budget_epochs(options: SearchOptions, grid_model_epochs: int) -> int:
     """The budget in model-epochs: a fraction of the grid's (<= 1) or a number of them."""
     if options.budget <= 1:
@@ -123,29 +147,36 @@ def budget_epochs(options: SearchOptions, grid_model_epochs: int) -> int:
     return int(options.budget)
 
 
-def median(scores: np.ndarray) -> float:
-    return float(np.median(scores)) if scores.size and not np.isnan(scores).any() else math.nan
+def _diverged(scores) -> int:
+    return sum(1 for x in scores if math.isnan(x))
 
 
-def leader(pool: dict[float, np.ndarray]) -> float | None:
+def median(scores) -> float:
+    """The median over seeds; NaN when a seed diverged (NaN) or there are none."""
+    return statistics.median(scores) if len(scores) and not _diverged(scores) else math.nan
+
+
+def leader(pool: dict) -> float | None:
     """The h with the highest median among those with no diverged seed (ties: the smaller h)."""
-    clean = [(median(s), h) for h, s in pool.items() if not np.isnan(s).any()]
+    clean = [(median(s), h) for h, s in pool.items() if not _diverged(s)]
     if not clean:
         return None
     return min(clean, key=lambda mh: (-mh[0], mh[1]))[1]
 
 
-def judge(h: float, pool: dict[float, np.ndarray], options: SearchOptions) -> dict:
+def judge(h: float, pool: dict, options: SearchOptions) -> dict:
     """One h at a rung, against the rung's leader among all candidates that reached it: the
     verdict ("cut" or "keep"), why, and the evidence."""
     scores, best = pool[h], leader(pool)
-    diverged = int(np.isnan(scores).sum())
-    out = {"h": h, "median": median(scores), "seeds": int(scores.size), "diverged": diverged, "leader": best,
+    diverged = _diverged(scores)
+    out = {"h": h, "median": median(scores), "seeds": len(scores), "diverged": diverged, "leader": best,
            "leader_median": None if best is None else median(pool[best]), "p": None, "margin": options.margin}
     if diverged:
         return {**out, "action": "cut", "why": "diverged"}
     if best is None or abs(best - h) < TOL:
         return {**out, "action": "keep", "why": "leader"}
+    from .stats import p_worse  # scipy: loaded only once there is something to judge
+
     p = p_worse(pool[best], scores, options.margin)
     out["p"] = None if math.isnan(p) else p
     if not math.isnan(p) and p <= 1 - options.level + TOL:

@@ -26,7 +26,6 @@ import pandas as pd
 
 from . import halving as H
 from .atomic import write_bytes_atomic
-from .errors import SpecError
 from .spec import Execution, RunSpec
 from .store import Store
 
@@ -97,28 +96,17 @@ class SearchResult:
 
 def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Block], int, int]:
     """The blocks of a grid's runs, with their coarse candidates; (blocks, grid's model-epochs,
-    budget in model-epochs). Refused before anything is written: a budget that cannot pay for the
-    first rung and the least kept candidates to the end."""
-    grouped: dict[RunSpec, dict[float, list[RunSpec]]] = {}
-    for spec in runs:
-        grouped.setdefault(spec.with_(h=0.0, seed=0), {}).setdefault(spec.h, []).append(spec)
-    grid_epochs = sum(spec.epochs for spec in runs)
-    budget = H.budget_epochs(options, grid_epochs)
+    budget in model-epochs). A budget too small is refused first (H.check_budget)."""
+    grid_epochs, budget = H.check_budget(runs, options)
+    grouped = H.grid_blocks(runs)
     blocks = []
     for key, by_h in grouped.items():
-        rungs = H.rungs_for(options, key.epochs, key.milestones)
         start = H.coarse(list(by_h), options.stride)
         block = Block(key.depth, key.train_noise, {h: sorted(s, key=lambda r: r.seed) for h, s in sorted(by_h.items())},
-                      key.epochs, rungs, budget // len(grouped), H.least_kept(len(start), options.keep))
+                      key.epochs, H.rungs_for(options, key.epochs, key.milestones), budget // len(grouped),
+                      H.least_kept(len(start), options.keep))
         block.candidates = {h: Candidate(h, "coarse") for h in start}
         blocks.append(block)
-    for block in blocks:
-        least = block.seeds * (len(block.candidates) * block.rungs[0] + block.least * (block.epochs - block.rungs[0]))
-        if least > block.budget:
-            need = math.ceil(least * len(blocks) / grid_epochs * 1000) / 1000
-            raise SpecError(f"--budget: {block.budget:,} model-epochs per depth cannot pay for the first rung "
-                            f"(epoch {block.rungs[0]}) and {block.least} h values to the end ({least:,}); "
-                            f"give at least --budget {need:g} (or more than {least * len(blocks):,} model-epochs)")
     return blocks, grid_epochs, budget
 
 

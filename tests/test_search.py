@@ -66,6 +66,9 @@ def test_coarse_start_refinement_at_log_midpoints_and_rungs_of_the_schedule():
     assert H.rungs_for(H.SearchOptions(rungs=(3, 5)), 8, ()) == (3, 5, 8)
     assert H.budget_epochs(H.SearchOptions(budget=0.3), 2400) == 720
     assert H.budget_epochs(H.SearchOptions(budget=500), 2400) == 500
+    from robustres.stats import LEVEL
+
+    assert H.SearchOptions().level == LEVEL
 
 
 @pytest.mark.parametrize("values, message", [
@@ -213,3 +216,33 @@ def test_two_searches_sharing_a_store_wait_for_each_others_runs_and_agree(tmp_pa
     epochs = Store(store).epochs()
     assert not epochs.duplicated(["run_id", "epoch"]).any()
     assert epochs.groupby("run_id").epoch.apply(lambda e: sorted(e) == list(range(1, len(e) + 1))).all()
+
+
+@pytest.mark.slow
+def test_on_a_terminal_each_rungs_table_shows_while_the_search_still_runs(tmp_path):
+    import pty
+
+    leader, follower = pty.openpty()
+    env = dict(os.environ, ROBUSTRES_STORE=str(tmp_path / "store"), ROBUSTRES_OFFLINE="1", COLUMNS="150")
+    proc = subprocess.Popen([sys.executable, "-m", "robustres", *SEARCH[:-1]], env=env, stdout=follower,
+                            stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    seen, running_at_first_rung = b"", None
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if running_at_first_rung is None and b"rung epoch 1" in seen:
+            running_at_first_rung = proc.poll() is None
+    proc.wait(timeout=120)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0, text[-2000:]
+    assert running_at_first_rung  # the first rung's decisions were on the screen before the search ended
+    assert "to epoch 1" in text  # the round's progress bar runs to its rung
+    for rung in ("rung epoch 1", "rung epoch 2", "rung epoch 4", "rung epoch 8", "robustres search "):
+        assert rung in text
+    assert text.index("rung epoch 1") < text.index("rung epoch 2") < text.index("robustres report")

@@ -116,6 +116,6 @@ def train_quietly(runs, execution: Execution, as_json: bool) -> list[dict]:
     from ..runner import train_runs
 
     if sys.stdout.isatty() and not as_json:
-        with RichReporter(render.console(), len(runs), transient=True) as reporter:
+        with RichReporter(render.console(), len(runs), transient=True, until=execution.stop_at) as reporter:
             return train_runs(runs, execution, reporter, waiting)
     return train_runs(runs, execution, Silent(), waiting)

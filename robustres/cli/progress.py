@@ -84,8 +84,10 @@ class PlainReporter:
 class RichReporter:
     """A live progress bar per pack: epochs done, with the range of its runs' test accuracy."""
 
-    def __init__(self, console: Console, total_runs: int = 0, transient: bool = False):
-        self.console = console
+    def __init__(self, console: Console, total_runs: int = 0, transient: bool = False, until: int | None = None):
+        # transient, until: a search's round, which trains to its rung `until` and then prints its
+        # decisions (so the bars go when it ends, and no line per diverged run).
+        self.console, self.transient, self.until = console, transient, until
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -109,7 +111,9 @@ class RichReporter:
             self.progress.stop_task(self.task)
         how = "fused" if fused or pack.k == 1 else "in turn"
         desc = f"[{index + 1}/{total}] {pack.k} run(s), {how}: {_members(pack)}"
-        self.task = self.progress.add_task(desc, total=pack.runs[0].epochs, completed=pack.start_epoch, stats="")
+        end = pack.runs[0].epochs if self.until is None else min(self.until, pack.runs[0].epochs)
+        desc += "" if self.until is None else f", to epoch {end}"
+        self.task = self.progress.add_task(desc, total=end, completed=pack.start_epoch, stats="")
         self.last = {}
 
     def step(self, done, total):
@@ -130,6 +134,8 @@ class RichReporter:
         if self.overall is not None:
             self.progress.update(self.overall, advance=1, stats=f"{self.counts['diverged']} diverged, "
                                                                f"{self.counts['failed']} failed")
+        if self.transient:
+            return
         if reused:
             if self.overall is None:
                 self.progress.console.print(f"{label(spec)}: {row['status']} in the store, not retrained")

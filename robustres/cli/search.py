@@ -54,7 +54,7 @@ def search(
 ) -> None:
     values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
     given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep}
-    from ..halving import make_options
+    from ..halving import check_budget, make_options
 
     search_options = make_options({**values.pop(SEARCH_KEY, {}), **{k: v for k, v in given.items() if v is not None}})
     execution = execution_of(values)
@@ -62,10 +62,10 @@ def search(
     if len({spec.dataset for spec in runs}) > 1:
         raise SpecError("search takes one dataset")
 
+    check_budget(runs, search_options)  # a budget too small is bad input, refused before torch starts
+    runs = resolve_precisions(runs, values, execution)
     from .. import search as S
 
-    S.make_blocks(runs, search_options)  # a budget too small is bad input, refused before torch starts
-    runs = resolve_precisions(runs, values, execution)
     out = render.console()
     live = sys.stdout.isatty() and not as_json
 
