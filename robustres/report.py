@@ -175,9 +175,12 @@ def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, sour
         missing = missing_slots(runs, slots)
         if missing:
             failures.append(f"{missing} of {len(slots)} runs of {source} are not finished in the store")
-    short = groups[groups.completed < min_seeds]
+    # An h a search cut has stopped runs, not too few seeds: the gate names it apart and passes it.
+    short = groups[(groups.completed < min_seeds) & (groups.stopped == 0)]
     if not short.empty and gates.min_seeds is not None:
-        failures.append(f"{len(short)} (depth, h) groups have fewer than {min_seeds} completed runs")
+        cut = int(((groups.completed < min_seeds) & (groups.stopped > 0)).sum())
+        failures.append(f"{len(short)} (depth, h) groups have fewer than {min_seeds} completed runs"
+                        + (f" ({cut} more were cut by a search: their runs are stopped)" if cut else ""))
     figures, summaries = [], []
     if plot_dir is not None:
         figures, summaries = draw(store, groups, runs, plot_dir)

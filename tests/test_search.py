@@ -123,6 +123,19 @@ def test_a_search_cuts_and_pauses_as_stopped_spends_within_its_budget_and_its_ru
     for h in cut - {3.0}:
         assert groups[h]["label"] == "stopped" and groups[h]["completed"] == 0 and groups[h]["stopped"] == 5
     assert json.loads(out)["recommendations"][0]["h"] == rec["h"]
+    # Its gates: an h the search cut is not "too few seeds" (its runs are stopped), and stopped runs
+    # are not finished grid points.
+    code, _, err = cli("report", "--min-seeds", "5")
+    assert code == 0, err
+    code, _, err = cli("report", "--min-seeds", "6")
+    assert code == 1 and "groups have fewer than 6 completed runs" in err and "cut by a search" in err
+    preset = tmp_path / "grid.yaml"
+    preset.write_text("dataset: two-moons\ndepths: [12]\nh: [0.01, 0.03, 0.1, 0.3, 1, 3]\nseeds: 5\nepochs: 8\n"
+                      "milestones: []\nn_train: 300\nn_test: 300\n")
+    unfinished = 30 - sum(r["status"] in ("completed", "diverged") for r in rows.values())
+    assert unfinished > sum(r["status"] == "stopped" for r in rows.values()) > 0
+    code, _, err = cli("report", "--config", preset, "--require-complete")
+    assert code == 1 and f"{unfinished} of 30 runs" in err  # stopped runs are not finished grid points
 
     # Run again: every decision is read back from the store, nothing trains, the same answer.
     code, again, _ = cli(*SEARCH)
