@@ -26,8 +26,9 @@ import statistics
 from dataclasses import dataclass
 
 from .errors import SpecError
+from .spec import MIN_SEEDS
 
-TOL = 1e-12
+TOL = 1e-12  # of a budget's float arithmetic (h values are compared exactly: they are the grid's floats)
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,15 @@ KEYS = tuple(SearchOptions.__dataclass_fields__)
 
 def _number(name: str, value, low: float, high: float, whole: bool = False):
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
             raise ValueError
-        number = int(value) if whole and float(value) == int(float(value)) else float(value)
+        number = float(value)
     except (TypeError, ValueError, OverflowError):
         raise SpecError(f"search {name}: {value!r} is not a {'whole ' if whole else ''}number") from None
-    if whole and not isinstance(number, int):
-        raise SpecError(f"search {name}: {value!r} is not a whole number")
+    if whole:
+        if not (math.isfinite(number) and number.is_integer()):
+            raise SpecError(f"search {name}: {value!r} is not a whole number")
+        number = int(number)
     if not (math.isfinite(number) and low <= number <= high):
         raise SpecError(f"search {name}: {value!r} must lie in [{low:g}, {high:g}]")
     return number
@@ -77,7 +80,9 @@ def make_options(values: dict) -> SearchOptions:
                             " nor a whole number of model-epochs (> 1)")
     if "rungs" in v:
         items = v["rungs"] if isinstance(v["rungs"], (list, tuple)) else str(v["rungs"]).split(",")
-        rungs = tuple(_number("rungs", str(x).strip(), 1, 10**6, whole=True) for x in items if str(x).strip())
+        if not items or any(not str(x).strip() for x in items):
+            raise SpecError(f"search rungs: {v['rungs']!r} has an empty item; give epochs, e.g. 4,8,20")
+        rungs = tuple(_number("rungs", x, 1, 10**6, whole=True) for x in items)
         if list(rungs) != sorted(set(rungs)):
             raise SpecError(f"search rungs: must be strictly increasing epochs, got {','.join(map(str, rungs))}")
         out["rungs"] = rungs
@@ -126,6 +131,10 @@ def check_budget(runs: list, options: SearchOptions) -> tuple[int, int]:
     """(the grid's model-epochs, the budget's); refused, naming the least that would do, when a
     depth's share cannot pay for the first rung and the least kept candidates to the end."""
     grouped = grid_blocks(runs)
+    seeds = min(len(s) for by_h in grouped.values() for s in by_h.values())
+    if seeds < MIN_SEEDS:
+        raise SpecError(f"--seeds: a search needs at least {MIN_SEEDS} seeds, got {seeds} (report recommends only an "
+                        f"h with {MIN_SEEDS} completed runs; a rung cuts a worse h only with 5 or more)")
     grid_epochs = sum(spec.epochs for spec in runs)
     budget = budget_epochs(options, grid_epochs)
     for key, by_h in grouped.items():
@@ -173,7 +182,7 @@ def judge(h: float, pool: dict, options: SearchOptions) -> dict:
            "leader_median": None if best is None else median(pool[best]), "p": None, "margin": options.margin}
     if diverged:
         return {**out, "action": "cut", "why": "diverged"}
-    if best is None or abs(best - h) < TOL:
+    if best is None or best == h:  # h values are the grid's own floats: compared exactly
         return {**out, "action": "keep", "why": "leader"}
     from .stats import p_worse  # scipy: loaded only once there is something to judge
 
@@ -192,20 +201,21 @@ def keep_least(verdicts: list[dict], alive_elsewhere: int, least: int) -> list[d
     return [{**v, "action": "keep", "why": "minimum kept"} if v["h"] in back else v for v in verdicts]
 
 
-def refinements(grid: list[float], tried: list[float], best: float) -> list[float]:
+def refinements(grid: list[float], tried: list[float], best: float, skipped: tuple = ()) -> list[float]:
     """Grid values between `best` and its nearest tried neighbour on each side, the one closest to
-    their log-midpoint (ties: the smaller h); none where the grid has nothing in between."""
+    their log-midpoint (ties: the smaller h); none where the grid has nothing in between, or where
+    that value was already `skipped` (proposed once, and the budget could not pay for it)."""
     out = []
-    below = [h for h in tried if h < best - TOL]
-    above = [h for h in tried if h > best + TOL]
+    below = [h for h in tried if h < best]
+    above = [h for h in tried if h > best]
     for neighbour in ([max(below)] if below else []) + ([min(above)] if above else []):
         lo, hi = sorted((best, neighbour))
-        inside = [h for h in grid if lo + TOL < h < hi - TOL and h not in tried]
+        inside = [h for h in grid if lo < h < hi and h not in tried]
         if inside:
             mid = math.log(lo * hi) / 2 if lo > 0 else math.log(hi)
             # Distances rounded, so that 0.2 and 0.5 around sqrt(0.1) tie exactly (and the smaller wins).
             out.append(min(inside, key=lambda h: (round(abs(math.log(h) - mid), 9) if h > 0 else math.inf, h)))
-    return out
+    return [h for h in out if h not in skipped]
 
 
 def pause_for_budget(ranked: list[tuple[float, int]], spare: int) -> tuple[list[float], list[float]]:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import halving as H
 from .atomic import write_bytes_atomic
+from .errors import StoreError
 from .spec import Execution, RunSpec
 from .store import Store
 
@@ -174,7 +175,9 @@ def refine(block: Block, store: Store) -> list[dict]:
         return []
     decisions = []
     spare = block.budget - block.spent()
-    for h in H.refinements(list(block.runs), list(block.candidates), best):
+    tried = [h for h, c in block.candidates.items() if c.state != "skipped"]
+    skipped = tuple(h for h, c in block.candidates.items() if c.state == "skipped")
+    for h in H.refinements(list(block.runs), tried, best, skipped):
         cost = block.seeds * block.epochs
         joins = cost <= spare
         spare -= cost if joins else 0
@@ -279,13 +282,27 @@ def run_search(runs: list[RunSpec], options: H.SearchOptions, execution: Executi
 
 
 def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """report's recommendation over the search's runs (stopped ones count as stopped, never as completed)."""
+    """report's recommendation over the search's runs as the search left them: the runs of a cut or
+    paused h count as stopped even if another command (a sweep) has finished them since, so the
+    answer is a function of the search's decisions (report over the store counts them finished)."""
     from . import report as R
 
-    ids = {row["run_id"] for b in blocks for row in b.rows.values()}
+    ids, left = set(), {}
+    for block in blocks:
+        for (h, _), row in block.rows.items():
+            ids.add(row["run_id"])
+            c = block.candidates[h]
+            seen_diverged = row["status"] == "diverged" and int(row["diverged_epoch"]) <= c.epoch
+            if c.state in ("cut", "paused") and not seen_diverged:
+                left[row["run_id"]] = row["status"]
     table = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
-    table = table[table.run_id.isin(ids)]
+    table = table[table.run_id.isin(ids)].copy()
+    table.loc[table.run_id.isin(left), "status"] = "stopped"
     groups, recs, warnings = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
+    moved = sum(status != "stopped" for status in left.values())
+    if moved:
+        warnings.append(f"{moved} run(s) this search stopped were trained on since by another command: counted "
+                        "here as the search left them (stopped); robustres report counts them as they are now")
     return groups, recs, warnings
 
 
@@ -307,11 +324,22 @@ def read_state(store: Store, ident: str) -> dict | None:
 
 def write_state(store: Store, ident: str, options: H.SearchOptions, decisions: list[dict], spent: int,
                 finished: bool) -> None:
+    """The state file, written atomically when it changes (a replay that changes nothing writes
+    nothing, so a finished search reads back from a read-only store)."""
     path = state_path(store, ident)
+    state = {"search_id": ident, "options": options.to_dict(), "finished": finished, "model_epochs": spent,
+             "decisions": plain(decisions)}
+    stored = read_state(store, ident)
+    if stored == state:
+        return
+    if stored is not None and not finished and stored.get("model_epochs", 0) >= spent and \
+            stored.get("decisions", [])[:len(state["decisions"])] == state["decisions"]:
+        return  # replaying rounds the file already holds (a resumed or repeated search)
     store.make_folder(path.parent)
-    blob = json.dumps({"search_id": ident, "options": options.to_dict(), "finished": finished,
-                       "model_epochs": spent, "decisions": plain(decisions)}, indent=1, allow_nan=False)
-    write_bytes_atomic(path, blob.encode())
+    try:
+        write_bytes_atomic(path, json.dumps(state, indent=1, allow_nan=False).encode())
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def same_start(previous: dict, decisions: list[dict]) -> bool:

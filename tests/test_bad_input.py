@@ -211,6 +211,8 @@ CASES = [
     (Q + ["--budget", "abc"], None, "search budget: 'abc' is not a number"),
     (Q + ["--budget", "0.01"], None, "give at least --budget"),
     (Q + ["--rungs", "9,3"], None, "must be strictly increasing"),
+    (Q + ["--rungs", ""], None, "has an empty item"),
+    (Q[:5] + ["--seeds", "2"], None, "a search needs at least 3 seeds, got 2"),
     (Q + ["--rungs", "500"], None, "past the schedule's 30 epochs"),
     (Q + ["--stride", "0"], None, "search stride"),
     (Q + ["--margin", "1.5"], None, "search margin"),

@@ -61,6 +61,12 @@ def test_coarse_start_refinement_at_log_midpoints_and_rungs_of_the_schedule():
     # = 0.032 (0.02 and 0.05 are as far in log: the smaller) and to sqrt(0.1) = 0.32 (0.2 and 0.5: 0.2).
     assert H.refinements(grid, [0.001, 0.01, 0.1, 1.0], 0.1) == [0.02, 0.2]
     assert H.refinements(grid, [0.02, 0.05, 0.1], 0.05) == []  # grid neighbours: nothing in between
+    # A value proposed once and skipped (no budget) is not proposed again, nor is it a neighbour.
+    assert H.refinements(grid, [0.001, 0.01, 0.1, 1.0], 0.1, skipped=(0.2,)) == [0.02]
+    # h values are compared exactly, however small.
+    tiny = {1e-14: np.array([0.9] * 5), 5e-14: np.array([0.8] * 5)}
+    assert [H.judge(h, tiny, H.SearchOptions())["why"] for h in tiny] == ["leader", "worse"]
+    assert H.make_options({"rungs": "4.0,8"}).rungs == (4, 8) and H.make_options({"stride": 2.0}).stride == 2
     assert H.rungs_for(H.SearchOptions(), 30, (20,)) == (4, 8, 15, 20, 30)
     assert H.rungs_for(H.SearchOptions(), 80, (40, 60)) == (10, 20, 40, 60, 80)
     assert H.rungs_for(H.SearchOptions(rungs=(3, 5)), 8, ()) == (3, 5, 8)
@@ -73,7 +79,8 @@ def test_coarse_start_refinement_at_log_midpoints_and_rungs_of_the_schedule():
 
 @pytest.mark.parametrize("values, message", [
     ({"budget": 0}, "budget"), ({"budget": "x"}, "budget"), ({"rungs": "5,3"}, "strictly increasing"),
-    ({"rungs": "2.5"}, "whole"), ({"stride": 0}, "stride"), ({"margin": 2}, "margin"), ({"keep": -1}, "keep"),
+    ({"rungs": "2.5"}, "whole"), ({"rungs": ""}, "empty item"), ({"rungs": "1,,4"}, "empty item"),
+    ({"stride": 0}, "stride"), ({"margin": 2}, "margin"), ({"keep": -1}, "keep"),
     ({"bogus": 1}, "unknown key"),
 ])
 def test_bad_search_options_name_the_option(values, message):
@@ -137,10 +144,13 @@ def test_a_search_cuts_and_pauses_as_stopped_spends_within_its_budget_and_its_ru
     code, _, err = cli("report", "--config", preset, "--require-complete")
     assert code == 1 and f"{unfinished} of 30 runs" in err  # stopped runs are not finished grid points
 
-    # Run again: every decision is read back from the store, nothing trains, the same answer.
+    # Run again: every decision is read back from the store, nothing trains, nothing is written
+    # (not even the state file: a finished search reads back from a read-only store), the same answer.
+    state_file = next((tmp_path / "store" / "searches").glob("*.json"))
+    written = state_file.stat().st_mtime_ns
     code, again, _ = cli(*SEARCH)
     assert code == 0 and json.loads(again) == result
-    assert _facts(_rows(tmp_path / "store")) == _facts(rows)
+    assert _facts(_rows(tmp_path / "store")) == _facts(rows) and state_file.stat().st_mtime_ns == written
 
     # The grid in a fresh store: the search's finished runs are the grid's, result for result; and a
     # sweep over the search's store takes its stopped runs on from their rungs to the same results.
@@ -155,6 +165,11 @@ def test_a_search_cuts_and_pauses_as_stopped_spends_within_its_budget_and_its_ru
     resumed = _rows(tmp_path / "store")
     assert {k: r["final_test_acc"] for k, r in resumed.items() if r["status"] == "completed"} == \
         {k: r["final_test_acc"] for k, r in grid.items() if r["status"] == "completed"}
+    # The search over that store still answers from its own decisions, and says that runs moved on.
+    code, after, _ = cli(*SEARCH)
+    after = json.loads(after)
+    assert code == 0 and after["recommendations"] == result["recommendations"]
+    assert after["decisions"] == result["decisions"] and any("trained on since" in w for w in after["warnings"])
 
 
 def test_a_preset_search_section_sets_the_options_and_flags_override_it(cli, tmp_path):

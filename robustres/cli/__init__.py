@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         return _interrupted()
     except Exception as exc:
+        if _SIGNALS and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            return _interrupted()  # the signal landed inside an import (scipy's turns it into ImportError)
         if not _is_usage_error(exc):
             raise
         if type(exc).__name__ != "NoArgsIsHelpError":  # the help text was shown already

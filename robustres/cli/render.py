@@ -153,12 +153,12 @@ def report_json(groups, recs, warnings, files) -> dict:
 
 def report_markdown(groups, recs, warnings) -> str:
     metric = groups.metric.iloc[0] if len(groups) else "final"
-    lines = [f"| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | median {metric} % | "
-             "CI | IQM % | diverged rate (CI) | label |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | stopped | median "
+             f"{metric} % | CI | IQM % | diverged rate (CI) | label |", "|---" * 15 + "|"]
     for r in groups.itertuples():
         lines.append(f"| {r.dataset} | {r.protocol} | {r.depth} | {r.train_noise:g} | {r.h:g} | {r.runs} | "
-                     f"{r.completed} | {r.diverged} | {r.failed} | {pct(r.median)} | {interval(r.ci_low, r.ci_high)} | "
-                     f"{pct(r.iqm)} | {rate_text(r)} | {r.label} |")
+                     f"{r.completed} | {r.diverged} | {r.failed} | {getattr(r, 'stopped', 0)} | {pct(r.median)} | "
+                     f"{interval(r.ci_low, r.ci_high)} | {pct(r.iqm)} | {rate_text(r)} | {r.label} |")
     lines.append("")
     for rec in recs:
         lines.append(f"- **{rec['dataset']}, depth {rec['depth']}**: {rec['reason']}")
@@ -175,8 +175,9 @@ def print_report(groups, recs, warnings) -> None:
         table = Table(title=f"robustres report: {dataset}" + (f" ({protocol})" if protocol else ""),
                       caption=f"metric: {metric} ({METRIC_TEXT[metric]}); CI: {level} % over seeds, test-set noise "
                               "included; diverged: rate of finished runs, Wilson CI")
-        cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail", f"median {metric} %",
-                                                          f"{level} % CI", "IQM %", "diverged", "label"]
+        stops = "stopped" in g and bool((g.stopped > 0).any())  # a search's store: its cut runs, counted apart
+        cols = ["depth"] + (["noise"] if noisy else []) + ["h", "runs", "done", "div", "fail"] + (
+            ["stop"] if stops else []) + [f"median {metric} %", f"{level} % CI", "IQM %", "diverged", "label"]
         for col in cols:
             table.add_column(col, justify="left" if col == "label" else "right")
         last = None
@@ -187,7 +188,8 @@ def print_report(groups, recs, warnings) -> None:
             last = block
             label = r.label + (" <- recommended" if r.label == "best" else "")
             table.add_row(str(r.depth), *([f"{r.train_noise:g}"] if noisy else []), f"{r.h:g}", str(r.runs),
-                          str(r.completed), str(r.diverged), str(r.failed), pct(r.median),
+                          str(r.completed), str(r.diverged), str(r.failed), *([str(r.stopped)] if stops else []),
+                          pct(r.median),
                           interval(r.ci_low, r.ci_high), pct(r.iqm), rate_text(r), label,
                           style="bold" if r.label == "best" else None)
         out.print(table)
@@ -301,7 +303,7 @@ def decision_text(d: dict) -> str:
         return f"{h} {'added' if action == 'add' else 'not added'}: {why}"
     if action == "pause":
         return f"{h} paused (stopped): {why}"
-    seeds = f"{d['seeds']} seeds"
+    seeds = f"{d['seeds']} seed{'s' if d['seeds'] != 1 else ''}"
     if why == "diverged":
         return f"{h} cut: diverged ({d['diverged']}/{d['seeds']} seeds)"
     versus = f"median {pct(d['median'])} % vs {pct(d['leader_median'])} % of h={d['leader']:g}"
