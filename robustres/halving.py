@@ -134,7 +134,7 @@ def check_budget(runs: list, options: SearchOptions) -> tuple[int, int]:
     seeds = min(len(s) for by_h in grouped.values() for s in by_h.values())
     if seeds < MIN_SEEDS:
         raise SpecError(f"--seeds: a search needs at least {MIN_SEEDS} seeds, got {seeds} (report recommends only an "
-                        f"h with {MIN_SEEDS} completed runs; a rung cuts a worse h only with 5 or more)")
+                        f"h with {MIN_SEEDS} completed runs; at level 0.95 a rung cuts a worse h only with 5 or more)")
     grid_epochs = sum(spec.epochs for spec in runs)
     budget = budget_epochs(options, grid_epochs)
     for key, by_h in grouped.items():

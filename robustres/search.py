@@ -44,6 +44,7 @@ class Candidate:
     origin: str  # coarse | refine
     epoch: int = 0  # the rung its runs reached
     state: str = "live"  # live | done (reached the end) | cut | paused | skipped (a refinement, no budget)
+    verdict: dict | None = None  # its last rung's judgement (a pause carries its evidence)
 
 
 @dataclass
@@ -122,11 +123,14 @@ def search_id(runs: list[RunSpec], options: H.SearchOptions) -> str:
 
 
 def scores_at(block: Block, store: Store, h: float, epoch: int) -> np.ndarray:
-    """Test accuracy of h's runs at `epoch`, seed by seed; NaN where a run had diverged by then."""
+    """Test accuracy of h's runs at `epoch`, seed by seed; NaN where a run diverged by then, or by
+    the epoch the search has taken h to (a candidate known to diverge later never leads a rung).
+    Both are part of the replayed state, so a resumed search sees the same."""
     out = []
+    horizon = max(epoch, block.candidates[h].epoch)
     for spec in block.runs[h]:
         row = block.rows[(h, spec.seed)]
-        if row["status"] == "diverged" and int(row["diverged_epoch"]) <= epoch:
+        if row["status"] == "diverged" and int(row["diverged_epoch"]) <= horizon:
             out.append(math.nan)
             continue
         if row["status"] == "failed":
@@ -146,13 +150,29 @@ def pool_at(block: Block, store: Store, epoch: int) -> dict[float, np.ndarray]:
 
 
 def stop_runs(block: Block, store: Store, h: float) -> None:
-    """A cut or paused candidate's runs: status `stopped` (those still `running`; results stay)."""
-    for spec in block.runs[h]:
-        row = block.rows.get((h, spec.seed))
-        if row is not None and row["status"] == "running":
-            row = {**row, "status": "stopped"}
-            store.put_run(row)
-            block.rows[(h, spec.seed)] = store.get_run(row["run_id"]) or row
+    """A cut or paused candidate's runs: status `stopped`, each only if the store still has it
+    `running` at the search's rung (another process may have taken it on), checked again under its
+    claim. A replay finds nothing to flip and writes nothing."""
+    from .claims import Claims
+
+    def waiting(row: dict | None) -> bool:
+        current = store.get_run(row["run_id"]) if row is not None else None
+        return current is not None and current["status"] == "running" and \
+            int(current.get("epochs_done") or 0) == block.candidates[h].epoch
+
+    keys = [(h, spec.seed) for spec in block.runs[h] if waiting(block.rows.get((h, spec.seed)))]
+    if not keys:
+        return
+    claims = Claims(store)
+    mine, _ = claims.take([block.rows[k]["run_id"] for k in keys])
+    try:
+        for key in keys:
+            run_id = block.rows[key]["run_id"]
+            if run_id in mine and waiting(block.rows[key]):
+                store.put_run({**store.get_run(run_id), "status": "stopped"})
+                block.rows[key] = store.get_run(run_id)
+    finally:
+        claims.release_all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +226,9 @@ def pause(block: Block, store: Store) -> list[dict]:
         c = block.candidates[h]
         c.state = "paused"
         stop_runs(block, store, h)
-        decisions.append({**block.tag(), "epoch": c.epoch, "h": h, "action": "pause", "origin": c.origin,
-                          "why": "budget: not shown worse, but the budget cannot carry it to the end"})
+        shown = "kept only as the minimum" if (c.verdict or {}).get("why") == "minimum kept" else "not shown worse"
+        decisions.append({**block.tag(), **(c.verdict or {}), "epoch": c.epoch, "h": h, "action": "pause",
+                          "origin": c.origin, "why": f"budget: {shown}, but the budget cannot carry it to the end"})
     return decisions
 
 
@@ -220,11 +241,12 @@ def judge(block: Block, store: Store, options: H.SearchOptions, trained: list[Ca
         verdicts = [H.judge(c.h, pool, options) for c in here]
         others = sum(c.state in ("live", "done") for c in block.candidates.values() if c not in here)
         for c, verdict in zip(here, H.keep_least(verdicts, others, block.least)):
-            if verdict["action"] == "cut":
+            if epoch >= block.epochs:  # at the end nothing is cut: the runs are finished, report judges them
+                c.state, verdict = "done", {**verdict, "action": "end"}
+            elif verdict["action"] == "cut":
                 c.state = "cut"
                 stop_runs(block, store, c.h)
-            elif epoch >= block.epochs:
-                c.state = "done"
+            c.verdict = verdict
             decisions.append({**block.tag(), "epoch": epoch, **verdict, "origin": c.origin})
     return decisions
 

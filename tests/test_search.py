@@ -274,3 +274,53 @@ def test_on_a_terminal_each_rungs_table_shows_while_the_search_still_runs(tmp_pa
     for rung in ("rung epoch 1", "rung epoch 2", "rung epoch 4", "rung epoch 8", "robustres search "):
         assert rung in text
     assert text.index("rung epoch 1") < text.index("rung epoch 2") < text.index("robustres report")
+
+
+class _Epochs:
+    """A store's epoch rows for search.judge, from {run_id: [test accuracy per epoch]}."""
+
+    def __init__(self, accuracies: dict):
+        self.accuracies = accuracies
+
+    def epochs(self, run_id):
+        import pandas as pd
+
+        acc = self.accuracies[run_id]
+        return pd.DataFrame({"epoch": range(1, len(acc) + 1), "test_acc": acc})
+
+    def get_run(self, run_id):
+        return None
+
+
+def _block(candidates: dict, rows: dict, epochs: int = 8):
+    from robustres import search as S
+    from robustres.spec import make_run_spec
+
+    runs = {h: [make_run_spec(dataset="two-moons", depth=4, h=h, seed=s, epochs=epochs) for s in range(5)]
+            for h in candidates}
+    block = S.Block(4, 0.0, runs, epochs, (2, 4, epochs), 10**6, 1)
+    block.candidates = {h: S.Candidate(h, "coarse", epoch=e, state=st) for h, (e, st) in candidates.items()}
+    for h, specs in runs.items():
+        for spec in specs:
+            block.rows[(h, spec.seed)] = {"run_id": f"{h}-{spec.seed}", **rows.get(h, {"status": "completed"})}
+    return block
+
+
+def test_nothing_is_cut_at_the_last_rung_and_a_candidate_known_to_diverge_never_leads():
+    from robustres import search as S
+
+    good, bad = [0.5, 0.6, 0.7, 0.8, 0.8, 0.8, 0.9, 0.95], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    # At the end: h=1 is worse with confidence, but its runs are finished; it ends, report judges it.
+    block = _block({0.1: (8, "live"), 1.0: (8, "live")}, {})
+    store = _Epochs({f"{h}-{s}": (good if h == 0.1 else bad) for h in (0.1, 1.0) for s in range(5)})
+    made = S.judge(block, store, H.SearchOptions(), list(block.candidates.values()))
+    assert [(d["h"], d["action"], d["why"]) for d in made] == [(0.1, "end", "leader"), (1.0, "end", "worse")]
+    assert {c.state for c in block.candidates.values()} == {"done"}
+    # h=2 led at epoch 4 but diverged at epoch 6 (the search took it to rung 8): a refinement
+    # judged at epoch 4 is compared with the best h that never diverged, not with h=2.
+    block = _block({2.0: (8, "cut"), 0.1: (4, "done"), 0.3: (4, "live")},
+                   {2.0: {"status": "diverged", "diverged_epoch": 6}})
+    store = _Epochs({**{f"2.0-{s}": [0.9] * 5 for s in range(5)}, **{f"0.1-{s}": [0.6] * 8 for s in range(5)},
+                     **{f"0.3-{s}": [0.7] * 8 for s in range(5)}})
+    (made,) = S.judge(block, store, H.SearchOptions(), [block.candidates[0.3]])
+    assert made["leader"] == 0.3 and made["why"] == "leader"

@@ -302,7 +302,12 @@ def decision_text(d: dict) -> str:
     if action in ("add", "skip"):
         return f"{h} {'added' if action == 'add' else 'not added'}: {why}"
     if action == "pause":
-        return f"{h} paused (stopped): {why}"
+        evidence = f" (median {pct(d['median'])} % vs {pct(d['leader_median'])} % of h={d['leader']:g}{_p(d)})" \
+            if d.get("leader") is not None and d.get("median") is not None and d["leader"] != d["h"] else ""
+        return f"{h} paused (stopped): {why}{evidence}"
+    if action == "end":
+        return f"{h} finished: " + decision_text({**d, "action": "keep" if why != "diverged" else "cut"}).split(
+            ": ", 1)[1] + ("" if why in ("leader", "not shown worse") else " (report judges the finished runs)")
     seeds = f"{d['seeds']} seed{'s' if d['seeds'] != 1 else ''}"
     if why == "diverged":
         return f"{h} cut: diverged ({d['diverged']}/{d['seeds']} seeds)"
