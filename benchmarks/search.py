@@ -92,6 +92,23 @@ def run_problem(name: str, values: dict, out: Path, data_dir: str, options: H.Se
             "decisions": len(result.decisions)}
 
 
+# The engine's measured H100 rates, K=10 fused, bf16 (RESULTS.md, "Fig. 6 CIFAR grid"): images per
+# second per pack of 10 models, by depth; a model-epoch is 50,000 training steps-images plus the
+# 10,000 test images (a forward, a third of a step).
+H100_RATES = {20: 105_834, 110: 23_079, 218: 11_888}
+IMAGES_PER_MODEL_EPOCH = 50_000 + 10_000 / 3
+
+
+def fig6_projection(ratio: float, budget: float) -> dict:
+    """The Fig. 6 question (3 depths x 14 h x 5 seeds x 80 epochs) on one H100: the grid, the
+    search's cap (the budget) and the search at the ratio measured on the CIFAR subsets."""
+    per_depth = 14 * 5 * 80  # model-epochs
+    hours = {d: per_depth * IMAGES_PER_MODEL_EPOCH / rate / 3600 for d, rate in H100_RATES.items()}
+    grid = sum(hours.values())
+    return {"grid_hours": grid, "cap_hours": budget * grid, "measured_ratio": ratio,
+            "search_hours_at_ratio": ratio * grid, "by_depth_grid_hours": hours}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=".data/cifar10-jpeg")
@@ -114,6 +131,13 @@ def main() -> None:
         print(f"{r['problem']}: grid {r['grid_seconds']:.0f} s, search {r['search_seconds']:.0f} s; late bloomers "
               f"(grid's best cut at a rung, of {r['late_bloomers']['blocks']} depths) by margin: "
               f"{r['late_bloomers']['cut_by_margin']}")
+    cifar = [r for r in results if r["problem"] == "cifar"]
+    if cifar:
+        projection = fig6_projection(cifar[0]["ratio"], options.budget)
+        print(f"Fig. 6 on one H100: grid {projection['grid_hours']:.1f} h; search at most "
+              f"{projection['cap_hours']:.1f} h (budget {options.budget:g}); at the CIFAR subsets' measured ratio "
+              f"{100 * projection['measured_ratio']:.0f} %: {projection['search_hours_at_ratio']:.1f} h")
+        results.append({"problem": "fig6-projection", **projection})
     target = Path(__file__).parent / "results" / "search.json"
     target.write_text(json.dumps(results, indent=1, default=float))
     if any(not math.isfinite(r["ratio"]) for r in results):
