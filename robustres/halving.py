@@ -14,9 +14,10 @@ of the scores the store holds (so a resumed search makes the same decisions).
 - At least `keep` of the coarse values (and 2) stay alive: the least-bad cut ones come back.
 - Refine: when no candidate is left in training, the grid values closest to the log-midpoints
   between the best finished h and its tried neighbours join, from epoch 0, through the same rungs.
-- Budget: a candidate that passed a rung is carried on only if the budget can pay for all carried
-  candidates to reach the end; otherwise the lowest-ranked are paused (stopped, reason "budget",
-  with the p-value showing they were not shown worse). The search never spends more than its budget.
+- Budget: a candidate that passed a rung trains on to the next rung only while the budget, after
+  that, still holds the way to the end for the best `least` of them; otherwise the lowest-ranked
+  are paused (stopped, reason "budget", with their rung's evidence). The search never spends more
+  than its budget, and pauses as late as it can, where the ranking knows the most.
 """
 
 from __future__ import annotations
@@ -218,14 +219,16 @@ def refinements(grid: list[float], tried: list[float], best: float, skipped: tup
     return [h for h in out if h not in skipped]
 
 
-def pause_for_budget(ranked: list[tuple[float, int]], spare: int) -> tuple[list[float], list[float]]:
-    """Carry on the best-ranked candidates whose costs to the end (h, model-epochs) fit in `spare`;
-    `ranked` is best first. Returns (carried, paused)."""
-    carried, paused = [], []
-    for h, cost in ranked:
-        if cost <= spare:
-            carried.append(h)
-            spare -= cost
-        else:
-            paused.append(h)
-    return carried, paused
+def pause_for_budget(ranked: list[tuple[float, int, int]], spare: int, least: int) -> tuple[list[float], list[float]]:
+    """Which candidates train on to their next rung, best first: the longest prefix of `ranked`
+    ((h, cost to the next rung, cost from there to the end), best first) whose next segments, plus
+    the rest of the way for its best `least`, fit in `spare`. So the budget always holds the way to
+    the end for `least` of them, and the others are paused at the latest rung that must pause them,
+    where the ranking knows the most. Returns (carried, paused)."""
+    k, total = 0, 0
+    for i, (_, segment, rest) in enumerate(ranked):
+        if total + segment + (rest if i < least else 0) > spare:
+            break
+        total += segment + (rest if i < least else 0)
+        k = i + 1
+    return [h for h, _, _ in ranked[:k]], [h for h, _, _ in ranked[k:]]

@@ -211,16 +211,18 @@ def refine(block: Block, store: Store) -> list[dict]:
 
 
 def pause(block: Block, store: Store) -> list[dict]:
-    """Carry on only the candidates past a rung that the budget can take to the end, best first."""
+    """Carry the candidates past a rung on to their next one, best first, while the budget still
+    holds the way to the end for the least kept of them (H.pause_for_budget); pause the others."""
     started = [c for c in live(block) if c.epoch > 0]
     fresh = [c for c in live(block) if c.epoch == 0]
     spare = block.budget - block.spent() - sum(block.seeds * block.rungs[0] for _ in fresh)
     ranked = []
     for c in started:
         scores = scores_at(block, store, c.h, c.epoch)
-        ranked.append((H.median(scores), c.h, block.seeds * (block.epochs - c.epoch)))
+        step = next_rung(block, c)
+        ranked.append((H.median(scores), c.h, block.seeds * (step - c.epoch), block.seeds * (block.epochs - step)))
     ranked.sort(key=lambda t: (-t[0], t[1]))
-    _, paused = H.pause_for_budget([(h, cost) for _, h, cost in ranked], spare)
+    _, paused = H.pause_for_budget([(h, seg, rest) for _, h, seg, rest in ranked], spare, block.least)
     decisions = []
     for h in paused:
         c = block.candidates[h]

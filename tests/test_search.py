@@ -53,6 +53,14 @@ def test_the_least_bad_cut_values_come_back_to_keep_the_minimum_alive():
     assert H.least_kept(5, 0.25) == 2 and H.least_kept(13, 0.25) == 4 and H.least_kept(1, 0.25) == 1
 
 
+def test_the_budget_carries_candidates_rung_by_rung_and_always_holds_the_way_to_the_end_for_the_least():
+    ranked = [(0.2, 5, 20), (1.0, 5, 20), (0.05, 5, 20), (0.01, 5, 20)]  # best first: (h, to next rung, rest)
+    # 56 spare: the best two need 25 each (next rung and the rest of the way), a third only 5 more.
+    assert H.pause_for_budget(ranked, 56, least=2) == ([0.2, 1.0, 0.05], [0.01])
+    assert H.pause_for_budget(ranked, 49, least=2) == ([0.2], [1.0, 0.05, 0.01])
+    assert H.pause_for_budget(ranked, 20, least=1) == ([], [0.2, 1.0, 0.05, 0.01])
+
+
 def test_coarse_start_refinement_at_log_midpoints_and_rungs_of_the_schedule():
     grid = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     assert H.coarse(grid, 2) == [0.001, 0.005, 0.02, 0.1, 0.5, 1.0]
