@@ -140,7 +140,7 @@ def main() -> None:
         results.append({"problem": "fig6-projection", **projection})
     target = Path(__file__).parent / "results" / "search.json"
     target.write_text(json.dumps(results, indent=1, default=float))
-    if any(not math.isfinite(r["ratio"]) for r in results):
+    if any(not math.isfinite(r.get("ratio", 0.0)) for r in results):
         raise SystemExit(1)
 
 

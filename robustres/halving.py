@@ -39,7 +39,10 @@ class SearchOptions:
     budget: float = 0.3  # <= 1: a fraction of the full grid's model-epochs; > 1: model-epochs
     rungs: tuple[int, ...] = ()  # epochs where h values are compared; (): from the schedule
     stride: int = 2  # start with every stride-th h of the grid (both ends)
-    margin: float = 0.01  # cut only h worse than the leader by more than this (accuracy, 0..1)
+    # Cut only h worse than the leader by more than this (accuracy, 0..1). 0.02: on the benchmark's
+    # 9 depths the grid's best would have been cut at some rung 3 times with no margin, once with
+    # 0.01, never with 0.02 (benchmarks/RESULTS.md, "Search").
+    margin: float = 0.02
     keep: float = 0.25  # always keep at least this fraction of the starting h values alive
     level: float = 0.95  # confidence of a cut: p <= 1 - level (stats.LEVEL; scipy loads only to judge)
 

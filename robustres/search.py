@@ -230,7 +230,8 @@ def pause(block: Block, store: Store) -> list[dict]:
         stop_runs(block, store, h)
         shown = "kept only as the minimum" if (c.verdict or {}).get("why") == "minimum kept" else "not shown worse"
         decisions.append({**block.tag(), **(c.verdict or {}), "epoch": c.epoch, "h": h, "action": "pause",
-                          "origin": c.origin, "why": f"budget: {shown}, but the budget cannot carry it to the end"})
+                          "origin": c.origin, "why": f"budget: {shown}, but carrying it on would leave too "
+                                                     f"little to take the best {block.least} to the end"})
     return decisions
 
 

@@ -47,7 +47,7 @@ def search(
     stride: Annotated[Optional[str], _option("Start with every N-th h of the grid (default 2).", "N")] = None,
     margin: Annotated[Optional[str], _option(
         "Cut an h only if worse than the rung's leader by more than this accuracy, with confidence "
-        "(default 0.01: one point).", "ACC")] = None,
+        "(default 0.02: two points, against late bloomers).", "ACC")] = None,
     keep: Annotated[Optional[str], _option(
         "Always keep at least this share of the starting h values (and 2) alive (default 0.25).", "SHARE")] = None,
     as_json: AsJson = False,
