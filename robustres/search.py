@@ -322,9 +322,10 @@ def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict],
                 left[row["run_id"]] = row["status"]
     table = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
     table = table[table.run_id.isin(ids)].copy()
-    table.loc[table.run_id.isin(left), "status"] = "stopped"
+    mine = table.run_id.isin(left)
+    moved = int((mine & table.status.isin(["completed", "diverged"])).sum())  # finished since by another command
+    table.loc[mine, "status"] = "stopped"
     groups, recs, warnings = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
-    moved = sum(status != "stopped" for status in left.values())
     if moved:
         warnings.append(f"{moved} run(s) this search stopped were trained on since by another command: counted "
                         "here as the search left them (stopped); robustres report counts them as they are now")
