@@ -77,3 +77,6 @@ Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", metavar="SEEDS", show_default=False, help="5 (seeds 0..4), 7,8,9 (those) or 3..6 (a range).")]
 Depths = Annotated[Optional[str], typer.Option("--depths", metavar="LIST", show_default=False,
                                                help="Depths, comma-separated, e.g. 20,110,218.")]
+TrainNoise = Annotated[Optional[str], typer.Option(
+    "--train-noise", metavar="LIST", show_default=False,
+    help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2 (a search searches each on its own).")]

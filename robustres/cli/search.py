@@ -12,7 +12,7 @@ from ..spec import SpecError
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_quietly
-from .options import AsJson, Config, Depths, HGrid, Seeds, execution_options, run_options, with_options
+from .options import AsJson, Config, Depths, HGrid, Seeds, TrainNoise, execution_options, run_options, with_options
 
 HELP = ("Find the h to use at each depth without training the whole grid: start from every other h of the grid, "
         "compare them seed by seed at rungs of the schedule, cut only those that diverged or are worse with "
@@ -36,8 +36,7 @@ def search(
     depths: Depths = None,
     h: HGrid = None,
     seeds: Seeds = None,
-    train_noise: Annotated[Optional[str], typer.Option(
-        metavar="LIST", show_default=False, help="Training-noise levels, comma-separated; one search each.")] = None,
+    train_noise: TrainNoise = None,
     budget: Annotated[Optional[str], _option(
         "At most this share of the full grid's model-epochs (0.3: 30 %, the default), or, above 1, this many "
         "model-epochs.", "B")] = None,

@@ -11,7 +11,18 @@ from ..grid import merge_preset, sweep_runs
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
-from .options import AsJson, Config, Depths, Force, HGrid, Seeds, execution_options, run_options, with_options
+from .options import (
+    AsJson,
+    Config,
+    Depths,
+    Force,
+    HGrid,
+    Seeds,
+    TrainNoise,
+    execution_options,
+    run_options,
+    with_options,
+)
 
 HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record. Runs already completed or "
         "diverged in the store are skipped; an interrupted sweep resumes where it stopped when the same command "
@@ -29,8 +40,7 @@ def sweep(
     depths: Depths = None,
     h: HGrid = None,
     seeds: Seeds = None,
-    train_noise: Annotated[Optional[str], typer.Option(
-        metavar="LIST", show_default=False, help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2.")] = None,
+    train_noise: TrainNoise = None,
     force: Force = False,
     as_json: AsJson = False,
     dry_run: Annotated[bool, typer.Option(
