@@ -43,10 +43,12 @@ def execution_options(*, sweep: bool = False, names: tuple[str, ...] | None = No
     return [_option(f, EXECUTION_TYPES) for f in chosen]
 
 
-def with_options(*groups: list[inspect.Parameter]):
-    """Add the options of `groups` to a command; it gets those given as `options` (a dict)."""
+def with_options(*groups: list[inspect.Parameter], lead: list[inspect.Parameter] = ()):
+    """Add the options of `groups` (and of `lead`, listed first in --help) to a command; it gets
+    those given as `options` (a dict)."""
+    lead = list(lead)
     added = [p for group in groups for p in group]
-    names = [p.name for p in added]
+    names = [p.name for p in lead + added]
 
     def decorate(command):
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
@@ -56,8 +58,8 @@ def with_options(*groups: list[inspect.Parameter]):
             given = {n: kwargs.pop(n) for n in names if n in kwargs}
             return command(options={k: v for k, v in given.items() if v is not None}, **kwargs)
 
-        wrapper.__signature__ = inspect.Signature(own + added)
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+        wrapper.__signature__ = inspect.Signature(lead + own + added)
+        wrapper.__annotations__ = {p.name: p.annotation for p in lead + own + added}
         del wrapper.__wrapped__  # typer must see the new signature, not the command's
         return wrapper
 
@@ -80,3 +82,11 @@ Depths = Annotated[Optional[str], typer.Option("--depths", metavar="LIST", show_
 TrainNoise = Annotated[Optional[str], typer.Option(
     "--train-noise", metavar="LIST", show_default=False,
     help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2 (a search searches each on its own).")]
+
+
+def grid_options() -> list[inspect.Parameter]:
+    """The grid's options, shared by sweep and search: --config, --depths, --h, --seeds, --train-noise
+    (given ones land in `options` under config, depths, h, seeds, train_noise)."""
+    kinds = {"config": Config, "depths": Depths, "h": HGrid, "seeds": Seeds, "train_noise": TrainNoise}
+    return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
+            for name, kind in kinds.items()]

@@ -12,7 +12,7 @@ from ..spec import SpecError
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_quietly
-from .options import AsJson, Config, Depths, HGrid, Seeds, TrainNoise, execution_options, run_options, with_options
+from .options import AsJson, execution_options, grid_options, run_options, with_options
 
 HELP = ("Find the h to use at each depth without training the whole grid: start from every other h of the grid, "
         "compare them seed by seed at rungs of the schedule, cut only those that diverged or are worse with "
@@ -29,14 +29,9 @@ def _option(help_text: str, metavar: str):
              epilog=examples("robustres search --dataset two-moons --depths 10,30 --h 0.01..2 --seeds 5",
                              "robustres search --config fig6-cifar10 --budget 0.25",
                              "robustres search --dataset two-moons --depths 30 --h 0.001..10 --seeds 5 --json"))
-@with_options(run_options(), execution_options(sweep=True))
+@with_options(run_options(), execution_options(sweep=True), lead=grid_options())
 def search(
     options: dict,
-    config: Config = None,
-    depths: Depths = None,
-    h: HGrid = None,
-    seeds: Seeds = None,
-    train_noise: TrainNoise = None,
     budget: Annotated[Optional[str], _option(
         "At most this share of the full grid's model-epochs (0.3: 30 %, the default), or, above 1, this many "
         "model-epochs.", "B")] = None,
@@ -51,7 +46,8 @@ def search(
         "Always keep at least this share of the starting h values (and 2) alive (default 0.25).", "SHARE")] = None,
     as_json: AsJson = False,
 ) -> None:
-    values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
+    config = options.pop("config", None)
+    values = merge_preset(config, options)
     given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep}
     from ..halving import check_budget, make_options
 

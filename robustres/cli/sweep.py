@@ -11,18 +11,7 @@ from ..grid import merge_preset, sweep_runs
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
-from .options import (
-    AsJson,
-    Config,
-    Depths,
-    Force,
-    HGrid,
-    Seeds,
-    TrainNoise,
-    execution_options,
-    run_options,
-    with_options,
-)
+from .options import AsJson, Force, execution_options, grid_options, run_options, with_options
 
 HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record. Runs already completed or "
         "diverged in the store are skipped; an interrupted sweep resumes where it stopped when the same command "
@@ -33,14 +22,9 @@ HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, r
              epilog=examples("robustres sweep --config quick-moons",
                              "robustres sweep --dataset two-moons --depths 4,30 --h 0.01..2 --seeds 3 --epochs 30",
                              "robustres sweep --config fig6-cifar10 --dry-run"))
-@with_options(run_options(), execution_options(sweep=True))
+@with_options(run_options(), execution_options(sweep=True), lead=grid_options())
 def sweep(
     options: dict,
-    config: Config = None,
-    depths: Depths = None,
-    h: HGrid = None,
-    seeds: Seeds = None,
-    train_noise: TrainNoise = None,
     force: Force = False,
     as_json: AsJson = False,
     dry_run: Annotated[bool, typer.Option(
@@ -51,7 +35,8 @@ def sweep(
     if list_presets:
         render.print_presets(presets())
         raise typer.Exit(EXIT_OK)
-    values = merge_preset(config, {**options, "depths": depths, "h": h, "seeds": seeds, "train_noise": train_noise})
+    config = options.pop("config", None)
+    values = merge_preset(config, options)
     run_sweep(values, config, force, as_json, dry_run)
 
 
