@@ -241,13 +241,25 @@ def test_two_searches_sharing_a_store_wait_for_each_others_runs_and_agree(tmp_pa
     store = tmp_path / "store"
     first = _search(store)
     deadline = time.time() + 120
-    while time.time() < deadline and not list((store / "claims").glob("*.json")):
-        time.sleep(0.02)  # the first search holds its claims
-    second = _search(store)
+    while time.time() < deadline and not list((store / "claims").glob("*.json")) and first.poll() is None:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGSTOP)  # frozen while it holds its claims: alive, so they are not stale
+    try:
+        log = tmp_path / "second.err"
+        with log.open("w") as err_file:
+            env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1")
+            second = subprocess.Popen([sys.executable, "-m", "robustres", *SEARCH, "--checkpoint-every", "0"],
+                                      env=env, stdout=subprocess.PIPE, stderr=err_file, text=True)
+            while time.time() < deadline + 120 and "waiting for" not in log.read_text() and second.poll() is None:
+                time.sleep(0.05)
+            waited = "waiting for" in log.read_text()  # it found the first's runs and waited, not trained them
+    finally:
+        first.send_signal(signal.SIGCONT)
     out_a, err_a = first.communicate(timeout=600)
-    out_b, err_b = second.communicate(timeout=600)
+    out_b, _ = second.communicate(timeout=600)
+    err_b = log.read_text()
     assert first.returncode == 0 and second.returncode == 0, (err_a, err_b)
-    assert "waiting for" in err_b  # it found runs the first was training, and waited instead of training them
+    assert waited, err_b
     assert json.loads(out_a) == json.loads(out_b)
     epochs = Store(store).epochs()
     assert not epochs.duplicated(["run_id", "epoch"]).any()
