@@ -8,7 +8,10 @@ times, then run the same command to the end. Checks, per trial:
 - at the end, every planned run is present exactly once, no temporary file or claim is left, and
   `report` reads the store with no warning;
 - runs that were finished at a kill were not trained again (their files are untouched);
-- final status and test accuracy of every run equal those of an uninterrupted sweep, bit for bit.
+- final status and test accuracy of every run equal those of an uninterrupted sweep, bit for bit,
+  and so does every epoch row (losses and accuracies): a resumed pack holds the runs it started
+  with, and a pack's checkpoints are saved all or nothing, so no run resumes beside other mates;
+- no checkpoint's `.prev` (the state before a pack's save) is left.
 
     python -m benchmarks.kill_suite --trials 20 --seed 0
 
@@ -34,9 +37,8 @@ import torch
 
 from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store, read_run_file
 
-# --fuse: every process runs the packs the same way. Left to the engine, the choice is timed, and a
-# loaded machine can flip it between two processes; fused and in turn differ by float rounding, so
-# the bit-for-bit comparison with the uninterrupted sweep would then test the load, not the resume.
+# --fuse: every process runs the packs the same way, whatever the engine's rule for the device
+# says (fused and in turn differ by float rounding, and the comparison is bit for bit).
 SWEEP = ["sweep", "--dataset", "two-moons", "--depths", "3,6", "--h", "0.1,0.5,1", "--seeds", "2",
          "--epochs", "40", "--pack-size", "3", "--checkpoint-every", "0", "--fuse", "--json"]
 PLANNED = 12
@@ -58,6 +60,16 @@ def _command(store: Path) -> tuple[list[str], dict]:
     env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1",
                PYTHONUNBUFFERED="1")
     return [sys.executable, "-m", "robustres", *SWEEP], env
+
+
+EPOCH_FIELDS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+
+
+def epoch_rows(store: Store) -> dict:
+    """run_id -> [(epoch, train_loss, train_acc, test_loss, test_acc), ...] in epoch order."""
+    rows = store.epochs().sort_values(["run_id", "epoch"])
+    return {run_id: [tuple(r) for r in group[["epoch", *EPOCH_FIELDS]].itertuples(index=False)]
+            for run_id, group in rows.groupby("run_id")}
 
 
 def reference(workdir: Path) -> tuple[dict, float]:
@@ -138,6 +150,10 @@ def trial(workdir: Path, rng: random.Random, expected: dict, seconds: float, cou
         if final != expected:
             diff = [r for r in expected if final.get(r) != expected[r]]
             problems.append(f"{len(diff)} runs differ from the uninterrupted sweep")
+        mine, theirs = epoch_rows(Store(store_dir)), epoch_rows(Store(workdir / "whole"))
+        diff = [r for r in theirs if mine.get(r) != theirs[r]]
+        if diff:
+            problems.append(f"{len(diff)} runs' epoch rows differ from the uninterrupted sweep's")
     files = sorted(p.name for p in store.runs_dir.glob("*.parquet"))
     if files != sorted(f"{r}.parquet" for r in expected):
         problems.append(f"run files {len(files)}, planned {len(expected)}")
@@ -147,6 +163,7 @@ def trial(workdir: Path, rng: random.Random, expected: dict, seconds: float, cou
         problems.append(f"store rows {len(runs)} (unique: {runs.run_id.is_unique}), warnings {check.warnings}")
     leftovers = [str(p.relative_to(store_dir)) for p in store_dir.rglob("*.tmp")]
     leftovers += [str(p.relative_to(store_dir)) for p in (store_dir / "claims").glob("*.json")]
+    leftovers += [str(p.relative_to(store_dir)) for p in store.checkpoints_dir.glob("*.prev")]
     if leftovers:
         problems.append(f"left behind: {leftovers}")
     retrained = [r for r, stamps in untouched.items()

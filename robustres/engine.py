@@ -5,11 +5,16 @@ fused along the channel axis (grouped convolutions, per-model h, see models.py) 
 `fuse=True` makes the whole pack one unit, `fuse=False` makes every model its own unit, stepped in
 turn. Both compute the same thing: each model sees its own minibatch, its own augmentation and
 noise, and gets the gradient of its own loss. Which one is faster depends on the device, so by
-default it is measured (tuning.py).
+default a rule per device and model decides (tuning.FUSE_RULES, from measurements).
 
 Every random choice is a hash of (seed, epoch, step, ...), see data.py, and every model is
-initialised from its own seed; so a run trains identically alone or in any pack, and resuming from
-an end-of-epoch checkpoint continues exactly as an uninterrupted run would (bitwise on the CPU).
+initialised from its own seed; so a run sees the same data, noise and initial weights alone or in
+any pack. Its arithmetic is the same only to float rounding: the kernels of a fused pack (grouped
+convolutions, batched products) sum in orders that depend on how many models it holds, and over
+many epochs those roundings grow into visible differences (a third decimal of accuracy). So the
+planner cuts packs from the whole request, never from what is left of it (plan.make_packs), and a
+pack's checkpoints are saved all or nothing (checkpoints.save_pack): resuming from an end-of-epoch
+checkpoint continues exactly as an uninterrupted run would (bitwise on the CPU).
 
 A model whose loss becomes non-finite is *diverged*: its loss is masked out of the sum at once (on
 the device, no synchronisation), and at the end of the epoch its slices are zeroed and frozen.
@@ -29,7 +34,7 @@ import torch
 
 from . import data as D
 from . import transforms as T
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, save_pack, settle
 from .models import count_flops, count_params, init_model, steps_per_epoch
 from .spec import RunSpec
 from .tuning import choose_fuse
@@ -148,11 +153,11 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
         if len(dead) == len(specs):
             break
 
-        # Evaluate, record the epoch, and checkpoint every living run when it is time.
+        # Evaluate, record the epoch, and checkpoint every living run when it is time: all of them
+        # or (killed meanwhile) none.
         save = epoch + 1 == last_epoch or time.perf_counter() - last_save >= options.checkpoint_seconds
-        for unit in units:
-            record_epoch(unit, data, specs, outcomes, dead, epoch, lr, started,
-                         checkpoints if save else None, fuse)
+        save_pack([item for unit in units for item in record_epoch(unit, data, specs, outcomes, dead, epoch, lr,
+                                                                   started, checkpoints if save else None, fuse)])
         last_save = time.perf_counter() if save else last_save
         for i in (i for i, _ in enumerate(outcomes) if on_epoch is not None and i not in dead):
             on_epoch(i, outcomes[i].history[-1], save)
@@ -176,6 +181,7 @@ def set_device_flags(device: torch.device) -> None:
 def resume(specs: list[RunSpec],
            checkpoints: list[Path | None]) -> tuple[list[dict] | None, list[Outcome], bool | None]:
     """(the runs' saved states or None, their outcomes so far, how the pack executed or None)."""
+    settle([path for path in checkpoints if path is not None])
     saved = [load_checkpoint(path, spec.run_id) for spec, path in zip(specs, checkpoints)]
     done = {len(s["history"]) if s else 0 for s in saved}
     if len(done) > 1:
@@ -241,11 +247,14 @@ def mark_diverged(unit: Unit, outcomes: list[Outcome], dead: set[int], epoch: in
 
 
 def record_epoch(unit: Unit, data: D.Data, specs: list[RunSpec], outcomes: list[Outcome], dead: set[int],
-                 epoch: int, lr: float, started: float, checkpoints: list[Path | None] | None, fused: bool) -> None:
-    """Test the unit's models, append each living run's EpochRecord, and checkpoint it if asked."""
+                 epoch: int, lr: float, started: float, checkpoints: list[Path | None] | None,
+                 fused: bool) -> list[tuple[Path, dict]]:
+    """Test the unit's models and append each living run's EpochRecord; returns the (path, state)
+    checkpoints to save when asked for them."""
     test_loss, test_acc = unit.evaluate(data)
     n = len(data.train_y)
     train_loss, train_acc = (unit.loss_sum / n).tolist(), (unit.correct.double() / n).tolist()
+    saving = []
     for j, i in enumerate(unit.members):
         if i in dead:
             continue
@@ -255,7 +264,8 @@ def record_epoch(unit: Unit, data: D.Data, specs: list[RunSpec], outcomes: list[
         outcomes[i].seconds += seconds
         if checkpoints is not None and checkpoints[i] is not None:
             model_state, optimizer_state = unit.checkpoint_state(j)
-            save_checkpoint(checkpoints[i], {
+            saving.append((checkpoints[i], {
                 "run_id": specs[i].run_id, "model": model_state, "optimizer": optimizer_state,
                 "history": [asdict(r) for r in outcomes[i].history], "seconds": outcomes[i].seconds,
-                "layer_stats": outcomes[i].layer_stats, "fused": fused})
+                "layer_stats": outcomes[i].layer_stats, "fused": fused}))
+    return saving

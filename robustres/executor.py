@@ -218,6 +218,7 @@ class Survey:
     epochs_done: dict[str, int]  # run_id -> epochs in its checkpoint
     elsewhere: dict[str, dict] = field(default_factory=dict)  # run_id -> the live process training it
     claims: Claims | None = None  # the claims this process holds on `todo` (see `begin`)
+    requested: list[RunSpec] = field(default_factory=list)  # every run asked for: packs are cut from these
 
     def release(self, specs) -> None:
         if self.claims is not None:
@@ -243,7 +244,7 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
         saved = None if execution.force or not checkpoints else load_checkpoint(
             store.checkpoint_path(spec.run_id), spec.run_id)
         done[spec.run_id] = len(saved["history"]) if saved else 0
-    return Survey(finished, todo, done)
+    return Survey(finished, todo, done, requested=list(runs))
 
 
 def reached_stop(row: dict, stop_at: int | None) -> bool:
@@ -277,7 +278,8 @@ def begin(runs: list[RunSpec], execution: Execution, reporter: Reporter) -> tupl
         mine = set(mine)
         # Look again now that the runs are ours: another process may have finished one meanwhile.
         again = survey([s for s in work.todo if s.run_id in mine], execution)
-        work = Survey({**work.finished, **again.finished}, again.todo, again.epochs_done, elsewhere, claims)
+        work = Survey({**work.finished, **again.finished}, again.todo, again.epochs_done, elsewhere, claims,
+                      requested=list(runs))
         claims.release(list(again.finished))
     Claims(store).clear_stale(list(work.finished))
     rows: dict[str, dict] = dict(work.finished)
@@ -328,14 +330,17 @@ def execute(runs: list[RunSpec], execution: Execution, datasets: dict[tuple, D.D
     store, work, rows = begin(runs, execution, reporter)
     try:
         runner = PackRunner(store, device, options, reporter)
-        for group in by_data(work.todo):  # one dataset on the device at a time
+        todo = {spec.run_id for spec in work.todo}
+        for group in by_data(runs):  # one dataset on the device at a time
+            if not any(spec.run_id in todo for spec in group):
+                continue
             key = data_key(group[0])
             data = datasets[key].to(device)
             measured = None if execution.pack_size else tuning.auto_pack_size(group, data, device, options)
             shape, classes = data.input_shape, data.num_classes
             flops = lambda spec: flops_per_image(spec, shape, classes)  # noqa: E731
             packs = [p for p, _ in plan_group(group, pack_size(execution.pack_size, group, measured),
-                                              work.epochs_done, flops, len(data.train_y))]
+                                              work.epochs_done, flops, len(data.train_y), work.todo)]
             for index, pack in enumerate(packs):
                 fused = tuning.choose_fuse(pack.runs, device, options)
                 reporter.pack_started(pack, index, len(packs), fused)

@@ -59,18 +59,32 @@ def pack_size(requested: int | None, group: list[RunSpec], measured: int | None 
     return min(len(group), AUTO_PACK_CAP)
 
 
-def make_packs(runs: list[RunSpec], size: int | None, epochs_done: dict[str, int] | None = None) -> list[Pack]:
-    """Group `runs` (in order) into packs of at most `size` runs (None: no limit)."""
+def make_packs(runs: list[RunSpec], size: int | None, epochs_done: dict[str, int] | None = None,
+               todo: list[RunSpec] | None = None) -> list[Pack]:
+    """Group `runs` (in order) into packs of at most `size` runs (None: no limit), keeping only the
+    runs in `todo` (default: all).
+
+    Packs are cut from the whole request and only then thinned to what is left to train, so a
+    resumed run trains beside the very pack-mates it started with (a fused pack computes each
+    model alike only to float rounding, so its mates are part of its result). Runs of one pack
+    whose checkpoints are at different epochs (a search's runs paused at different rungs) become
+    one pack per epoch.
+    """
     epochs_done = epochs_done or {}
-    groups: dict[tuple, list[RunSpec]] = {}
+    left = None if todo is None else {spec.run_id for spec in todo}
+    groups: dict[RunSpec, list[RunSpec]] = {}
     for spec in runs:
-        groups.setdefault((pack_key(spec), epochs_done.get(spec.run_id, 0)), []).append(spec)
+        groups.setdefault(pack_key(spec), []).append(spec)
     packs = []
-    for (_, start), members in groups.items():
+    for members in groups.values():
         count = 1 if size is None else math.ceil(len(members) / size)
         cuts = [len(members) * i // count for i in range(count + 1)]  # even: 10 runs, at most 4 -> 3, 3, 4
         for a, b in zip(cuts, cuts[1:]):
-            packs.append(Pack(tuple(members[a:b]), start))
+            by_start: dict[int, list[RunSpec]] = {}
+            for spec in members[a:b]:
+                if left is None or spec.run_id in left:
+                    by_start.setdefault(epochs_done.get(spec.run_id, 0), []).append(spec)
+            packs.extend(Pack(tuple(pack), start) for start, pack in by_start.items())
     return packs
 
 
@@ -91,16 +105,18 @@ def pack_cost(pack: Pack, flops_per_image: int, n_train: int | None = None) -> f
 
 
 def plan_group(group: list[RunSpec], size: int, epochs_done: dict[str, int],
-               flops_per_image: Callable[[RunSpec], int], n_train: int | None = None) -> list[tuple[Pack, float]]:
-    """The packs of one data group with their costs, most expensive first."""
-    packs = make_packs(group, size, epochs_done)
+               flops_per_image: Callable[[RunSpec], int], n_train: int | None = None,
+               todo: list[RunSpec] | None = None) -> list[tuple[Pack, float]]:
+    """The packs of one data group (of its runs in `todo`) with their costs, most expensive first."""
+    packs = make_packs(group, size, epochs_done, todo)
     costed = [(p, pack_cost(p, flops_per_image(p.runs[0]), n_train)) for p in packs]
     return sorted(costed, key=lambda pc: -pc[1])
 
 
 def plan_all(runs: list[RunSpec], requested: int | None, epochs_done: dict[str, int],
-             flops_per_image: Callable[[RunSpec], int]) -> list[Pack]:
-    """Every pack of `runs` where nothing measures the device (workers, Ray): cap, then cost order."""
+             flops_per_image: Callable[[RunSpec], int], todo: list[RunSpec] | None = None) -> list[Pack]:
+    """Every pack of `runs` (of those in `todo`) where nothing measures the device (workers, Ray):
+    cap, then cost order."""
     costed = [pc for group in by_data(runs)
-              for pc in plan_group(group, pack_size(requested, group), epochs_done, flops_per_image)]
+              for pc in plan_group(group, pack_size(requested, group), epochs_done, flops_per_image, todo=todo)]
     return [p for p, _ in sorted(costed, key=lambda pc: -pc[1])]

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import engine
-from .checkpoints import load_checkpoint, save_checkpoint_bytes
+from .checkpoints import load_checkpoint, resolved_path, save_pack
 from .executor import Reporter, Silent, begin, flops_per_image, record_failed, result_row
 from .plan import Pack, data_key, plan_all
 from .spec import Execution, RunSpec
@@ -82,7 +82,7 @@ def _train_packs(work, execution: Execution, datasets: dict, store, reporter: Re
             data = datasets[data_key(spec)]
             return flops_per_image(spec, data.input_shape, data.num_classes)
 
-        packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, flops)
+        packs: list[Pack] = plan_all(work.requested, execution.pack_size, work.epochs_done, flops, work.todo)
         pending, bases = {}, {}
         for index, pack in enumerate(packs):
             saved = _mark_running(pack, datasets[data_key(pack.runs[0])], store, work, bases)
@@ -119,7 +119,7 @@ def _mark_running(pack: Pack, data, store, work, bases: dict) -> list[bytes | No
                               "torch_version": torch.__version__, "robustres_version": __version__,
                               "created_at": existing["created_at"] if existing else now_iso()}
         path = store.checkpoint_path(spec.run_id)
-        saved.append(path.read_bytes() if load_checkpoint(path, spec.run_id) else None)
+        saved.append(resolved_path(path).read_bytes() if load_checkpoint(path, spec.run_id) else None)
         store.put_run({**result_row(spec, None, bases[spec.run_id]), "status": "running",
                        "device": "ray", "epochs_done": work.epochs_done.get(spec.run_id, 0)})
     return saved
@@ -137,9 +137,9 @@ def _collect(ray, future, pack: Pack, store, reporter: Reporter, rows: dict, bas
                           base={**bases[spec.run_id], "device": "ray", "epochs_done": 0},
                           seconds=time.perf_counter() - started)
         return
+    save_pack([(store.checkpoint_path(spec.run_id), result["checkpoint"])
+               for spec, result in zip(pack.runs, results) if result["checkpoint"] is not None])
     for spec, result in zip(pack.runs, results):
-        if result["checkpoint"] is not None:
-            save_checkpoint_bytes(store.checkpoint_path(spec.run_id), result["checkpoint"])
         outcome = engine.Outcome(status=result["status"], history=[engine.EpochRecord(**r) for r in result["history"]],
                                  diverged_epoch=result["diverged_epoch"], diverged_step=result["diverged_step"],
                                  seconds=result["seconds"], fused=result["fused"], epochs=spec.epochs)

@@ -107,7 +107,8 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
     work = executor.survey(runs, execution)
     device = resolve_device(execution.device)
     packs, warnings = [], []
-    for group in by_data(work.todo):
+    todo = {spec.run_id for spec in work.todo}
+    for group in (g for g in by_data(runs) if any(spec.run_id in todo for spec in g)):
         source = sources[D.source_key(group[0])]
         if source.missing:
             warnings.append(f"{source.missing} (training would stop here); without the data the run ids "
@@ -120,8 +121,8 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
 
 def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, execution: Execution,
                device) -> list[dict]:
-    """The packs of one data group as the dry run prints them (shapes of CIFAR-10 stand in for an
-    image folder that is missing)."""
+    """The packs of one data group (of its runs still to train) as the dry run prints them
+    (shapes of CIFAR-10 stand in for an image folder that is missing)."""
     shape, classes = source.input_shape or (3, 32, 32), source.num_classes or 10
     measured = None
     if execution.pack_size is None and device.type == "cpu":
@@ -132,7 +133,7 @@ def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, ex
     flops = lambda spec: executor.flops_per_image(spec, shape, classes)  # noqa: E731
     images = train_images(group[0], source)
     packs = []
-    for pack, cost in plan_group(group, size, work.epochs_done, flops, images):
+    for pack, cost in plan_group(group, size, work.epochs_done, flops, images, todo=work.todo):
         first = pack.runs[0]
         packs.append({"dataset": first.dataset, "depth": first.depth, "k": pack.k, "epochs": first.epochs,
                       "start_epoch": pack.start_epoch, "train_images": images,

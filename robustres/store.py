@@ -298,7 +298,8 @@ class Store:
 
     def delete_run(self, run_id: str) -> None:
         for path in (self.runs_dir / file_name(run_id, ".parquet"), self.epochs_dir / file_name(run_id, ".parquet"),
-                     self.checkpoint_path(run_id), self.root / "noise_evals" / file_name(run_id, ".parquet"),
+                     self.checkpoint_path(run_id), self.checkpoints_dir / file_name(run_id, ".pt.prev"),  # a cut save's
+                     self.root / "noise_evals" / file_name(run_id, ".parquet"),
                      self.root / "layer_stats" / file_name(run_id, ".parquet"),
                      self.root / "propagation" / file_name(run_id, ".parquet")):
             path.unlink(missing_ok=True)

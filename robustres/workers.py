@@ -107,7 +107,7 @@ def execute_workers(runs: list[RunSpec], execution: Execution, datasets: dict, d
 
 def _train_packs(work, execution: Execution, devices: list[str], store: Store, reporter: Reporter,
                  rows: dict, datasets: dict) -> None:
-    packs: list[Pack] = plan_all(work.todo, execution.pack_size, work.epochs_done, _flops_of(datasets))
+    packs: list[Pack] = plan_all(work.requested, execution.pack_size, work.epochs_done, _flops_of(datasets), work.todo)
     ctx = mp.get_context("spawn")
     by_spec = {s.run_id: s for s in work.todo}
     results, queues = ctx.Queue(), [ctx.Queue() for _ in devices]  # a queue per worker: who holds what

@@ -1,6 +1,7 @@
 """The contract of packs: K fused models compute exactly what the K models compute alone."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,6 +236,67 @@ def test_pack_resumes_bitwise_after_an_interruption(tmp_path):
         init_model(specs[i], data.num_classes, data.input_shape).load_state_dict(y["model"])
 
 
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["writing", "moved-aside", "tidying"])
+def test_a_pack_killed_while_saving_resumes_as_one_pack_at_one_epoch(tmp_path, monkeypatch, phase):
+    # A fused pack's models compute alike only to float rounding with other pack-mates, so a kill
+    # between its checkpoint files must not leave them at different epochs (they would resume in
+    # different packs). Cut at epoch 3's save: after one new file (writing), after moving the second
+    # run's old file aside (moved-aside) or after every new file, while removing the old ones (tidying).
+    from robustres import checkpoints
+
+    specs = [make_run_spec(dataset="two-moons", depth=4, hidden=8, epochs=6, h=h, seed=1) for h in (0.1, 0.5, 1.0)]
+    data = D.load(specs[0], ".")
+    fused = Options(checkpoint_seconds=0, fuse=True)
+    whole = engine.train(specs, data, CPU, [tmp_path / f"w{i}.pt" for i in range(3)], options=fused)
+    cut = [tmp_path / f"{s.run_id}.pt" for s in specs]
+
+    real_save, real_replace, real_unlink = checkpoints.save_checkpoint, checkpoints.os.replace, Path.unlink
+    seen = {"saves": 0, "moves": 0}
+
+    def save(path, state):
+        if len(state["history"]) == 3 and phase == "writing" and seen["saves"] == 1:
+            raise _Killed
+        seen["saves"] += len(state["history"]) == 3
+        real_save(path, state)
+
+    def move(src, dst):
+        if str(dst).endswith(".prev") and phase == "moved-aside" and seen["epoch3"]:
+            seen["moves"] += 1
+            if seen["moves"] == 2:
+                raise _Killed
+        return real_replace(src, dst)
+
+    def unlink(self, missing_ok=False):
+        if self.name.endswith(".prev") and phase == "tidying" and seen["saves"] == 3:
+            raise _Killed
+        return real_unlink(self, missing_ok=missing_ok)
+
+    def on_epoch(i, record, saved):
+        seen["epoch3"] = record.epoch == 2  # the next save is epoch 3's
+
+    seen["epoch3"] = False
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints.os, "replace", move)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(_Killed):
+        engine.train(specs, data, CPU, cut, on_epoch=on_epoch, options=fused)
+    monkeypatch.undo()
+
+    epochs = {len(checkpoints.load_checkpoint(path, s.run_id)["history"]) for path, s in zip(cut, specs)}
+    assert epochs == ({3} if phase == "tidying" else {2})  # all or nothing: one epoch for the pack
+    assert list(tmp_path.glob("*.prev"))  # the evidence of the cut save is there (read, not yet undone)
+    resumed = engine.train(specs, data, CPU, cut, options=fused)
+    assert not list(tmp_path.glob("*.prev"))
+    for i, (a, b) in enumerate(zip(whole, resumed)):
+        assert [(r.train_loss, r.test_acc) for r in a.history] == [(r.train_loss, r.test_acc) for r in b.history]
+        x, y = torch.load(tmp_path / f"w{i}.pt", weights_only=True), torch.load(cut[i], weights_only=True)
+        assert all(torch.equal(x["model"][n], y["model"][n]) for n in x["model"])
+
+
 def test_a_pack_refuses_members_at_different_epochs(tmp_path):
     specs = [make_run_spec(dataset="two-moons", depth=3, epochs=3, seed=s) for s in (0, 1)]
     data = D.load(specs[0], ".")
@@ -257,6 +319,21 @@ def test_make_packs_groups_by_architecture_and_progress_and_cuts_evenly():
     different = [runs[0], runs[0].with_(epochs=7)]  # the schedule is shared within a pack
     assert len(make_packs(different, None)) == 2
     assert Pack(tuple(runs[:2])).k == 2
+
+
+def test_packs_are_cut_from_the_whole_request_so_a_resumed_run_keeps_its_pack_mates():
+    runs = [make_run_spec(dataset="two-moons", depth=3, h=h, seed=s) for h in (0.1, 0.5, 1.0) for s in range(3)]
+    whole = make_packs(runs, 4)  # 9 runs, at most 4: 3, 3, 3
+    assert [p.k for p in whole] == [3, 3, 3]
+    # The first pack and one run of the second are done: the rest train beside the same mates,
+    # not re-cut (6 left at most 4 would be 3, 3 too, but 5 left would be 2, 3).
+    left = [r for r in runs if r not in whole[0].runs and r != whole[1].runs[0]]
+    assert [p.runs for p in make_packs(runs, 4, todo=left)] == [whole[1].runs[1:], whole[2].runs]
+    assert [p.k for p in make_packs(left, 4)] == [2, 3]  # what cutting the rest afresh would do
+    # Mates whose checkpoints stopped at different epochs (a search's rungs) split by epoch.
+    progress = {whole[2].runs[0].run_id: 4}
+    packs = make_packs(runs, 4, progress, todo=whole[2].runs)
+    assert [(p.runs, p.start_epoch) for p in packs] == [(whole[2].runs[:1], 4), (whole[2].runs[1:], 0)]
 
 
 def test_auto_pack_size_on_the_cpu():

@@ -234,6 +234,10 @@ def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer
     assert json.loads(out) == json.loads(expected)
     rows, clean_rows = _rows(store), _rows(tmp_path / "clean")
     assert {k: f[:5] for k, f in _facts(rows).items()} == {k: f[:5] for k, f in _facts(clean_rows).items()}
+    columns = ["run_id", "epoch", "train_loss", "test_loss", "test_acc"]
+    epochs, clean_epochs = (Store(s).epochs()[columns].sort_values(columns[:2]).reset_index(drop=True)
+                            for s in (store, tmp_path / "clean"))
+    assert epochs.equals(clean_epochs)  # every epoch, bit for bit: each run resumed beside its own mates
 
 
 @pytest.mark.slow
