@@ -53,6 +53,7 @@ class Counts:
     kills_after_all_finished: int = 0  # only the final bookkeeping was left
     finished_at_kill: int = 0  # runs found finished when a kill landed (must not be retrained)
     resumed_mid_run: int = 0  # runs found part-way (a checkpoint, not finished) when a kill landed
+    kills_mid_save: int = 0  # the kill cut a pack's save short (a checkpoint's .prev was left)
     failures: list[str] = field(default_factory=list)
 
 
@@ -124,6 +125,7 @@ def trial(workdir: Path, rng: random.Random, expected: dict, seconds: float, cou
         bad = unreadable_files(store_dir)
         if bad:
             counts.failures.append(f"trial {counts.trials}: unreadable after a kill: {bad}")
+        counts.kills_mid_save += any(store.checkpoints_dir.glob("*.prev"))
         rows = store.runs(columns=["run_id", "status"]) if store.runs_dir.exists() else None
         finished = [] if rows is None else list(rows.run_id[rows.status.isin(["completed", "diverged"])])
         if rows is None or rows.empty:
@@ -202,11 +204,11 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print("| trials | kills | before any run | mid-sweep | after all finished | finished at a kill, "
-          "untouched | part-way at a kill, resumed | failures |")
-    print("|---|---|---|---|---|---|---|---|")
+          "untouched | part-way at a kill, resumed | mid pack save | failures |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {counts.trials} | {counts.kills} | {counts.kills_before_any_run} | {counts.kills_mid_sweep} | "
           f"{counts.kills_after_all_finished} | {counts.finished_at_kill} | {counts.resumed_mid_run} | "
-          f"{len(counts.failures)} |")
+          f"{counts.kills_mid_save} | {len(counts.failures)} |")
     print(f"({time.perf_counter() - started:.0f} s)")
     for failure in counts.failures:
         print("FAIL", failure)
