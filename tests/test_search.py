@@ -240,6 +240,28 @@ def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer
     assert epochs.equals(clean_epochs)  # every epoch, bit for bit: each run resumed beside its own mates
 
 
+def _freeze_outside_the_claims_lock(proc: subprocess.Popen, store: Path) -> None:
+    """SIGSTOP `proc` at a moment when it holds claims but not the claims folder's flock (frozen
+    inside that short lock, it would block every other process, not just make it wait)."""
+    import fcntl
+
+    for _ in range(1000):
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.01)  # let the stop land
+        with (store / "claims" / ".lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                if list((store / "claims").glob("*.json")):
+                    return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError("never caught the first search holding claims outside the lock")
+
+
 @pytest.mark.slow
 def test_two_searches_sharing_a_store_wait_for_each_others_runs_and_agree(tmp_path):
     store = tmp_path / "store"
@@ -247,14 +269,15 @@ def test_two_searches_sharing_a_store_wait_for_each_others_runs_and_agree(tmp_pa
     deadline = time.time() + 120
     while time.time() < deadline and not list((store / "claims").glob("*.json")) and first.poll() is None:
         time.sleep(0.02)
-    first.send_signal(signal.SIGSTOP)  # frozen while it holds its claims: alive, so they are not stale
+    _freeze_outside_the_claims_lock(first, store)  # it holds claims, alive, so they are not stale
     try:
         log = tmp_path / "second.err"
         with log.open("w") as err_file:
             env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1")
             second = subprocess.Popen([sys.executable, "-m", "robustres", *SEARCH, "--checkpoint-every", "0"],
                                       env=env, stdout=subprocess.PIPE, stderr=err_file, text=True)
-            while time.time() < deadline + 120 and "waiting for" not in log.read_text() and second.poll() is None:
+            until = time.time() + 300
+            while time.time() < until and "waiting for" not in log.read_text() and second.poll() is None:
                 time.sleep(0.05)
             waited = "waiting for" in log.read_text()  # it found the first's runs and waited, not trained them
     finally:
