@@ -109,8 +109,8 @@ def _more_seeds_note(needed: dict) -> str | None:
         h, n = min(some.items(), key=lambda item: item[1])
         parts.append(f"about {n} seeds per h would separate h={h:g} from the best")
     if never:
-        parts.append(f"no number of seeds separates h in {{{', '.join(f'{h:g}' for h in never)}}} (the test set's "
-                     "noise spans the gap; more test examples would)")
+        parts.append(f"no number of seeds separates h in {{{', '.join(f'{h:g}' for h in never)}}} from the best "
+                     "(the test set's noise spans the gap; more test examples would)")
     return "more seeds? " + "; ".join(parts)
 
 

@@ -265,7 +265,7 @@ def test_the_recommendation_says_whether_more_seeds_would_separate_the_set(tmp_p
     needed = {e["h"]: e["seeds"] for e in recs[10]["seeds_to_separate"]}
     assert set(needed) == {0.2, 1.0} and needed[1.0] is None and needed[0.2] > 3
     assert f"about {needed[0.2]} seeds per h would separate h=0.2 from the best" in recs[10]["reason"]
-    assert "no number of seeds separates h in {1}" in recs[10]["reason"]
+    assert "no number of seeds separates h in {1} from the best" in recs[10]["reason"]
 
 
 def test_on_a_store_of_identical_h_values_worse_is_rare_and_a_better_h_is_found(tmp_path):
