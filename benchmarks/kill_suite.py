@@ -14,8 +14,17 @@ times, then run the same command to the end. Checks, per trial:
 - no checkpoint's `.prev` (the state before a pack's save) is left.
 
     python -m benchmarks.kill_suite --trials 20 --seed 0
+    python -m benchmarks.kill_suite --search --trials 20 --seed 0
 
-`tests/test_faults.py` runs three trials of it in CI.
+`--search` kills `robustres search` instead (two-moons, 2 depths, 6 values of h, 5 seeds): at
+random moments, and, one launch in three, at the moment a random kill rarely hits, between a run's
+last checkpoint and its final row (the executor's kill switch, ROBUSTRES_TEST_KILL). One trial in
+three resumes with other options than it was killed with (another budget or margin). Checks: the
+final answer (recommendations, decisions, model-epochs) equals that of an uninterrupted search with
+the final options; no run is left `running`; nothing temporary is left; with unchanged options, every
+epoch row equals the uninterrupted search's, bit for bit.
+
+`tests/test_faults.py` runs three trials of each in CI.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from robustres.executor import KILL_SWITCH
 from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store, read_run_file
 
 # --fuse: every process runs the packs the same way, whatever the engine's rule for the device
@@ -69,7 +79,10 @@ EPOCH_FIELDS = ["train_loss", "train_acc", "test_loss", "test_acc"]
 def epoch_rows(store: Store) -> dict:
     """run_id -> [(epoch, train_loss, train_acc, test_loss, test_acc), ...] in epoch order."""
     rows = store.epochs().sort_values(["run_id", "epoch"])
-    return {run_id: [tuple(r) for r in group[["epoch", *EPOCH_FIELDS]].itertuples(index=False)]
+    def same(value):  # NaN (a diverged epoch's test loss) as None, so that equal rows compare equal
+        return None if value != value else value
+
+    return {run_id: [tuple(same(v) for v in r) for r in group[["epoch", *EPOCH_FIELDS]].itertuples(index=False)]
             for run_id, group in rows.groupby("run_id")}
 
 
@@ -178,6 +191,105 @@ def trial(workdir: Path, rng: random.Random, expected: dict, seconds: float, cou
     counts.failures += [f"trial {counts.trials}: {p}" for p in problems]
 
 
+# ------------------------------------------------------------------ searches
+
+
+SEARCH = ["search", "--dataset", "two-moons", "--depths", "6,12", "--h", "0.01,0.03,0.1,0.3,1,3", "--seeds", "5",
+          "--epochs", "8", "--milestones", "", "--n-train", "300", "--n-test", "300", "--checkpoint-every", "0",
+          "--fuse", "--json"]
+# The options a search is killed or resumed with: the first is the usual one.
+SEARCH_OPTIONS = (("--budget", "0.5"), ("--budget", "0.6"), ("--budget", "0.5", "--margin", "1"))
+
+
+@dataclass
+class SearchCounts:
+    trials: int = 0
+    kills: int = 0
+    kills_at_final_checkpoint: int = 0  # the kill switch: a run left `running` at its last epoch
+    left_at_the_end: int = 0  # runs found `running` at epochs_done == epochs after a kill
+    resumed_with_other_options: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def _search_command(store: Path, options: tuple, kill_switch: bool = False) -> tuple[list[str], dict]:
+    env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1")
+    env.pop(KILL_SWITCH, None)
+    if kill_switch:
+        env[KILL_SWITCH] = "final-checkpoint"
+    return [sys.executable, "-m", "robustres", *SEARCH, *options], env
+
+
+def the_answer(out: str) -> dict:
+    """What must not change across kills: everything but the warnings (a resume with other options
+    rightly warns that runs went past the rungs where this search stopped them)."""
+    result = json.loads(out)
+    return {k: v for k, v in result.items() if k != "warnings"}
+
+
+def search_reference(workdir: Path, options: tuple, cache: dict) -> tuple[dict, float, Path]:
+    if options not in cache:
+        store = workdir / f"whole-search-{len(cache)}"
+        args, env = _search_command(store, options)
+        started = time.perf_counter()
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise SystemExit(f"the uninterrupted search failed: {done.stderr.strip().splitlines()[-1:]}")
+        cache[options] = (the_answer(done.stdout), time.perf_counter() - started, store)
+    return cache[options]
+
+
+def search_trial(workdir: Path, rng: random.Random, cache: dict, counts: SearchCounts) -> None:
+    store_dir = workdir / f"search-trial-{counts.trials}"
+    counts.trials += 1
+    first = SEARCH_OPTIONS[0]
+    final = rng.choice(SEARCH_OPTIONS[1:]) if rng.random() < 1 / 3 else first
+    counts.resumed_with_other_options += final != first
+    for kill in range(rng.randint(1, 3)):
+        switch = rng.random() < 1 / 3
+        args, env = _search_command(store_dir, first, kill_switch=switch)
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if switch:
+            proc.wait(timeout=600)  # it kills itself at the moment, or finishes when no run is left to end
+        else:
+            time.sleep(rng.uniform(0.0, search_reference(workdir, first, cache)[1]))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        counts.kills += 1
+        counts.kills_at_final_checkpoint += switch and proc.returncode == -signal.SIGKILL
+        if store_dir.exists() and (store_dir / "runs").exists():
+            rows = Store(store_dir).runs(columns=["status", "epochs_done", "epochs"])
+            counts.left_at_the_end += int(((rows.status == "running") & (rows.epochs_done == rows.epochs)).sum())
+    expected, _, whole = search_reference(workdir, final, cache)
+    args, env = _search_command(store_dir, final)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    problems = []
+    if done.returncode != 0:
+        problems.append(f"the final run exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+    elif the_answer(done.stdout) != expected:
+        problems.append(f"the answer differs from the uninterrupted search's (options {' '.join(final)})")
+    rows = Store(store_dir).runs(columns=["run_id", "status", "epochs_done", "epochs"])
+    stuck = int(((rows.status == "running") & (rows.epochs_done == rows.epochs)).sum())
+    if stuck:
+        problems.append(f"{stuck} runs left running at their last epoch")
+    leftovers = [str(p.relative_to(store_dir)) for p in store_dir.rglob("*.tmp")]
+    leftovers += [str(p.relative_to(store_dir)) for p in (store_dir / "claims").glob("*.json")]
+    if leftovers:
+        problems.append(f"left behind: {leftovers}")
+    if final == first:
+        mine, theirs = epoch_rows(Store(store_dir)), epoch_rows(Store(whole))
+        if mine != theirs:
+            problems.append(f"{sum(mine.get(r) != theirs[r] for r in theirs)} runs' epoch rows differ")
+    counts.failures += [f"search trial {counts.trials}: {p}" for p in problems]
+
+
+def run_search_suite(trials: int, seed: int, workdir: Path) -> SearchCounts:
+    rng, cache, counts = random.Random(seed), {}, SearchCounts()
+    for _ in range(trials):
+        search_trial(workdir, rng, cache, counts)
+    return counts
+
+
 def run_suite(trials: int, seed: int, workdir: Path) -> Counts:
     expected, seconds = reference(workdir)
     if len(expected) != PLANNED:
@@ -194,9 +306,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="Keep the stores in this folder (default: a temporary one).")
+    parser.add_argument("--search", action="store_true", help="Kill searches instead of sweeps.")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="robustres-kill-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.search:
+        return search_main(args, workdir)
     started = time.perf_counter()
     try:
         counts = run_suite(args.trials, args.seed, workdir)
@@ -209,6 +324,24 @@ def main() -> None:
     print(f"| {counts.trials} | {counts.kills} | {counts.kills_before_any_run} | {counts.kills_mid_sweep} | "
           f"{counts.kills_after_all_finished} | {counts.finished_at_kill} | {counts.resumed_mid_run} | "
           f"{counts.kills_mid_save} | {len(counts.failures)} |")
+    print(f"({time.perf_counter() - started:.0f} s)")
+    for failure in counts.failures:
+        print("FAIL", failure)
+    sys.exit(1 if counts.failures else 0)
+
+
+def search_main(args, workdir: Path) -> None:
+    started = time.perf_counter()
+    try:
+        counts = run_search_suite(args.trials, args.seed, workdir)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("| trials | kills | at a run's final checkpoint | runs left running at their last epoch | "
+          "resumed with other options | failures |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {counts.trials} | {counts.kills} | {counts.kills_at_final_checkpoint} | {counts.left_at_the_end} | "
+          f"{counts.resumed_with_other_options} | {len(counts.failures)} |")
     print(f"({time.perf_counter() - started:.0f} s)")
     for failure in counts.failures:
         print("FAIL", failure)

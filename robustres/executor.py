@@ -10,6 +10,8 @@ propagates after the last finished epoch is safely checkpointed.
 from __future__ import annotations
 
 import errno
+import os
+import signal
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -129,6 +131,12 @@ def record_failed(specs, store: Store, reporter: "Reporter", detail: str, rows: 
     return out
 
 
+# Fault injection for the kill suite and its test: with ROBUSTRES_TEST_KILL=final-checkpoint the
+# process kills itself (SIGKILL) right after a run's last epoch is checkpointed and its row says
+# `running` at epochs_done == epochs, before the final row: the one moment a random kill rarely hits.
+KILL_SWITCH = "ROBUSTRES_TEST_KILL"
+
+
 def _store_full(exc: OSError, store: Store) -> bool:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
         return True
@@ -169,6 +177,8 @@ class PackRunner:
             store.put_run({**result_row(spec, None, bases[i]), "status": "running",
                            "epochs_done": len(histories[i]),
                            "seconds": sum(r["seconds"] for r in histories[i])})
+            if len(histories[i]) == spec.epochs and os.environ.get(KILL_SWITCH) == "final-checkpoint":
+                os.kill(os.getpid(), signal.SIGKILL)  # the kill suite's exact moment (see KILL_SWITCH)
 
         started = time.perf_counter()
         try:
@@ -237,7 +247,7 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
     for spec in runs:
         existing = store.get_run(spec.run_id)
         if existing and not execution.force and (existing["status"] in FINAL_STATUSES
-                                                 or reached_stop(existing, execution.stop_at)):
+                                                 or reached_stop(existing, spec, execution.stop_at)):
             finished[spec.run_id] = existing
             continue
         todo.append(spec)
@@ -247,9 +257,15 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
     return Survey(finished, todo, done, requested=list(runs))
 
 
-def reached_stop(row: dict, stop_at: int | None) -> bool:
-    """A run paused (or stopped) at or after the epoch this training stops at has nothing to do."""
-    return stop_at is not None and row["status"] in ("running", "stopped") and (row.get("epochs_done") or 0) >= stop_at
+def reached_stop(row: dict, spec: RunSpec, stop_at: int | None) -> bool:
+    """A run paused (or stopped) at or after the epoch this training stops at has nothing to do, unless
+    that epoch is the schedule's end: a run is finished only by its final row. (A kill between the
+    last epoch's checkpoint and the final row leaves `running` at epochs_done == epochs; counted as
+    done, it stayed `running` forever and a search's answer lost it.) Training it again trains no
+    epoch: the engine resumes at the end and returns the outcome the final row records."""
+    if stop_at is None or min(stop_at, spec.epochs) >= spec.epochs:
+        return False
+    return row["status"] in ("running", "stopped") and (row.get("epochs_done") or 0) >= stop_at
 
 
 _FLOPS: dict[tuple, int] = {}

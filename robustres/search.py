@@ -323,12 +323,15 @@ def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict],
     table = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
     table = table[table.run_id.isin(ids)].copy()
     mine = table.run_id.isin(left)
-    moved = int((mine & table.status.isin(["completed", "diverged"])).sum())  # finished since by another command
+    # Finished past the search's rung: by another command, or before, by a killed run of this search
+    # with other options (its rows are the same bits; only the decisions differ).
+    moved = int((mine & table.status.isin(["completed", "diverged"])).sum())
     table.loc[mine, "status"] = "stopped"
     groups, recs, warnings = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
     if moved:
-        warnings.append(f"{moved} run(s) this search stopped were trained on since by another command: counted "
-                        "here as the search left them (stopped); robustres report counts them as they are now")
+        warnings.append(f"{moved} run(s) of the h this search cut or paused were trained to the end (by another "
+                        "command, or by an earlier run of a search with other options): counted here as stopped "
+                        "at the search's rung; robustres report counts them as they are now")
     return groups, recs, warnings
 
 

@@ -242,8 +242,10 @@ class Store:
         Readers never look at them; this only keeps the store tidy. Returns how many went.
         """
         removed = 0
-        for folder in (self.runs_dir, self.epochs_dir, self.checkpoints_dir):
-            for path in folder.glob(".*.tmp") if folder.is_dir() else []:
+        # Every folder of the store: claims and search states are written atomically too.
+        folders = [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
+        for folder in folders:
+            for path in folder.glob(".*.tmp"):
                 try:
                     pid = int(path.name.rsplit(".", 2)[-2])
                 except ValueError:

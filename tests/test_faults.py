@@ -52,6 +52,18 @@ def test_kill_suite_three_random_kills_lose_nothing(tmp_path):
     assert counts.finished_at_kill + counts.resumed_mid_run > 0
 
 
+@pytest.mark.slow
+def test_kill_suite_searches_killed_at_random_and_at_a_runs_final_checkpoint_answer_the_same(tmp_path):
+    suite = _load_kill_suite()
+    counts = suite.run_search_suite(trials=3, seed=7, workdir=tmp_path)
+    print(counts)
+    assert counts.failures == []
+    assert counts.trials == 3 and counts.kills >= 3
+    # Seed 7 draws a kill at a run's final checkpoint and a resume with other options: both were looked at.
+    assert counts.kills_at_final_checkpoint >= 1 and counts.left_at_the_end >= 1
+    assert counts.resumed_with_other_options >= 1
+
+
 # ------------------------------------------------------------------ two sweeps, one store
 
 

@@ -177,7 +177,7 @@ def test_a_search_cuts_and_pauses_as_stopped_spends_within_its_budget_and_its_ru
     code, after, _ = cli(*SEARCH)
     after = json.loads(after)
     assert code == 0 and after["recommendations"] == result["recommendations"]
-    assert after["decisions"] == result["decisions"] and any("trained on since" in w for w in after["warnings"])
+    assert after["decisions"] == result["decisions"] and any("were trained to the end" in w for w in after["warnings"])
 
 
 def test_a_preset_search_section_sets_the_options_and_flags_override_it(cli, tmp_path):
@@ -238,6 +238,34 @@ def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer
     epochs, clean_epochs = (Store(s).epochs()[columns].sort_values(columns[:2]).reset_index(drop=True)
                             for s in (store, tmp_path / "clean"))
     assert epochs.equals(clean_epochs)  # every epoch, bit for bit: each run resumed beside its own mates
+
+
+@pytest.mark.slow
+def test_a_search_killed_between_a_runs_last_checkpoint_and_its_final_row_resumes_to_the_same_answer(tmp_path):
+    """The kill that leaves a run `running` at epochs_done == epochs (issue 22): made exactly, by the
+    executor's kill switch. The resumed search must finish those runs, not count them as done."""
+    from robustres.executor import KILL_SWITCH
+
+    clean = _search(tmp_path / "clean")
+    expected, err = clean.communicate(timeout=600)
+    assert clean.returncode == 0, err
+    store = tmp_path / "killed"
+    env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1",
+               **{KILL_SWITCH: "final-checkpoint"})
+    killed = subprocess.run([sys.executable, "-m", "robustres", *SEARCH, "--checkpoint-every", "0"], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    at_the_end = [r for r in _rows(store).values() if r["status"] == "running" and r["epochs_done"] == r["epochs"]]
+    assert at_the_end  # the moment the kill was meant for
+    resumed = _search(store)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["recommendations"] == json.loads(expected)["recommendations"]
+    assert json.loads(out) == json.loads(expected)
+    rows = _rows(store)
+    assert not [r for r in rows.values() if r["status"] == "running" and r["epochs_done"] == r["epochs"]]
+    assert {k: f[:5] for k, f in _facts(rows).items()} == \
+        {k: f[:5] for k, f in _facts(_rows(tmp_path / "clean")).items()}
 
 
 def _freeze_outside_the_claims_lock(proc: subprocess.Popen, store: Path) -> None:

@@ -97,10 +97,12 @@ def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
     stale = store.runs_dir / f".abc.parquet.{dead}.tmp"
     live = store.checkpoints_dir / f".abc.pt.{os.getpid()}.tmp"
     other = store.epochs_dir / ".notes.tmp"
-    for path in (stale, live, other):
+    claim = store.root / "claims" / f".abc.json.{dead}.tmp"  # a search killed while claiming (issue 22)
+    claim.parent.mkdir()
+    for path in (stale, live, other, claim):
         path.write_bytes(b"partial")
-    assert store.remove_stale_temporaries() == 1
-    assert not stale.exists() and live.exists() and other.exists()
+    assert store.remove_stale_temporaries() == 2
+    assert not stale.exists() and not claim.exists() and live.exists() and other.exists()
 
 
 def test_the_read_snapshot_follows_every_change(tmp_path):
