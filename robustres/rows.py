@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
+from .spec import FIELD_TYPES, RunSpec
+
 # stopped: cut by a search at a rung (epochs_done says where); it resumes if asked to go on.
 STATUSES = ("running", "completed", "diverged", "failed", "stopped")
 ACCURACIES = ("final_test_acc", "best_test_acc")
@@ -81,10 +85,26 @@ def epochs_problem(row: dict) -> str | None:
     return None
 
 
-def run_id_problem(row: dict) -> str | None:
-    """The id hashed from the row's config must be the row's: an edited config is another run."""
-    from .store import spec_from_row  # store.py imports this module
+def spec_from_row(row: dict) -> RunSpec:
+    """The run a row's config columns describe (milestones are stored as text, e.g. "40,60")."""
+    d = {k: (None if _is_missing(v) else v) for k, v in row.items() if k in FIELD_TYPES}
+    d["milestones"] = tuple(int(m) for m in str(d.get("milestones") or "").split(",") if m)
+    for k, t in FIELD_TYPES.items():
+        if t in (int, bool) and d.get(k) is not None:
+            d[k] = t(d[k])
+    return RunSpec.from_dict(d)
 
+
+def _is_missing(v) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def run_id_problem(row: dict) -> str | None:
+    """The id hashed from the row's config must be the row's: an edited config is another run. A
+    row stored without a data fingerprint (an older store) hashes without one, as it was stored."""
     try:
         recomputed = spec_from_row(row).run_id
     except (TypeError, ValueError, OverflowError) as exc:

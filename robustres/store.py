@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .atomic import write_atomic
 from .processes import alive
-from .rows import latest, row_problem
+from .rows import latest, row_problem, spec_from_row  # noqa: F401  (store.spec_from_row)
 from .spec import FIELD_TYPES, RunSpec, StoreError
 
 SCHEMA_VERSION = 1
@@ -109,24 +109,6 @@ def config_columns(spec: RunSpec) -> dict:
     row = spec.to_dict()
     row["milestones"] = ",".join(str(m) for m in spec.milestones)
     return row
-
-
-def spec_from_row(row: dict) -> RunSpec:
-    d = {k: (None if _is_missing(v) else v) for k, v in row.items() if k in _CONFIG_TYPES}
-    d["milestones"] = tuple(int(m) for m in str(d.get("milestones") or "").split(",") if m)
-    for k, t in FIELD_TYPES.items():
-        if t in (int, bool) and d.get(k) is not None:
-            d[k] = t(d[k])
-    return RunSpec.from_dict(d)
-
-
-def _is_missing(v) -> bool:
-    try:
-        return v is None or bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
 
 
 def _with_keys(schema: pa.Schema) -> pa.Schema:
@@ -334,17 +316,7 @@ class Store:
         """
         if not folder.is_dir():
             return None
-        listing = {}
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.endswith(".parquet") and not entry.name.startswith("."):
-                    try:
-                        st = entry.stat()
-                    except OSError as exc:  # a link to nothing, say: it is not one of our files
-                        self.skip("unreadable", folder / entry.name, f"{_why(exc)} (a dangling link?)")
-                        continue
-                    # Every write is a new file renamed into place: a new inode as well as an mtime.
-                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
+        listing = self._listing(folder)
         snap_path = self.root / ".snapshot" / f"{folder.name}.parquet"
         cached, keep = None, pa.array([], pa.bool_())
         if snap_path.exists():
@@ -391,6 +363,21 @@ class Store:
             except StoreError:
                 pass  # a cache that cannot be written is only slower next time
         return table.drop_columns(["_file", "_size", "_mtime"])
+
+    def _listing(self, folder: Path) -> dict[str, tuple[int, int]]:
+        """The folder's `*.parquet` files: name -> (size and inode, mtime)."""
+        listing = {}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".parquet") and not entry.name.startswith("."):
+                    try:
+                        st = entry.stat()
+                    except OSError as exc:  # a link to nothing, say: it is not one of our files
+                        self.skip("unreadable", folder / entry.name, f"{_why(exc)} (a dangling link?)")
+                        continue
+                    # Every write is a new file renamed into place: a new inode as well as an mtime.
+                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
+        return listing
 
     def skip(self, kind: str, path: Path, reason: str) -> None:
         """Leave a file (or its row) out of every read: one warning, counted by kind for doctor."""
