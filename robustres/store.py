@@ -349,6 +349,8 @@ class Store:
                 if t is None:
                     continue
             size, mtime = listing[name]
+            if str(path) in self.skipped.get("duplicate", ()):
+                size = -1  # cached under a key no file has: read (and warned about) again every time
             tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
                            .append_column("_size", pa.array([size] * t.num_rows, pa.int64()))
                            .append_column("_mtime", pa.array([mtime] * t.num_rows, pa.int64())))

@@ -143,6 +143,8 @@ def test_a_run_held_twice_counts_once(cli, store):
     assert code == 0 and f"{path} holds 2 rows of run" in err and "counted once" in err
     groups = {g["h"]: g for g in strict_json(out)["groups"] if g["depth"] == 3}
     assert groups[1.0]["completed"] == 4 and groups[0.2]["completed"] == 4
+    code, again, err = report(cli, store, "--format", "json")  # through the snapshot: said again
+    assert code == 0 and f"{path} holds 2 rows of run" in err and again == out
     shutil.copy(path, store / "runs" / "0123456789abcdef.parquet")  # a copy under another name
     code, out, err = report(cli, store, "--format", "json")
     assert code == 0 and "0123456789abcdef.parquet: ForeignFile: rows of another run" in err
