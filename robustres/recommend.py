@@ -38,9 +38,15 @@ TOL = 1e-12
 
 
 def _scores(runs: pd.DataFrame, key: dict, metric_column: str) -> dict[float, pd.Series]:
-    """Per h of the block: the metric per seed of its finished runs (NaN for a diverged one)."""
+    """Per h of the block: the metric per seed of its finished runs (NaN for a diverged one).
+
+    The block's runs are matched on its key exactly, as `report.aggregate` grouped them: runs whose
+    training noise differs by less than TOL are other runs (other ids), and matched loosely they
+    would share a seed within one h and be paired twice (or fail to pair at all). Kept apart, each
+    (block, h, seed) is one run: the store holds one row per run id and every config field that
+    differs between runs is in the block's key or its protocol."""
     block = runs[(runs.dataset == key["dataset"]) & (runs.protocol == key["protocol"]) & (runs.depth == key["depth"])
-                 & ((runs.train_noise - key["train_noise"]).abs() < TOL) & runs.status.isin(["completed", "diverged"])]
+                 & (runs.train_noise == key["train_noise"]) & runs.status.isin(["completed", "diverged"])]
     out = {}
     for h, rows in block.groupby("h"):
         score = rows[metric_column].where(rows.status == "completed").astype(float)  # NaN: diverged

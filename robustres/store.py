@@ -26,11 +26,10 @@ import pyarrow.parquet as pq
 
 from .atomic import write_atomic
 from .processes import alive
+from .rows import latest, row_problem, spec_from_row  # noqa: F401  (store.spec_from_row)
 from .spec import FIELD_TYPES, RunSpec, StoreError
 
 SCHEMA_VERSION = 1
-# stopped: cut by a search at a rung (epochs_done says where); it resumes if asked to go on.
-STATUSES = ("running", "completed", "diverged", "failed", "stopped")
 FINAL_STATUSES = ("completed", "diverged")  # results: re-running them reports, not retrains
 
 # The config columns, one per RunSpec field (milestones as text, e.g. "40,60").
@@ -112,27 +111,14 @@ def config_columns(spec: RunSpec) -> dict:
     return row
 
 
-def spec_from_row(row: dict) -> RunSpec:
-    d = {k: (None if _is_missing(v) else v) for k, v in row.items() if k in _CONFIG_TYPES}
-    d["milestones"] = tuple(int(m) for m in str(d.get("milestones") or "").split(",") if m)
-    for k, t in FIELD_TYPES.items():
-        if t in (int, bool) and d.get(k) is not None:
-            d[k] = t(d[k])
-    return RunSpec.from_dict(d)
-
-
-def _is_missing(v) -> bool:
-    try:
-        return v is None or bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
-
-
 def _with_keys(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field("_file", pa.string())).append(pa.field("_size", pa.int64())).append(
         pa.field("_mtime", pa.int64()))
+
+
+# A snapshot holds only rows that passed rows.py's checks; one written before they existed lacks
+# this mark and is read again from the files (once), so no unchecked row survives in the cache.
+SNAPSHOT_MARK = {b"robustres_rows": b"checked"}
 
 
 class ForeignFile(ValueError):
@@ -170,11 +156,21 @@ def file_name(run_id: str, suffix: str) -> str:
 
 
 
+def stale_temporary(path: Path) -> bool:
+    """A temporary file (`.<name>.<pid>.tmp`, see atomic.py) whose writer is gone: a killed write's litter."""
+    try:
+        pid = int(path.name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return False  # not one of ours
+    return pid != os.getpid() and not alive(pid)
+
+
 class Store:
     def __init__(self, root: Path | str, write_cache: bool = True):
         self.root = Path(root)
         self.write_cache = write_cache  # False: reading never writes (the snapshot is only read)
         self.warnings: list[str] = []
+        self.skipped: dict[str, set[str]] = {}  # kind ("unreadable", a rows.KINDS) -> the files left out
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -246,14 +242,9 @@ class Store:
         folders = [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
         for folder in folders:
             for path in folder.glob(".*.tmp"):
-                try:
-                    pid = int(path.name.rsplit(".", 2)[-2])
-                except ValueError:
-                    continue
-                if pid == os.getpid() or alive(pid):
-                    continue
-                path.unlink(missing_ok=True)
-                removed += 1
+                if stale_temporary(path):
+                    path.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def _put_merged(self, folder: Path, schema: pa.Schema, run_id: str, rows: list[dict], key: list[str]) -> None:
@@ -327,19 +318,14 @@ class Store:
         """
         if not folder.is_dir():
             return None
-        listing = {}
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.endswith(".parquet") and not entry.name.startswith("."):
-                    st = entry.stat()
-                    # Every write is a new file renamed into place: a new inode as well as an mtime.
-                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
+        listing = self._listing(folder)
         snap_path = self.root / ".snapshot" / f"{folder.name}.parquet"
         cached, keep = None, pa.array([], pa.bool_())
         if snap_path.exists():
             try:
                 cached = pq.read_table(snap_path)
-                if cached.schema.remove_metadata() != _with_keys(schema):
+                marked = (cached.schema.metadata or {}).items() >= SNAPSHOT_MARK.items()
+                if not marked or cached.schema.remove_metadata() != _with_keys(schema):
                     cached = None
             except Exception:
                 cached = None
@@ -358,9 +344,15 @@ class Store:
             try:
                 t = read_run_file(path, schema)
             except Exception as exc:  # damaged or foreign file: skip it, say so once
-                self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
+                self.skip("unreadable", path, _why(exc))
                 continue
+            if folder == self.runs_dir:
+                t = self.checked(path, t)
+                if t is None:
+                    continue
             size, mtime = listing[name]
+            if str(path) in self.skipped.get("duplicate", ()):
+                size = -1  # cached under a key no file has: read (and warned about) again every time
             tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
                            .append_column("_size", pa.array([size] * t.num_rows, pa.int64()))
                            .append_column("_mtime", pa.array([mtime] * t.num_rows, pa.int64())))
@@ -371,10 +363,47 @@ class Store:
         if stale and self.write_cache and os.access(self.root, os.W_OK):
             try:
                 snap_path.parent.mkdir(exist_ok=True)
-                self._write(table, snap_path)
+                self._write(table.replace_schema_metadata(SNAPSHOT_MARK), snap_path)
             except StoreError:
                 pass  # a cache that cannot be written is only slower next time
         return table.drop_columns(["_file", "_size", "_mtime"])
+
+    def _listing(self, folder: Path) -> dict[str, tuple[int, int]]:
+        """The folder's `*.parquet` files: name -> (size and inode, mtime)."""
+        listing = {}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".parquet") and not entry.name.startswith("."):
+                    try:
+                        st = entry.stat()
+                    except OSError as exc:  # a link to nothing, say: it is not one of our files
+                        self.skip("unreadable", folder / entry.name, f"{_why(exc)} (a dangling link?)")
+                        continue
+                    # Every write is a new file renamed into place: a new inode as well as an mtime.
+                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
+        return listing
+
+    def skip(self, kind: str, path: Path, reason: str) -> None:
+        """Leave a file (or its row) out of every read: one warning, counted by kind for doctor."""
+        what = "unreadable store file" if kind == "unreadable" else "damaged run row in"
+        self.skipped.setdefault(kind, set()).add(str(path))
+        self.warn(f"skipping {what} {path}: {reason}")
+
+    def checked(self, path: Path, table: pa.Table) -> pa.Table | None:
+        """A runs file's row if it passes rows.py's checks, else None (and a warning). A file holding
+        several rows of its run counts it once."""
+        rows = table.to_pylist()
+        if len(rows) > 1:
+            keep = latest(rows)
+            self.skipped.setdefault("duplicate", set()).add(str(path))
+            self.warn(f"{path} holds {len(rows)} rows of run {rows[keep]['run_id']}: counted once (the row "
+                      "updated last)")
+            table, rows = table.slice(keep, 1), [rows[keep]]
+        problem = row_problem(rows[0]) if rows else None
+        if problem is not None:
+            self.skip(problem[0], path, problem[1])
+            return None
+        return table
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -398,14 +427,16 @@ class Store:
             size, files = 0, 0
             for folder, _, names in os.walk(self.root, onerror=_raise):
                 for name in names:
-                    size += os.stat(os.path.join(folder, name)).st_size
+                    # lstat: a link to nothing is a file of the store too (doctor names it), not an error
+                    size += os.lstat(os.path.join(folder, name)).st_size
                     files += 1
             runs = self.runs(columns=["status"])
         except OSError as exc:
             raise StoreError(f"cannot read the store at {self.root}: {exc.strerror or exc}") from None
+        damaged = {kind: len(paths) for kind, paths in sorted(self.skipped.items()) if kind != "unreadable"}
         return {"path": str(self.root.resolve()), "exists": True, "bytes": size, "files": files,
                 "runs": len(runs), "by_status": {s: int(n) for s, n in runs.status.value_counts().items()},
-                "unreadable_files": len(self.warnings)}
+                "unreadable_files": len(self.skipped.get("unreadable", ())), "damaged_rows": damaged}
 
     def runs(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self._read_all(self.runs_dir, RUNS_SCHEMA, columns)
@@ -419,7 +450,7 @@ class Store:
         try:
             return read_run_file(path, EPOCHS_SCHEMA).to_pandas()
         except Exception as exc:
-            self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
+            self.skip("unreadable", path, _why(exc))
             return EPOCHS_SCHEMA.empty_table().to_pandas()
 
     def has_run(self, run_id: str) -> bool:
@@ -430,8 +461,9 @@ class Store:
         if not path.exists():
             return None
         try:
-            rows = read_run_file(path, RUNS_SCHEMA).to_pylist()
+            table = self.checked(path, read_run_file(path, RUNS_SCHEMA))
         except Exception as exc:
-            self.warn(f"skipping unreadable store file {path}: {_why(exc)}")
+            self.skip("unreadable", path, _why(exc))
             return None
+        rows = [] if table is None else table.to_pylist()
         return rows[0] if rows else None

@@ -15,7 +15,8 @@ def put(store, depth, h, seed, status="completed", acc=0.9, dataset="two-moons",
     spec = make_run_spec(dataset=dataset, depth=depth, h=h, seed=seed, train_noise=noise, epochs=epochs)
     store.put_run({"run_id": spec.run_id, **config_columns(spec), "status": status,
                    "final_test_acc": acc if status == "completed" else None,
-                   "best_test_acc": None if status == "failed" else acc + 0.01, "epochs_done": epochs})
+                   "best_test_acc": None if status == "failed" else acc + 0.01, "epochs_done": epochs,
+                   "diverged_epoch": 1 if status == "diverged" else None})
     return spec
 
 

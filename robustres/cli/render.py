@@ -86,12 +86,13 @@ def short_list(values: list) -> str:
 
 
 def json_value(v):
-    """A value as JSON takes it: NaN becomes null, inside lists and mappings too."""
+    """A value as JSON takes it: NaN and infinities become null (JSON has neither: Python would
+    print `NaN` and `Infinity`, which strict parsers refuse), inside lists and mappings too."""
     if isinstance(v, dict):
         return {k: json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [json_value(x) for x in v]
-    if isinstance(v, float) and v != v:
+    if isinstance(v, float) and not math.isfinite(v):  # numpy's float64 is a float too
         return None
     return v
 
@@ -249,12 +250,31 @@ def print_doctor(info: dict) -> None:
         out.print(f"store {st['path']}: not created yet")
     else:
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(st["by_status"].items())) or "no runs"
+        damaged = st.get("damaged_rows", {})
+        kinds = f" ({', '.join(f'{n} {kind}' for kind, n in damaged.items())})" if damaged else ""
         out.print(f"store {st['path']}: {size_text(st['bytes'])} in {st['files']} files, {st['runs']} runs "
-                  f"({statuses}), {st['unreadable_files']} unreadable files, "
-                  f"{st['runs_being_trained']} runs being trained now")
+                  f"({statuses}), {st['unreadable_files']} unreadable files, {sum(damaged.values())} damaged "
+                  f"rows left out{kinds}, {st['runs_being_trained']} runs being trained now")
+        for kind, found in st.get("files_left_out", {}).items():
+            if found["count"]:
+                more = f", ... ({found['count']} in all)" if found["count"] > len(found["examples"]) else ""
+                out.print(f"  {found['count']} {LITTER_TEXT[kind]}: {', '.join(found['examples'])}{more}")
     dd = info["data"]
-    out.print(f"data {dd['path']}" + ("" if dd["exists"] else " (does not exist)") + ": "
-              + ", ".join(f"{k} ({v})" for k, v in dd["datasets"].items()))
+    where = "" if dd.get("is_folder", dd["exists"]) else " (a file, not a folder)" if dd["exists"] else \
+        " (does not exist)"
+    out.print(f"data {dd['path']}{where}: " + ", ".join(f"{k} ({v})" for k, v in dd["datasets"].items()))
+
+
+# What each kind of doctor.LITTER means, said where it is counted.
+LITTER_TEXT = {
+    "dangling_links": "link(s) to nothing, left out of every read",
+    "truncated_checkpoints": "truncated checkpoint(s): a resumed run starts over, noise-eval skips a finished one",
+    "missing_epochs_files": "run(s) with epochs done but no epochs file: no curves for them",
+    "prev_checkpoints": ("previous checkpoint(s) (.pt.prev) from a pack's cut save: not damage, reads take the "
+                         "right checkpoint and the next resume of those runs tidies them"),
+    "stale_temporaries": "temporary file(s) of killed writers: never read; the next sweep deletes those in "
+                         "runs/, epochs/ and checkpoints/",
+}
 
 
 def print_noise_table(results: list[dict], evaluated: int, store_root, propagation=None) -> None:

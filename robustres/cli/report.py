@@ -99,7 +99,7 @@ def _filters(dataset, depths, h, train_noise, slots) -> dict:
 def _print(result, format_: str) -> None:
     if format_ == "json":
         print(json.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
-                                            result.figures), indent=2))
+                                            result.figures), indent=2, allow_nan=False))
     elif format_ == "csv":
         print(result.groups.to_csv(index=False), end="")
     elif format_ == "markdown":
