@@ -102,6 +102,12 @@ def result_row(spec: RunSpec, outcome: engine.Outcome | None, base: dict) -> dic
     return row
 
 
+def running_row(spec: RunSpec, base: dict, history: list[dict]) -> dict:
+    """The row of a run in training: what its checkpoint holds (the store follows the checkpoints)."""
+    return {**result_row(spec, None, base), "status": "running", "epochs_done": len(history),
+            "seconds": sum(r["seconds"] for r in history) if history else None}
+
+
 def failed_row(spec: RunSpec, store: Store, detail: str, base: dict | None = None,
                seconds: float | None = None) -> dict:
     """The row of a run whose pack failed (an exception, a dead worker or task): what the store
@@ -164,8 +170,7 @@ class PackRunner:
             })
             saved = load_checkpoint(store.checkpoint_path(spec.run_id), spec.run_id)
             histories.append([dict(r) for r in saved["history"]] if saved else [])
-            store.put_run({**result_row(spec, None, bases[-1]), "status": "running",
-                           "epochs_done": len(histories[-1])})
+            store.put_run(running_row(spec, bases[-1], histories[-1]))
 
         def on_epoch(i: int, record: engine.EpochRecord, checkpointed: bool) -> None:
             spec = specs[i]
@@ -174,9 +179,7 @@ class PackRunner:
             if not checkpointed:  # the store follows the checkpoints: both or neither
                 return
             store.put_epochs(spec.run_id, histories[i])
-            store.put_run({**result_row(spec, None, bases[i]), "status": "running",
-                           "epochs_done": len(histories[i]),
-                           "seconds": sum(r["seconds"] for r in histories[i])})
+            store.put_run(running_row(spec, bases[i], histories[i]))
             if len(histories[i]) == spec.epochs and os.environ.get(KILL_SWITCH) == "final-checkpoint":
                 os.kill(os.getpid(), signal.SIGKILL)  # the kill suite's exact moment (see KILL_SWITCH)
 
