@@ -35,6 +35,8 @@ CACHE_VERSION = 1
 # cifar10 run is the same: its fingerprint is a constant, known without the files.
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FINGERPRINT = hashlib.sha256(f"cifar10:{CIFAR10_MD5}".encode()).hexdigest()[:16]
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE_BYTES = 170_498_071  # the size of the archive CIFAR10_MD5 names
 AG_NEWS_CLASSES = 4  # the standard ag_news_csv (World, Sports, Business, Sci/Tech)
 
 
@@ -186,6 +188,10 @@ def cifar10(data_dir: Path) -> Data:
     try:
         parts = [CIFAR10(str(data_dir), train=t, download=False) for t in (True, False)]
     except RuntimeError:
+        damaged = cifar_archive_damage(data_dir)
+        if damaged:  # torchvision would download over it, and say only "not found" when offline
+            raise DataMissing(f"cifar10: {damaged}; delete it (robustres then downloads CIFAR-10) or "
+                              "put the real one there") from None
         if os.environ.get("ROBUSTRES_OFFLINE"):
             parts = None
         else:
@@ -467,13 +473,29 @@ def class_gaps(data: Data) -> str | None:
     return f"{data.source}: {'; '.join(parts)}" if parts else None
 
 
+def cifar_archive_damage(data_dir: Path) -> str | None:
+    """What is wrong with the CIFAR-10 archive in `data_dir` (its size; its checksum when the size is
+    right), or None when it is whole or absent."""
+    path = data_dir / CIFAR10_ARCHIVE
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    if size != CIFAR10_ARCHIVE_BYTES:
+        return f"{path} is damaged: {size:,} bytes, not {CIFAR10_ARCHIVE_BYTES:,}"
+    from torchvision.datasets.utils import check_integrity
+
+    return None if check_integrity(str(path), CIFAR10_MD5) else f"{path} is damaged: its MD5 is not CIFAR-10's"
+
+
 def available(data_dir: Path) -> dict[str, str]:
-    """Which datasets `data_dir` holds, without loading any: name -> where (or what is missing)."""
+    """Which datasets `data_dir` holds, without loading any: name -> where (or what is missing). A
+    CIFAR-10 archive of the wrong size is not counted (its checksum is left to loading: 170 MB)."""
     found = {"two-moons": "generated", "synthetic": "generated"}
+    archive = data_dir / CIFAR10_ARCHIVE
     if (data_dir / "cifar-10-batches-py").is_dir():
         found["cifar10"] = str(data_dir / "cifar-10-batches-py")
-    elif (data_dir / "cifar-10-python.tar.gz").is_file():
-        found["cifar10"] = str(data_dir / "cifar-10-python.tar.gz")
+    elif archive.is_file() and archive.stat().st_size == CIFAR10_ARCHIVE_BYTES:
+        found["cifar10"] = str(archive)
     try:
         found["ag-news"] = str(_ag_news_root(data_dir))
     except DataError:

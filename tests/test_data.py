@@ -440,8 +440,8 @@ def test_dry_runs_work_without_the_data_and_say_what_is_unknown(cli, tmp_path):
 def test_a_dry_run_counts_and_fingerprints_an_image_folder_and_writes_nothing(cli, tmp_path):
     pets = tmp_path / "pets"
     write_folder(pets, per_class=(5, 2))  # 10 training images
-    args = ("sweep", "--dataset", "imagefolder", "--data-dir", pets, "--depths", "8", "--h", "0.1,1", "--epochs", "1",
-            "--json")
+    args = ("sweep", "--dataset", "imagefolder", "--data-dir", pets, "--depths", "8", "--h", "0.1,1", "--seeds", "1",
+            "--epochs", "1", "--json")
     code, out, err = cli(*args, "--dry-run")
     assert code == 0, err
     plan = json.loads(out)

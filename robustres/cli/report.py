@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..grid import merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
+from ..grid import merge_preset, parse_filters, preset_slots
 from ..spec import MIN_SEEDS, SpecError, default_store
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
@@ -87,13 +87,8 @@ def report(
 
 def _filters(dataset, depths, h, train_noise, slots) -> dict:
     """report.Filters' fields from the options, checked (before pandas is imported)."""
-    return dict(
-        datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
-        depths=tuple(parse_ints("--depths", depths)) if depths else (),
-        hs=tuple(parse_h_grid(h)) if h else (),
-        train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
-        run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None,
-    )
+    return dict(**parse_filters(dataset, depths, h, train_noise),
+                run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None)
 
 
 def _print(result, format_: str) -> None:
