@@ -48,7 +48,7 @@ def report(
         metavar="METRIC", help="final (accuracy after the last epoch) or best (the best epoch's, as the paper "
                                "reports).")] = "final",
     level: Annotated[float, typer.Option(
-        metavar="LEVEL", help="Confidence level of every interval, in (0, 1).")] = 0.95,
+        metavar="LEVEL", help="Confidence level of every interval, a whole percent from 0.5 to 0.99.")] = 0.95,
     plot: Annotated[Optional[str], typer.Option(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
     html: Annotated[Optional[str], typer.Option(
@@ -108,8 +108,9 @@ def _print(result, format_: str) -> None:
 def _check(format_, min_seeds, max_failures, require_complete, config, metric, level) -> None:
     if metric not in ("final", "best"):
         raise SpecError(f"unknown metric {metric!r}; choose final or best")
-    if not 0 < level < 1:
-        raise SpecError(f"--level is a confidence level in (0, 1), got {level:g}")
+    # Labels show whole percents ("95 % CI"): a level must be one, from 50 % to 99 %.
+    if not (0.5 <= level <= 0.99 and abs(100 * level - round(100 * level)) < 1e-9):
+        raise SpecError(f"--level is a confidence level in whole percent from 0.5 to 0.99 (e.g. 0.9, 0.95), got {level:g}")
     if format_ not in FORMATS:
         raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
     if min_seeds is not None and min_seeds < 1:
