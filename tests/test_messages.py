@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def store(tmp_path_factory):
     """Six two-moons runs (h 0.1 and 1 x seeds 0..2, depth 3, 2 epochs): enough for a recommendation."""
     root = tmp_path_factory.mktemp("messages") / "store"
-    code = main(["train", "--store", str(root), "--depth", "3", "--h", "0.1,1", "--seeds", "3", "--epochs", "2",
+    code = main(["train", "--store", str(root), "--depth", "3", "--h", "0.1,1", "--seed", "0,1,2", "--epochs", "2",
                  "--json"])
     assert code == 0
     return root
