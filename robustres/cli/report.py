@@ -110,7 +110,8 @@ def _check(format_, min_seeds, max_failures, require_complete, config, metric, l
         raise SpecError(f"unknown metric {metric!r}; choose final or best")
     # Labels show whole percents ("95 % CI"): a level must be one, from 50 % to 99 %.
     if not (0.5 <= level <= 0.99 and abs(100 * level - round(100 * level)) < 1e-9):
-        raise SpecError(f"--level is a confidence level in whole percent from 0.5 to 0.99 (e.g. 0.9, 0.95), got {level:g}")
+        raise SpecError(f"--level is a confidence level in whole percent from 0.5 to 0.99 (e.g. 0.9, 0.95), "
+                        f"got {level:g}")
     if format_ not in FORMATS:
         raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
     if min_seeds is not None and min_seeds < 1:
