@@ -459,7 +459,7 @@ def test_a_dry_run_counts_and_fingerprints_an_image_folder_and_writes_nothing(cl
 def test_a_preset_finds_its_runs_whatever_their_data_fingerprint(cli, tmp_path):
     write_folder(tmp_path / "pets")
     preset = tmp_path / "pets.yaml"
-    preset.write_text(f"dataset: imagefolder\ndata_dir: {tmp_path / 'pets'}\ndepths: [8]\nh: [0.1, 1]\nepochs: 1\n"
+    preset.write_text(f"dataset: imagefolder\ndata_dir: {tmp_path / 'pets'}\ndepths: [8]\nh: [0.1, 1]\nepochs: 1\nseeds: 1\n"
                       f"precision: fp32\n")
     code, out, err = cli("sweep", "--config", preset, "--json")
     assert code == 0, err

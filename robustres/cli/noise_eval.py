@@ -87,6 +87,7 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
     if config is not None:
         planned = frozenset(s.run_id for slot in preset_slots(preset, str(config)) for s in slot)
     filters = dict(parse_filters(options.get("dataset"), depth, h, None, depth_flag="--depth"), run_ids=planned)
+    check_kinds([(d, None) for d in filters["datasets"] if d != "synthetic"], kinds)  # synthetic: as its runs
 
     from .. import report as R  # pandas and pyarrow: imported once the input is checked
     from ..store import Store
@@ -97,7 +98,7 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
     if rows.empty:
         print(f"error: no completed runs in {store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
-    check_kinds(rows, kinds)
+    check_kinds(zip(rows.dataset, rows.synthetic_like), kinds)  # the store's runs: read without torch
 
     from ..devices import use_threads  # torch: seconds to import, so only now
     from ..instruments import evaluate_store
@@ -123,9 +124,10 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
     raise typer.Exit(EXIT_OK)
 
 
-def check_kinds(rows, kinds: list[str]) -> None:
-    """Every noise kind must apply to every matching run's data: checked before torch is imported."""
-    for dataset, like in set(zip(rows.dataset, rows.synthetic_like)):
+def check_kinds(datasets, kinds: list[str]) -> None:
+    """Every noise kind must apply to every (dataset, like) given: checked before torch is imported,
+    from --dataset at once, then from the matching runs."""
+    for dataset, like in set(datasets):
         modality = modality_of(dataset, like if isinstance(like, str) else None)
         for kind in kinds:
             if kind not in NOISE_KINDS[modality]:
