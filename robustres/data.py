@@ -35,6 +35,8 @@ CACHE_VERSION = 1
 # cifar10 run is the same: its fingerprint is a constant, known without the files.
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FINGERPRINT = hashlib.sha256(f"cifar10:{CIFAR10_MD5}".encode()).hexdigest()[:16]
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE_BYTES = 170_498_071  # the size of the archive CIFAR10_MD5 names
 AG_NEWS_CLASSES = 4  # the standard ag_news_csv (World, Sports, Business, Sci/Tech)
 
 
@@ -186,6 +188,9 @@ def cifar10(data_dir: Path) -> Data:
     try:
         parts = [CIFAR10(str(data_dir), train=t, download=False) for t in (True, False)]
     except RuntimeError:
+        if cifar_archive_damage(data_dir):  # else torchvision downloads over it, or says "not found" offline
+            raise DataMissing(f"cifar10: {cifar_archive_damage(data_dir)}; delete it (robustres then downloads "
+                              "CIFAR-10) or put the real one there") from None
         if os.environ.get("ROBUSTRES_OFFLINE"):
             parts = None
         else:
@@ -467,13 +472,21 @@ def class_gaps(data: Data) -> str | None:
     return f"{data.source}: {'; '.join(parts)}" if parts else None
 
 
+def cifar_archive_damage(data_dir: Path) -> str | None:
+    """Why the CIFAR-10 archive in `data_dir` is damaged (its size), or None: whole or absent. A
+    whole-sized one with another checksum is left to torchvision, which downloads it again."""
+    path = data_dir / CIFAR10_ARCHIVE
+    size = path.stat().st_size if path.is_file() else CIFAR10_ARCHIVE_BYTES
+    return None if size == CIFAR10_ARCHIVE_BYTES else f"{path} is damaged: {size:,} bytes, not 170,498,071"
+
+
 def available(data_dir: Path) -> dict[str, str]:
     """Which datasets `data_dir` holds, without loading any: name -> where (or what is missing)."""
     found = {"two-moons": "generated", "synthetic": "generated"}
     if (data_dir / "cifar-10-batches-py").is_dir():
         found["cifar10"] = str(data_dir / "cifar-10-batches-py")
-    elif (data_dir / "cifar-10-python.tar.gz").is_file():
-        found["cifar10"] = str(data_dir / "cifar-10-python.tar.gz")
+    elif (data_dir / CIFAR10_ARCHIVE).is_file() and not cifar_archive_damage(data_dir):
+        found["cifar10"] = str(data_dir / CIFAR10_ARCHIVE)
     try:
         found["ag-news"] = str(_ag_news_root(data_dir))
     except DataError:

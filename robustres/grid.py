@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .spec import (
+    DATASETS,
     EXECUTION_OPTIONS,
     EXECUTION_TYPES,
     FIELD_TYPES,
     GRID_FIELDS,
+    MAX_DEPTH,
     MAX_RUNS,
     MAX_SEED,
+    MIN_SEEDS,
     PRECISIONS,
     RUN_OPTIONS,
     RunSpec,
@@ -71,6 +74,25 @@ def parse_ints(name: str, text: str, *, allow_empty: bool = False) -> list[int]:
         except ValueError:
             raise SpecError(f"{name}: {t!r} is not a whole number") from None
     return out
+
+
+def parse_filters(dataset: str | None, depths: str | None, h: str | None, train_noise: str | None,
+                  depth_flag: str = "--depths") -> dict:
+    """report's and noise-eval's filters (report.Filters' fields). A value no run can ever have (an
+    unknown dataset, a depth < 1, a noise level outside [0, 1]) is bad input, not "no runs match"."""
+    datasets = tuple(x.strip() for x in dataset.split(",")) if dataset else ()
+    for name in datasets:
+        if name not in DATASETS:
+            raise SpecError(f"--dataset: unknown dataset {shown(name)}; choose among: {', '.join(DATASETS)}")
+    depth_list = tuple(parse_ints(depth_flag, depths)) if depths else ()
+    for depth in depth_list:
+        if not 1 <= depth <= MAX_DEPTH:
+            raise SpecError(f"{depth_flag}: {depth} is no run's depth (depths are 1 to {MAX_DEPTH:,})")
+    noises = tuple(parse_floats("--train-noise", train_noise)) if train_noise else ()
+    for level in noises:
+        if not 0 <= level <= 1:
+            raise SpecError(f"--train-noise: {level:g} is no run's level (training noise is in [0, 1])")
+    return dict(datasets=datasets, depths=depth_list, hs=tuple(parse_h_grid(h)) if h else (), train_noises=noises)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,8 +166,10 @@ def parse_h_grid(text: str, name: str = "--h", limit: int = MAX_RUNS) -> list[fl
         else:
             values = decade_grid(a, b)
     for v in values:
-        if not math.isfinite(v) or v < 0:
-            raise SpecError(f"{name}: h must be finite and >= 0, got {v:g}")
+        if not math.isfinite(v):
+            raise SpecError(f"{name}: h must be finite, got {v:g}")
+        if v < 0:
+            raise SpecError(f"{name}: h must be >= 0, got {v:g}")
     return list(dict.fromkeys(values))
 
 
@@ -185,6 +209,15 @@ def parse_seeds(value, limit: int | None = None) -> list[int]:
     for s in items:
         _count("seed", s, minimum=0, maximum=MAX_SEED)
     return list(dict.fromkeys(items))
+
+
+def parse_seed_names(name: str, text: str) -> list[int]:
+    """`train --seed`: seeds by name, never a count: '3' is seed 3; '3,4' and '3..6' as in --seeds."""
+    text = str(text).strip()
+    if "," in text or ".." in text:
+        return parse_seeds(text)
+    seed = parse_ints(name, text)[0]
+    return [_count("seed", seed, minimum=0, maximum=MAX_SEED)]
 
 
 def whole(name: str, value) -> int:
@@ -368,7 +401,7 @@ def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUN
         if values.get("h") is None:
             raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
         h_list = _items("h", values["h"], real, lambda _name, text: parse_h_grid(text, limit=max_runs))
-        seeds = parse_seeds(values.get("seeds", 1), max_runs)
+        seeds = parse_seeds(values.get("seeds", MIN_SEEDS), max_runs)  # the fewest report answers from
         noise_list = _items("train_noise", values.get("train_noise", 0.0), real, parse_floats)
         options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
         if "milestones" in options:

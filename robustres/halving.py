@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from .errors import SpecError
 from .spec import MIN_SEEDS
 
+MAX_BUDGET = 1e15  # model-epochs: more than any grid could hold
 TOL = 1e-12  # of a budget's float arithmetic (h values are compared exactly: they are the grid's floats)
 
 
@@ -78,10 +79,10 @@ def make_options(values: dict) -> SearchOptions:
     v = {k: x for k, x in values.items() if x is not None}
     out = {}
     if "budget" in v:
-        out["budget"] = _number("budget", v["budget"], 0, 1e15)
-        if out["budget"] <= 0 or (out["budget"] > 1 and out["budget"] != int(out["budget"])):
+        out["budget"] = _number("budget", v["budget"], -math.inf, math.inf)  # the range is said below, once
+        if not 0 < out["budget"] <= MAX_BUDGET or (out["budget"] > 1 and out["budget"] != int(out["budget"])):
             raise SpecError(f"search budget: {v['budget']!r} is neither a share of the grid's model-epochs (0 < B <= 1)"
-                            " nor a whole number of model-epochs (> 1)")
+                            f" nor a whole number of model-epochs (2 to {MAX_BUDGET:,.0f})")
     if "rungs" in v:
         items = v["rungs"] if isinstance(v["rungs"], (list, tuple)) else str(v["rungs"]).split(",")
         if not items or any(not str(x).strip() for x in items):

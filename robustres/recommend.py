@@ -132,7 +132,7 @@ def stability_edge(rows: pd.DataFrame) -> float | None:
 def _reason(point, best, chosen_hs: list[float], rows: pd.DataFrame, labels: dict, level: float) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     name = "median " + ("final" if point.metric == "final" else "best-epoch") + " accuracy"
-    text = (f"h={point.h:g}: {name} {pct(point['median'])} % ({int(level * 100)} % CI {pct(point.ci_low)}-"
+    text = (f"h={point.h:g}: {name} {pct(point['median'])} % ({round(level * 100)} % CI {pct(point.ci_low)}-"
             f"{pct(point.ci_high)}); indistinguishable from the best: h in {{{', '.join(f'{h:g}' for h in chosen_hs)}}}"
             f"; rule: the smallest h of that set whose interval holds the best's median")
     if point.name != best.name:

@@ -16,6 +16,7 @@ from typing import Callable
 from . import data as D
 from . import engine, executor
 from .devices import resolve_device, use_threads, worker_devices
+from .hardware import estimate, wall_time
 from .models import init_model
 from .plan import by_data, data_key, pack_size, plan_group, train_size
 from .spec import GENERATED, Execution, RunSpec, SpecError
@@ -116,7 +117,8 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
         packs += plan_packs(group, source, work, execution, device)
     return {"runs_total": len(runs), "runs_done": len(work.finished), "runs_todo": len(work.todo),
             "pack_size": execution.pack_size or "auto", "store": str(execution.store), "packs": packs,
-            "warnings": warnings}
+            "wall_time": wall_time([p["estimate"] for p in packs]), "warnings": warnings}
+
 
 
 def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, execution: Execution,
@@ -139,7 +141,7 @@ def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, ex
                       "start_epoch": pack.start_epoch, "train_images": images,
                       "h": sorted({s.h for s in pack.runs}), "seeds": sorted({s.seed for s in pack.runs}),
                       "train_noise": sorted({s.train_noise for s in pack.runs}), "device": str(device),
-                      "tflop": cost / 1e12,
+                      "tflop": cost / 1e12, "estimate": estimate(first, device.type, cost),
                       "run_ids": None if source.missing else [s.run_id for s in pack.runs]})
     return packs
 
@@ -161,6 +163,10 @@ def describe_runs(runs: list[RunSpec], execution: Execution) -> list[dict]:
     for spec in runs:
         numbers = ({"params": None, "flops_per_image": None} if source.input_shape is None
                    else engine.describe(spec, source.input_shape, source.num_classes))
+        cost = None if numbers["flops_per_image"] is None else \
+            3.0 * numbers["flops_per_image"] * train_images(spec, source) * spec.epochs  # as plan.pack_cost
+        numbers["estimate"] = estimate(spec, device.type, cost) if cost is not None else \
+            {"seconds": None, "rate": "no cost without the data"}
         out.append({"run_id": None if source.missing else spec.run_id, **spec.to_dict(), **numbers,
                     "unknown_without_data": unknown, "data_note": note, "device": str(device),
                     "store": str(execution.store), "data_dir": str(execution.data_dir)})

@@ -25,6 +25,7 @@ from pathlib import Path
 
 # The error types live in errors.py; they are named here too, where every caller finds them.
 from .errors import DataError, DataMissing, SpecError, StoreError, shown  # noqa: F401
+from .hardware import gpu_driver_present
 
 # Bump when the meaning of a RunSpec field changes, so old run ids do not collide with new ones.
 ID_VERSION = 1
@@ -427,8 +428,12 @@ TRAINING_EXECUTION = ("pack_size", "fuse", "compile", "checkpoint_every", "track
 
 
 def check_device(device: str) -> str:
-    """Validate the device string's form; whether CUDA exists is checked where torch is loaded."""
+    """Validate the device string's form, and refuse CUDA where no GPU driver is there at all;
+    everything else about CUDA is checked where torch is loaded (seconds later)."""
     if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        if device.startswith("cuda") and not gpu_driver_present():
+            raise SpecError(f"device {device} requested but CUDA is not available here (no GPU driver, or "
+                            "CUDA_VISIBLE_DEVICES hides every GPU); use --device cpu")
         return device
     raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 

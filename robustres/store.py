@@ -6,6 +6,7 @@ Layout under the store root:
     epochs/<run_id>.parquet       one row per finished epoch
     checkpoints/<run_id>.pt       the latest end-of-epoch training state (written by the engine)
     claims/<run_id>.json          which live process is training the run now (claims.py)
+    searches/<id>.json            a search's decisions, round by round (written by search.py)
 
 One file per run keeps writers independent (no shared file to rewrite), and every write goes to a
 temporary name in the same folder followed by an atomic rename, so a reader sees the old file or the

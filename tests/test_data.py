@@ -440,8 +440,8 @@ def test_dry_runs_work_without_the_data_and_say_what_is_unknown(cli, tmp_path):
 def test_a_dry_run_counts_and_fingerprints_an_image_folder_and_writes_nothing(cli, tmp_path):
     pets = tmp_path / "pets"
     write_folder(pets, per_class=(5, 2))  # 10 training images
-    args = ("sweep", "--dataset", "imagefolder", "--data-dir", pets, "--depths", "8", "--h", "0.1,1", "--epochs", "1",
-            "--json")
+    args = ("sweep", "--dataset", "imagefolder", "--data-dir", pets, "--depths", "8", "--h", "0.1,1", "--seeds", "1",
+            "--epochs", "1", "--json")
     code, out, err = cli(*args, "--dry-run")
     assert code == 0, err
     plan = json.loads(out)
@@ -459,7 +459,7 @@ def test_a_dry_run_counts_and_fingerprints_an_image_folder_and_writes_nothing(cl
 def test_a_preset_finds_its_runs_whatever_their_data_fingerprint(cli, tmp_path):
     write_folder(tmp_path / "pets")
     preset = tmp_path / "pets.yaml"
-    preset.write_text(f"dataset: imagefolder\ndata_dir: {tmp_path / 'pets'}\ndepths: [8]\nh: [0.1, 1]\nepochs: 1\n"
+    preset.write_text(f"dataset: imagefolder\ndata_dir: {tmp_path / 'pets'}\ndepths: [8]\nh: [0.1, 1]\nepochs: 1\nseeds: 1\n"
                       f"precision: fp32\n")
     code, out, err = cli("sweep", "--config", preset, "--json")
     assert code == 0, err

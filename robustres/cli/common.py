@@ -102,11 +102,30 @@ def train_with_progress(runs, execution: Execution, as_json: bool):
     console = render.console()
     if sys.stdout.isatty() and not as_json:
         with RichReporter(console, len(runs)) as reporter:
-            rows = train_runs(runs, execution, reporter, waiting)
+            rows = train_runs(runs, execution, counted := CountReused(reporter), waiting)
     else:
         reporter = PlainReporter(sys.stderr if as_json else sys.stdout, len(runs))
-        rows = train_runs(runs, execution, reporter, waiting)
+        rows = train_runs(runs, execution, counted := CountReused(reporter), waiting)
+    if execution.track_layers and counted.reused:  # the store's rows are reused: nothing trains, nothing is tracked
+        print(f"warning: --track-layers recorded nothing for the {counted.reused} run(s) already in the store (not "
+              "retrained); --force retrains them and records the layers", file=sys.stderr)
     return rows, time.perf_counter() - started, console
+
+
+class CountReused:
+    """A reporter that counts the runs reported from the store, passing everything on."""
+
+    def __init__(self, inner):
+        self.inner, self.reused = inner, 0
+
+    def run_finished(self, spec, row, reused: bool) -> None:
+        self.reused += bool(reused)
+        self.inner.run_finished(spec, row, reused)
+
+    def __getattr__(self, name):
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def train_quietly(runs, execution: Execution, as_json: bool) -> list[dict]:

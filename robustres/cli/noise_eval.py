@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..grid import EXECUTION_KEYS, merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
-from ..spec import NOISE_KINDS, TRAINING_EXECUTION, SpecError
+from ..grid import EXECUTION_KEYS, merge_preset, parse_filters, parse_floats, preset_slots
+from ..spec import NOISE_KINDS, TRAINING_EXECUTION, SpecError, modality_of
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import check_store, execution_of
@@ -86,22 +86,23 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
     planned = None
     if config is not None:
         planned = frozenset(s.run_id for slot in preset_slots(preset, str(config)) for s in slot)
-    dataset = options.get("dataset")
-    filters = dict(datasets=(dataset,) if dataset else (), depths=tuple(parse_ints("--depth", depth)) if depth else (),
-                   hs=tuple(parse_h_grid(h)) if h else (), run_ids=planned)
+    filters = dict(parse_filters(options.get("dataset"), depth, h, None, depth_flag="--depth"), run_ids=planned)
+    check_kinds([(d, None) for d in filters["datasets"] if d != "synthetic"], kinds)  # synthetic: as its runs
 
-    from .. import report as R  # torch, pandas and pyarrow: imported once the input is checked
-    from ..devices import use_threads
-    from ..instruments import evaluate_store
+    from .. import report as R  # pandas and pyarrow: imported once the input is checked
     from ..store import Store
 
     store = Store(execution.store, write_cache=False)  # nothing is written before the input is checked
-    filters = R.Filters(**filters)
-    rows = R.select(store.runs(), filters)
+    rows = R.select(store.runs(), R.Filters(**filters))
     rows = rows[rows.status == "completed"]
     if rows.empty:
         print(f"error: no completed runs in {store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
+    check_kinds(zip(rows.dataset, rows.synthetic_like), kinds)  # the store's runs: read without torch
+
+    from ..devices import use_threads  # torch: seconds to import, so only now
+    from ..instruments import evaluate_store
+
     use_threads(execution)
     result = evaluate_store(store, rows, levels, kinds, with_propagation, execution.data_dir,
                             options.get("limit_test"), execution.device)
@@ -121,3 +122,14 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
             pd.DataFrame([{"run_id": s.run_id, "depth": s.depth, "h": s.h} for s in result.specs]), on="run_id")
     render.print_noise_table(result.results, result.evaluated, store.root, prop)
     raise typer.Exit(EXIT_OK)
+
+
+def check_kinds(datasets, kinds: list[str]) -> None:
+    """Every noise kind must apply to every (dataset, like) given: checked before torch is imported,
+    from --dataset at once, then from the matching runs."""
+    for dataset, like in set(datasets):
+        modality = modality_of(dataset, like if isinstance(like, str) else None)
+        for kind in kinds:
+            if kind not in NOISE_KINDS[modality]:
+                raise SpecError(f"noise kind {kind!r} does not apply to {modality} data; "
+                                f"choose: {', '.join(NOISE_KINDS[modality])}")

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..spec import EXECUTION_FIELDS, EXECUTION_TYPES, FIELD_TYPES, RUN_OPTIONS, meta
+from ..spec import EXECUTION_FIELDS, EXECUTION_TYPES, FIELD_TYPES, MIN_SEEDS, RUN_OPTIONS, meta
 
 # What the flag of a field takes on the command line, where that is not the field's own type.
 _CLI_TYPES = {"milestones": str, "precision": str, "pack_size": str, "track_layers": str, "store": str,
@@ -72,11 +72,17 @@ Config = Annotated[Optional[Path], typer.Option(
     "--config", metavar="PRESET", show_default=False,
     help="A sweep preset: a YAML file, or a packaged preset by name (e.g. quick-moons; robustres sweep "
          "--list-presets lists them). Flags override its keys.")]
-HGrid = Annotated[Optional[str], typer.Option(
-    "--h", metavar="GRID", show_default=False,
-    help="h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 log-spaced).")]
+_H_HELP = "h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 log-spaced)"
+_SEEDS_HELP = "5 (a count: seeds 0..4), 7,8,9 (those) or 3..6 (a range)"
+HGrid = Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False, help=_H_HELP + ".")]
 Seeds = Annotated[Optional[str], typer.Option(
-    "--seeds", metavar="SEEDS", show_default=False, help="5 (seeds 0..4), 7,8,9 (those) or 3..6 (a range).")]
+    "--seeds", metavar="SEEDS", show_default=False,
+    help=f"{_SEEDS_HELP}. Default {MIN_SEEDS} (seeds 0..{MIN_SEEDS - 1}): the fewest that report recommends from.")]
+# train's: the same grammar, train's defaults (one run, h 0.1)
+TrainH = Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False,
+                                               help=_H_HELP + "; default 0.1.")]
+TrainSeeds = Annotated[Optional[str], typer.Option(
+    "--seeds", metavar="SEEDS", show_default=False, help=f"As in sweep: {_SEEDS_HELP}. Default: --seed 0.")]
 Depths = Annotated[Optional[str], typer.Option("--depths", metavar="LIST", show_default=False,
                                                help="Depths, comma-separated, e.g. 20,110,218.")]
 TrainNoise = Annotated[Optional[str], typer.Option(

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..hardware import wall_time
 from .progress import status_text
 
 
@@ -69,8 +70,27 @@ def print_plan(plan: dict) -> None:
     total = sum(p["tflop"] for p in plan["packs"])
     out.print(f"estimated training cost {flop_text(total * 1e12)} (3x forward multiply-adds per image and epoch); "
                   f"pack size {plan['pack_size']}; store {plan['store']}")
+    out.print(wall_time_text(plan["wall_time"]), soft_wrap=True)
     for warning in plan["warnings"]:
         out.print(f"warning: {warning}")
+
+
+def wall_time_text(wall: dict) -> str:
+    """The dry run's time estimate as one line: a range (the measured rates' spread), what it assumes."""
+    if wall["seconds"] is None:
+        return "estimated wall time: unknown, " + "; ".join(wall["rates"]) if wall["rates"] else \
+            "estimated wall time: nothing to train"
+    low, high = wall["seconds"]
+    part = "" if wall["estimated"] == wall["of"] else f" for {wall['estimated']} of {wall['of']} (the rest: unknown)"
+    return (f"estimated wall time {duration(low)} to {duration(high)}{part}: the spread of the rates measured on "
+            f"{'; '.join(wall['rates'])}")
+
+
+def duration(seconds: float) -> str:
+    for unit, scale in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= scale:
+            return f"{seconds / scale:.1f} {unit}"
+    return f"{seconds:.1f} s"
 
 
 def flop_text(x: float) -> str:
@@ -115,6 +135,7 @@ def print_dry_run(described: list[dict]) -> None:
     out.print(table)
     first = described[0]
     out.print(f"device {first['device']}, store {first['store']}, data {first['data_dir']}")
+    out.print(wall_time_text(wall_time([r["estimate"] for r in described])), soft_wrap=True)
     if first.get("data_note"):
         out.print(f"note: {first['data_note']}", soft_wrap=True)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..grid import merge_preset, parse_floats, parse_h_grid, parse_ints, preset_slots
+from ..grid import merge_preset, parse_filters, preset_slots
 from ..spec import MIN_SEEDS, SpecError, default_store
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
@@ -48,7 +48,7 @@ def report(
         metavar="METRIC", help="final (accuracy after the last epoch) or best (the best epoch's, as the paper "
                                "reports).")] = "final",
     level: Annotated[float, typer.Option(
-        metavar="LEVEL", help="Confidence level of every interval, in (0, 1).")] = 0.95,
+        metavar="LEVEL", help="Confidence level of every interval, a whole percent from 0.5 to 0.99.")] = 0.95,
     plot: Annotated[Optional[str], typer.Option(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
     html: Annotated[Optional[str], typer.Option(
@@ -87,13 +87,8 @@ def report(
 
 def _filters(dataset, depths, h, train_noise, slots) -> dict:
     """report.Filters' fields from the options, checked (before pandas is imported)."""
-    return dict(
-        datasets=tuple(x.strip() for x in dataset.split(",")) if dataset else (),
-        depths=tuple(parse_ints("--depths", depths)) if depths else (),
-        hs=tuple(parse_h_grid(h)) if h else (),
-        train_noises=tuple(parse_floats("--train-noise", train_noise)) if train_noise else (),
-        run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None,
-    )
+    return dict(**parse_filters(dataset, depths, h, train_noise),
+                run_ids=frozenset(s.run_id for slot in slots for s in slot) if slots is not None else None)
 
 
 def _print(result, format_: str) -> None:
@@ -113,8 +108,10 @@ def _print(result, format_: str) -> None:
 def _check(format_, min_seeds, max_failures, require_complete, config, metric, level) -> None:
     if metric not in ("final", "best"):
         raise SpecError(f"unknown metric {metric!r}; choose final or best")
-    if not 0 < level < 1:
-        raise SpecError(f"--level is a confidence level in (0, 1), got {level:g}")
+    # Labels show whole percents ("95 % CI"): a level must be one, from 50 % to 99 %.
+    if not (0.5 <= level <= 0.99 and abs(100 * level - round(100 * level)) < 1e-9):
+        raise SpecError(f"--level is a confidence level in whole percent from 0.5 to 0.99 (e.g. 0.9, 0.95), "
+                        f"got {level:g}")
     if format_ not in FORMATS:
         raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
     if min_seeds is not None and min_seeds < 1:

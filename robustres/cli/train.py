@@ -5,12 +5,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..grid import parse_floats, parse_ints
-from ..spec import FIELD_TYPES, make_run_spec
+from ..grid import parse_h_grid, parse_ints, parse_seed_names, parse_seeds
+from ..spec import FIELD_TYPES, SpecError, make_run_spec
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
-from .options import AsJson, Force, execution_options, run_options, with_options
+from .options import AsJson, Force, TrainH, TrainSeeds, execution_options, run_options, with_options
 
 HELP = ("Train runs (one per h x seed) and record them in the store. Defaults follow the paper's protocol for "
         "the dataset. Runs that differ only in h, seed and training noise train together as one fused network "
@@ -26,9 +26,11 @@ def train(
     options: dict,
     depth: Annotated[Optional[int], typer.Option(
         metavar="N", show_default=False, help="Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).")] = None,
-    h: Annotated[str, typer.Option(
-        "--h", metavar="LIST", help="Step factor(s), comma-separated: one run per value.")] = "0.1",
-    seed: Annotated[str, typer.Option(metavar="LIST", help="Seed(s), comma-separated: one run per value.")] = "0",
+    h: TrainH = None,
+    seed: Annotated[Optional[str], typer.Option(
+        metavar="LIST", show_default=False,
+        help="Seeds by name: 3 is seed 3; 3,4 or 3..6 (default 0: one run per h). --seeds 3 is seeds 0..2.")] = None,
+    seeds: TrainSeeds = None,
     train_noise: Annotated[float, typer.Option(
         metavar="LEVEL", help="Noise level from 0 to 1 on the training inputs (test data stay clean).")] = 0.0,
     force: Force = False,
@@ -36,7 +38,10 @@ def train(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Resolve and print the configuration; train nothing.")] = False,
 ) -> None:
-    hs, seeds = parse_floats("--h", h), parse_ints("--seed", seed)
+    if seed is not None and seeds is not None:
+        raise SpecError("give --seed (seeds by name) or --seeds (a count, or names), not both")
+    hs = parse_h_grid(h if h is not None else "0.1")
+    seeds = parse_seeds(seeds) if seeds is not None else parse_seed_names("--seed", seed if seed is not None else "0")
     execution = execution_of(options, force)
     run_values = {k: v for k, v in options.items() if k in FIELD_TYPES}
     if "milestones" in run_values:
