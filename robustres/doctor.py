@@ -66,6 +66,10 @@ def gather(store_root: Path, data_dir: Path) -> dict:
         datasets = available(data_dir)
     except Exception as exc:
         datasets = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        exists = data_dir.is_dir()
+    except OSError:
+        exists = True  # something may be there that this user cannot look at; `datasets` says why
     return {"versions": versions(), "devices": devices(), "store": store_info,
-            "data": {"path": str(data_dir), "exists": data_dir.is_dir(), "datasets": datasets},
+            "data": {"path": str(data_dir), "exists": exists, "datasets": datasets},
             "argv": sys.argv[1:]}
