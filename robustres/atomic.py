@@ -80,6 +80,10 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp)):
+            exc.filename = str(path)  # the error names the file the caller asked for, not our temporary
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

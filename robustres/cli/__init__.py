@@ -59,14 +59,15 @@ def _is_usage_error(exc: Exception) -> bool:
 
 
 def one_line(exc, limit: int = 300) -> str:
-    """An error message as the user sees it: one line, at most `limit` characters. Too long, its
-    longest words (paths, mostly) lose their middles first, so the reason at the end survives."""
+    """An error message as the user sees it: one line, at most `limit` characters. Too long, a word
+    of over a third of that (a path, mostly) loses its middle first, so the reason after it
+    survives; then the end is cut."""
     text = " ".join(str(exc).split())
     while len(text) > limit:
         word = max(text.split(" "), key=len)
-        if len(word) <= 20:
+        if len(word) <= limit // 3:
             return text[: limit - 3] + "..."
-        keep = max(len(word) - (len(text) - limit), 16)  # its new length, the "..." included
+        keep = max(len(word) - (len(text) - limit), limit // 3)  # its new length, the "..." included
         text = text.replace(word, word[: keep // 2 - 1] + "..." + word[len(word) - (keep - keep // 2 - 2):], 1)
     return text
 
@@ -74,8 +75,7 @@ def one_line(exc, limit: int = 300) -> str:
 def os_error_line(exc: OSError) -> str:
     """An OSError no layer answered (a file deep in the store that this user may not read): the
     path and the reason, never a traceback."""
-    where = exc.filename if exc.filename is not None else ""
-    return f"{where}: {exc.strerror or exc}" if where else str(exc.strerror or exc)
+    return f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc.strerror or exc)
 
 
 def check_repeats(command, argv: list[str]) -> None:

@@ -109,18 +109,17 @@ def check_plot_folder(folder: str) -> None:
 
 @contextmanager
 def page_target(html: str | None):
-    """Where report writes its page: the path given; for `-`, a temporary file (its text then goes
-    to stdout, see page_to_stdout)."""
+    """Where report writes its page: the path given; for `-`, a temporary file whose text goes to
+    stdout once written (it is not when no run matched)."""
     if html != STDOUT:
         yield html
         return
     with tempfile.TemporaryDirectory() as folder:
-        yield str(Path(folder) / "report.html")
-
-
-def page_to_stdout(page: str) -> None:
-    sys.stdout.write(Path(page).read_text(encoding="utf-8"))
-    sys.stdout.flush()
+        page = Path(folder) / "report.html"
+        yield str(page)
+        if page.exists():
+            sys.stdout.write(page.read_text(encoding="utf-8"))
+            sys.stdout.flush()
 
 
 def write_failed(exc: OSError) -> StoreError:

@@ -12,7 +12,7 @@ from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import check_outputs, check_store
 from .options import Config, execution_options, with_options
-from .paths import STDOUT, page_target, page_to_stdout, write_failed
+from .paths import STDOUT, page_target, write_failed
 
 FORMATS = ("table", "json", "csv", "markdown")
 HELP = ("Which h to use at each depth, and how sure: tables, JSON, CSV or markdown, the paper's figures, and gates "
@@ -57,10 +57,8 @@ def report(
         help="Write the report as one self-contained HTML page (figures inline, no network); - writes it to "
              "stdout. A symlink is written through; a device or FIFO is refused.")] = None,
 ) -> None:
-    _check(format_, min_seeds, max_failures, require_complete, config, metric, level)
+    _check(format_, min_seeds, max_failures, require_complete, config, metric, level, html)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
-    if html == STDOUT and format_ != "table":
-        raise SpecError(f"--html - and --format {format_} would both write to stdout; give one")
     store_root = check_store(options["store"] if "store" in options else default_store())
     check_outputs(plot, html)
     filters = _filters(dataset, depths, h, train_noise, slots)
@@ -73,8 +71,6 @@ def report(
         with page_target(html) as page:
             result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot,
                              R.Statistic(metric, level), page)
-            if html == STDOUT and result is not None:
-                page_to_stdout(page)
     except OSError as exc:  # a figure or the page could not be written (the store is read before they are)
         raise write_failed(exc) from None
     if result is None:
@@ -115,7 +111,9 @@ def _print(result, format_: str) -> None:
             print(line)
 
 
-def _check(format_, min_seeds, max_failures, require_complete, config, metric, level) -> None:
+def _check(format_, min_seeds, max_failures, require_complete, config, metric, level, html) -> None:
+    if html == STDOUT and format_ != "table":
+        raise SpecError(f"--html - and --format {format_} would both write to stdout; give one")
     if metric not in ("final", "best"):
         raise SpecError(f"unknown metric {metric!r}; choose final or best")
     if not 0 < level < 1:
