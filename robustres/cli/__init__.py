@@ -4,12 +4,12 @@ library function, rendering the result and returning an exit code.
 Bad input exits with code 2 and one line on stderr ("error: ..."), before anything is written.
 """
 
-import signal
 import sys
 
 from .interrupts import exit_interrupted, interrupted_message
 
 try:  # Ctrl-C in the split second of imports that starts every command: the interrupt line, no traceback
+    import signal
     import threading
 
     import typer

@@ -6,8 +6,6 @@ the command's own modules are still being imported.
 
 from __future__ import annotations
 
-import atexit
-import os
 import sys
 
 INTERRUPTED = ("interrupted: each run's last checkpoint is in the store (epochs after it train again); re-run the "
@@ -36,11 +34,9 @@ def interrupted_message(argv: list[str]) -> str:
 
 
 def exit_interrupted(code: int) -> None:
-    """Exit with `code` (130 or 143) after an interrupt. Not through sys.exit: once a KeyboardInterrupt
-    has passed through an eval() (namedtuple's, during an import), CPython 3.11 ends the process by
-    SIGINT at exit even when the exception was caught, and the code is lost. The exit functions run
-    first, as at any exit."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    os._exit(code)
+    """sys.exit(code) after an interrupt. CPython 3.11 remembers a KeyboardInterrupt that passed
+    through an eval() of a string (namedtuple's, during an import) even when it was caught, and at
+    exit kills the process by SIGINT instead, the code lost; every eval of a string starts by
+    forgetting it, so one harmless eval comes first."""
+    eval("None")
+    sys.exit(code)
