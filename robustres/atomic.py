@@ -3,24 +3,75 @@
 Readers see the old file or the new one, never a part of one: the bytes go to a temporary file in
 the same folder (`.<name>.<pid>.tmp`, so a sweeper can tell a dead writer's litter by its pid),
 are flushed and fsynced, and the file is renamed over the target. The temporary file never
-outlives a failure. Every writer in the package (store rows, claims, checkpoints, data caches)
-comes through here.
+outlives a failure. Every writer in the package (store rows, claims, checkpoints, data caches,
+report's page and figures) comes through here.
+
+What is at the target decides where the bytes go: a symlink is written through (its final target
+is replaced, the link stays), and anything there that is not a regular file (a device such as
+/dev/null, a FIFO, a socket) is refused: a rename would replace it with a plain file.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems; pathconf says when it can
+KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+         stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+class NotRegular(OSError):
+    """The target exists and is not a regular file (a device, a FIFO, a socket, a folder)."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(errno.EEXIST, f"it is {kind}, not a regular file", str(path))
+        self.kind = kind
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX
+
 
 def temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """`.<name>.<pid>.tmp` beside `path`; a name too long for that keeps its head and gets a hash of
+    the whole (the temporary never exceeds the file system's limit where the target fits it)."""
+    suffix = f".{os.getpid()}.tmp"
+    name = path.name.encode("utf-8", "surrogateescape")
+    room = _name_max(path.parent) - 1 - len(suffix)
+    if len(name) > room:
+        digest = hashlib.sha256(name).hexdigest()[:12]
+        name = name[: room - 13] + b"~" + digest.encode()
+    return path.with_name("." + name.decode("utf-8", "ignore") + suffix)
+
+
+def kind_of(mode: int) -> str:
+    return KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def final_target(path: Path) -> Path:
+    """Where writing `path` lands: symlinks followed (one that dangles names the file it would
+    create); NotRegular when something other than a regular file is there."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(mode):
+        raise NotRegular(path, kind_of(mode))
+    return path
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(file)` on a temporary file, then rename it to `path`; OSErrors propagate."""
-    path = Path(path)
+    path = final_target(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
@@ -29,6 +80,10 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp)):
+            exc.filename = str(path)  # the error names the file the caller asked for, not our temporary
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -81,7 +81,13 @@ def source_key(spec: RunSpec) -> tuple:
 
 def load_source(spec: RunSpec, data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
     """The whole dataset of `spec`; `limits` are checked against its size before any cache is written."""
-    data_dir = Path(data_dir)
+    try:
+        return _load_source(spec, Path(data_dir), limits, write_cache)
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:  # a place this user may not read
+        raise DataError(f"{spec.dataset}: cannot read {exc.filename or data_dir}: {exc.strerror or exc}") from None
+
+
+def _load_source(spec: RunSpec, data_dir: Path, limits: tuple, write_cache: bool) -> Data:
     if spec.dataset == "two-moons":
         return two_moons(spec.n_train, spec.n_test, spec.moons_noise)
     if spec.dataset == "synthetic":
@@ -295,6 +301,9 @@ def _image_files(root: Path) -> tuple[list[str], dict[str, list[Path]]]:
     for split in ("train", "test"):
         files[split] = [f for c in classes for f in sorted((root / split / c).iterdir())
                         if f.suffix.lower() in IMAGE_SUFFIXES]
+        dangling = next((f for f in files[split] if not f.exists()), None)  # a symlink to nothing
+        if dangling is not None:
+            raise DataError(f"imagefolder: {dangling} is a symlink to {os.readlink(dangling)}, which does not exist")
         if not files[split]:
             raise DataError(f"imagefolder: no images ({', '.join(IMAGE_SUFFIXES)}) under {root / split}")
     return classes, files

@@ -96,8 +96,11 @@ def data_info(data_dir: Path) -> dict:
         datasets = available(data_dir)
     except Exception as exc:
         datasets = {"error": f"{type(exc).__name__}: {exc}"}
-    return {"path": str(data_dir), "exists": data_dir.exists(), "is_folder": data_dir.is_dir(),
-            "datasets": datasets}
+    try:
+        exists, folder = data_dir.exists(), data_dir.is_dir()
+    except OSError:  # something may be there that this user cannot look at; `datasets` says why
+        exists, folder = True, None
+    return {"path": str(data_dir), "exists": exists, "is_folder": folder, "datasets": datasets}
 
 
 def gather(store_root: Path, data_dir: Path) -> dict:

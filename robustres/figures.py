@@ -8,6 +8,8 @@ import re
 
 import pandas as pd
 
+from .atomic import write_atomic
+
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
@@ -32,7 +34,8 @@ class _Figures:
     def save(self, fig, name: str) -> None:
         for ext in ("png", "svg"):
             path = self.folder / f"{name}.{ext}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
+            # atomically, as every file: a reader never sees half a figure, a symlink is written through
+            write_atomic(path, lambda f: fig.savefig(f, format=ext, dpi=150, bbox_inches="tight"))
             self.written.append(path)
         self.plt.close(fig)
 

@@ -7,6 +7,7 @@ The keys a preset may hold, and their types, come from the field tables in spec.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +285,7 @@ def find_preset(path) -> Path:
     """A --config value as a file: an existing path as given; else a bare name (`fig6-cifar10` or
     `quick-moons.yaml`) found among the packaged presets; else the path as given (not there)."""
     path = Path(path)
-    if path.exists() or len(path.parts) != 1:
+    if os.path.exists(path) or len(path.parts) != 1:  # (False where it cannot be looked at: read, it says why)
         return path
     for candidate in (PRESETS / path.name, PRESETS / f"{path.name}.yaml"):
         if candidate.is_file():
@@ -304,11 +305,14 @@ def list_presets() -> list[tuple[str, str]]:
 def _read_yaml(path: Path):
     import yaml
 
-    if path.is_dir():
-        raise SpecError(f"sweep config {path} is a folder, not a YAML file")
-    if not path.is_file():
-        raise SpecError(f"sweep config {path} does not exist (robustres sweep --list-presets lists the presets)")
-    raw = path.read_bytes()
+    try:
+        if path.is_dir():
+            raise SpecError(f"sweep config {path} is a folder, not a YAML file")
+        if not path.is_file():
+            raise SpecError(f"sweep config {path} does not exist (robustres sweep --list-presets lists the presets)")
+        raw = path.read_bytes()
+    except OSError as exc:  # permission denied, a name too long
+        raise SpecError(f"sweep config {path}: cannot read {exc.filename or path}: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -374,13 +374,21 @@ def resolve_precision(precision: str | None, device_type: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _folder_from_env(name: str) -> Path | None:
+    """A folder named by an environment variable: None when unset or empty; one of only spaces is
+    refused by its own name (the user never typed the flag it stands in for)."""
+    value = os.environ.get(name)
+    if value and not value.strip():
+        raise SpecError(f"${name} holds only whitespace; name a folder, or unset it")
+    return Path(value) if value else None
+
+
 def default_store() -> Path:
-    return Path(os.environ.get("ROBUSTRES_STORE") or "robustres-store")
+    return _folder_from_env("ROBUSTRES_STORE") or Path("robustres-store")
 
 
 def default_data_dir() -> Path:
-    env = os.environ.get("ROBUSTRES_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "robustres"
+    return _folder_from_env("ROBUSTRES_DATA") or Path.home() / ".cache" / "robustres"
 
 
 @dataclass(frozen=True)

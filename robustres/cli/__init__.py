@@ -4,19 +4,26 @@ library function, rendering the result and returning an exit code.
 Bad input exits with code 2 and one line on stderr ("error: ..."), before anything is written.
 """
 
-import signal
 import sys
-import threading
 
-import typer
+from .interrupts import exit_interrupted, interrupted_message
 
-from ..spec import DataError, SpecError, StoreError
+try:  # Ctrl-C in the split second of imports that starts every command: the interrupt line, no traceback
+    import signal
+    import threading
 
-# isort: off
-# Each module registers its command; --help lists them in this order, the order of the workflow.
-from . import train, sweep, search, noise_eval, report, doctor  # noqa: F401
-# isort: on
-from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, INTERRUPTED, app
+    import typer
+
+    from ..spec import DataError, SpecError, StoreError
+
+    # isort: off
+    # Each module registers its command; --help lists them in this order, the order of the workflow.
+    from . import train, sweep, search, noise_eval, report, doctor  # noqa: F401
+    # isort: on
+    from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, app
+except KeyboardInterrupt:
+    print(interrupted_message(sys.argv[1:]), file=sys.stderr)
+    exit_interrupted(130)
 
 
 class Terminated(KeyboardInterrupt):
@@ -41,8 +48,8 @@ def _catch_signals() -> dict:
     return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-def _interrupted() -> int:
-    print(INTERRUPTED, file=sys.stderr)
+def _interrupted(argv: list[str]) -> int:
+    print(interrupted_message(argv), file=sys.stderr)
     return EXIT_TERMINATED if signal.SIGTERM in _SIGNALS else EXIT_INTERRUPTED
 
 
@@ -51,10 +58,24 @@ def _is_usage_error(exc: Exception) -> bool:
     return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
 
 
-def one_line(exc: Exception, limit: int = 300) -> str:
-    """An error message as the user sees it: one line, at most `limit` characters."""
+def one_line(exc, limit: int = 300) -> str:
+    """An error message as the user sees it: one line, at most `limit` characters. Too long, a word
+    of over a third of that (a path, mostly) loses its middle first, so the reason after it
+    survives; then the end is cut."""
     text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    while len(text) > limit:
+        word = max(text.split(" "), key=len)
+        if len(word) <= limit // 3:
+            return text[: limit - 3] + "..."
+        keep = max(len(word) - (len(text) - limit), limit // 3)  # its new length, the "..." included
+        text = text.replace(word, word[: keep // 2 - 1] + "..." + word[len(word) - (keep - keep // 2 - 2):], 1)
+    return text
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError no layer answered (a file deep in the store that this user may not read): the
+    path and the reason, never a traceback."""
+    return f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc.strerror or exc)
 
 
 def check_repeats(command, argv: list[str]) -> None:
@@ -80,10 +101,21 @@ def check_repeats(command, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
-    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
     previous = _catch_signals()
     try:
-        check_repeats(command, sys.argv[1:] if argv is None else list(argv))
+        return _main(args, argv)
+    except (KeyboardInterrupt, typer.Abort):
+        return _interrupted(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(args: list[str], argv: list[str] | None) -> int:
+    try:
+        command = typer.main.get_command(app)
+        check_repeats(command, args)
         rv = command.main(args=argv, prog_name="robustres", standalone_mode=False)
     except (SpecError, DataError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -91,23 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except (KeyboardInterrupt, typer.Abort):
-        return _interrupted()
     except Exception as exc:
         if _SIGNALS and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
-            return _interrupted()  # the signal landed inside an import (scipy's turns it into ImportError)
+            return _interrupted(args)  # the signal landed inside an import (scipy's turns it into ImportError)
+        if isinstance(exc, OSError):
+            print(f"error: {one_line(os_error_line(exc))}", file=sys.stderr)
+            return EXIT_FAILED
         if not _is_usage_error(exc):
             raise
         if type(exc).__name__ != "NoArgsIsHelpError":  # the help text was shown already
             print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if _SIGNALS:
-        return _interrupted()
+        return _interrupted(args)
     return rv if isinstance(rv, int) else EXIT_OK
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # in the instant after main restored the handlers
+        code = EXIT_INTERRUPTED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: a late Ctrl-C changes nothing now
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        exit_interrupted(code)
+    sys.exit(code)

@@ -3,10 +3,10 @@
 import typer
 
 from .. import __version__
+from . import interrupts
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-INTERRUPTED = ("interrupted: each run's last checkpoint is in the store (epochs after it train again); re-run the "
-               "same command to resume")
+INTERRUPTED = interrupts.INTERRUPTED  # the line itself is picked in interrupts.interrupted_message
 
 app = typer.Typer(
     no_args_is_help=True,

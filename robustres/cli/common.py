@@ -1,19 +1,34 @@
 """What train and sweep share: resolving options into runs, and training them with progress."""
 
 import os
+import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ..spec import EXECUTION_TYPES, Execution, SpecError, make_execution, resolve_precision
 from . import render
+from .paths import check_listable, check_page_path, check_plot_folder, stat_of
 from .progress import PlainReporter, RichReporter
 
 
-def execution_of(options: dict, force: bool = False) -> Execution:
-    """The execution options among `options` (which may hold run options and grid keys too)."""
-    return make_execution({**{k: v for k, v in options.items() if k in EXECUTION_TYPES}, "force": force})
+def execution_of(options: dict, force: bool = False, look: bool = True) -> Execution:
+    """The execution options among `options` (which may hold run options and grid keys too); with
+    `look`, the store and data folder are checked to be folders this user may look into."""
+    execution = make_execution({**{k: v for k, v in options.items() if k in EXECUTION_TYPES}, "force": force})
+    if look:
+        for name, env in (("store", "$ROBUSTRES_STORE"), ("data_dir", "$ROBUSTRES_DATA")):
+            path = getattr(execution, name)
+            check_folder(path, f"{'--' + name.replace('_', '-') if options.get(name) is not None else env} {path}")
+    return execution
+
+
+def check_folder(path: Path, what: str) -> None:
+    """A folder to read from or create: where it exists, this user may look into it (permission
+    denied is bad input, answered before anything is written)."""
+    found = stat_of(path, what)
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        check_listable(path, what)
 
 
 def given_precision(options: dict) -> str:
@@ -35,33 +50,20 @@ def resolve_precisions(runs: list, options: dict, execution: Execution) -> list:
 
 def check_store(root, writes: bool = False) -> Path:
     """A store to read (and to write, when `writes`): it must exist and be a folder (one that holds
-    no runs yet is fine)."""
+    no runs yet is fine) that this user may read."""
     if not str(root).strip():
         raise SpecError("--store is empty; name a folder")
     root = Path(root)
-    if not root.exists():
+    found = stat_of(root, f"store {root}")
+    if found is None:
         raise SpecError(f"store {root} does not exist (train or sweep creates it; --store or $ROBUSTRES_STORE "
                         "names another)")
-    if not root.is_dir():
+    if not stat.S_ISDIR(found.st_mode):
         raise SpecError(f"store {root} is not a store: it is a file, not a folder")
+    check_listable(root, f"store {root}")
     if writes and not os.access(root, os.W_OK | os.X_OK):
         raise SpecError(f"store {root} is read-only, and this command writes its results there")
     return root
-
-
-def check_plot_folder(folder: str) -> None:
-    """--plot names a folder that is, or can be made, writable; a file or a read-only place is bad input."""
-    path = Path(folder)
-    if not str(folder).strip():
-        raise SpecError("--plot is empty; name a folder")
-    if path.exists() and not path.is_dir():
-        raise SpecError(f"--plot {folder} is a file, not a folder")
-    try:  # made now, and a file written into it, so that a place that takes none fails before the store is read
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise SpecError(f"--plot {folder}: cannot write {exc.filename or folder}: {exc.strerror or exc}") from None
 
 
 def check_outputs(plot: str | None, page: str | None) -> None:
@@ -70,23 +72,6 @@ def check_outputs(plot: str | None, page: str | None) -> None:
         check_plot_folder(plot)
     if page is not None:
         check_page_path(page)
-
-
-def check_page_path(path: str) -> None:
-    """--html names a file to write: not a folder, in a folder that exists and takes files."""
-    page = Path(path)
-    if not str(path).strip():
-        raise SpecError("--html is empty; name a file")
-    if page.is_dir():
-        raise SpecError(f"--html {path} is a folder; name a file, e.g. {page / 'report.html'}")
-    folder = page.parent
-    if not folder.is_dir():
-        raise SpecError(f"--html {path}: the folder {folder} does not exist")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise SpecError(f"--html {path}: cannot write into {folder}: {exc.strerror or exc}") from None
 
 
 def waiting(count: int, holders: list[dict]) -> None:

@@ -11,7 +11,7 @@ from .common import execution_of
 from .options import AsJson, execution_options, with_options
 
 HELP = ("What a bug report needs: versions, devices, the store and the data folder; writes nothing. Exit code 1 "
-        "when the store exists but cannot be read.")
+        "when the store or the data folder exists but cannot be read.")
 
 
 @app.command(help=HELP, short_help="Versions, devices, the store and the data folder, for a bug report.",
@@ -20,13 +20,15 @@ HELP = ("What a bug report needs: versions, devices, the store and the data fold
 def doctor(options: dict, as_json: AsJson = False) -> None:
     from ..doctor import gather  # imports torch: after the options are parsed
 
-    execution = execution_of(options)  # the folders' names checked
+    execution = execution_of(options, look=False)  # the folders' names checked; what is in them, doctor reports
     info = gather(execution.store, execution.data_dir)
     if as_json:
         print(json.dumps(info, indent=2))
     else:
         render.print_doctor(info)
-    if "error" in info["store"]:
-        print(f"error: {info['store']['error']}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILED)
-    raise typer.Exit(EXIT_OK)
+    unreadable = info["data"]["datasets"].get("error")
+    errors = [info["store"].get("error"),
+              unreadable and f"cannot read the data folder {execution.data_dir}: {unreadable}"]
+    for error in filter(None, errors):
+        print(f"error: {error}", file=sys.stderr)
+    raise typer.Exit(EXIT_FAILED if any(errors) else EXIT_OK)

@@ -281,8 +281,8 @@ def print_doctor(info: dict) -> None:
                 more = f", ... ({found['count']} in all)" if found["count"] > len(found["examples"]) else ""
                 out.print(f"  {found['count']} {LITTER_TEXT[kind]}: {', '.join(found['examples'])}{more}")
     dd = info["data"]
-    where = "" if dd.get("is_folder", dd["exists"]) else " (a file, not a folder)" if dd["exists"] else \
-        " (does not exist)"
+    folder = dd.get("is_folder", dd["exists"])  # None: there, but this user cannot look
+    where = "" if folder or folder is None else " (a file, not a folder)" if dd["exists"] else " (does not exist)"
     out.print(f"data {dd['path']}{where}: " + ", ".join(f"{k} ({v})" for k, v in dd["datasets"].items()))
 
 

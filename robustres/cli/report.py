@@ -12,6 +12,7 @@ from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import check_outputs, check_store
 from .options import Config, execution_options, with_options
+from .paths import STDOUT, page_target, write_failed
 
 FORMATS = ("table", "json", "csv", "markdown")
 HELP = ("Which h to use at each depth, and how sure: tables, JSON, CSV or markdown, the paper's figures, and gates "
@@ -53,9 +54,10 @@ def report(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
     html: Annotated[Optional[str], typer.Option(
         "--html", metavar="FILE", show_default=False,
-        help="Write the report as one self-contained HTML page (figures inline, no network).")] = None,
+        help="Write the report as one self-contained HTML page (figures inline, no network); - writes it to "
+             "stdout. A symlink is written through; a device or FIFO is refused.")] = None,
 ) -> None:
-    _check(format_, min_seeds, max_failures, require_complete, config, metric, level)
+    _check(format_, min_seeds, max_failures, require_complete, config, metric, level, html)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     store_root = check_store(options["store"] if "store" in options else default_store())
     check_outputs(plot, html)
@@ -66,20 +68,19 @@ def report(
     store = Store(store_root)
     gates = R.Gates(min_seeds, max_failures, require_complete)
     try:
-        result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot, R.Statistic(metric, level),
-                         html)
-    except OSError as exc:  # the figures could not be written (the store is read before they are drawn)
-        if plot is None:
-            raise
-        raise SpecError(f"--plot {plot}: cannot write {exc.filename or 'the figures'}: {exc.strerror or exc}") \
-            from None
+        with page_target(html) as page:
+            result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot,
+                             R.Statistic(metric, level), page)
+    except OSError as exc:  # a figure or the page could not be written (the store is read before they are)
+        raise write_failed(exc) from None
     if result is None:
         if slots is not None and require_complete:
             print(f"gate failed: 0 of {len(slots)} runs of {config} are in the store (not finished)", file=sys.stderr)
         else:
             print(f"error: no runs in {store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
-    _print(result, format_)
+    if html != STDOUT:  # with --html -, stdout holds the page alone
+        _print(result, format_)
     for failure in result.failures:
         print(f"gate failed: {failure}", file=sys.stderr)
     raise typer.Exit(EXIT_FAILED if result.failures else EXIT_OK)
@@ -105,7 +106,9 @@ def _print(result, format_: str) -> None:
             print(line)
 
 
-def _check(format_, min_seeds, max_failures, require_complete, config, metric, level) -> None:
+def _check(format_, min_seeds, max_failures, require_complete, config, metric, level, html) -> None:
+    if html == STDOUT and format_ != "table":
+        raise SpecError(f"--html - and --format {format_} would both write to stdout; give one")
     if metric not in ("final", "best"):
         raise SpecError(f"unknown metric {metric!r}; choose final or best")
     # Labels show whole percents ("95 % CI"): a level must be one, from 50 % to 99 %.
