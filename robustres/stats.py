@@ -22,7 +22,20 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+
+class _OnFirstUse:
+    """scipy.stats, imported when first used: it takes most of a second to import, and commands that
+    read the store to check their input (noise-eval's kinds against the runs' data) must answer
+    before that."""
+
+    def __getattr__(self, name):
+        from scipy import stats as scipy_stats
+
+        return getattr(scipy_stats, name)
+
+
+stats = _OnFirstUse()
 
 LEVEL = 0.95  # default confidence level of every interval (report --level)
 RESAMPLES = 4999  # bootstrap resamples; enough for stable 95 % percentile ends

@@ -303,7 +303,10 @@ class Store:
     def _read_all(self, folder: Path, schema: pa.Schema, columns: list[str] | None) -> pd.DataFrame:
         """Every row of every file in `folder`, through the snapshot (see `_snapshot`)."""
         cols = list(columns or schema.names)
-        table = self._snapshot(folder, schema)
+        try:
+            table = self._snapshot(folder, schema)
+        except OSError as exc:  # a folder this user may not list (files in it are warned about one by one)
+            raise StoreError(f"cannot read {exc.filename or folder}: {exc.strerror or exc}") from None
         if table is None or table.num_rows == 0:
             return schema.empty_table().select(cols).to_pandas()
         return table.select(cols).to_pandas()

@@ -256,3 +256,20 @@ def test_search_reads_around_damaged_rows(cli, tmp_path):
     assert f"{completed}.parquet: final_test_acc is NaN" in err
     assert strict_json(out)["recommendations"]
     assert len(diverged)  # h = 20 diverged: one of its rows was damaged too
+
+
+def test_every_commands_json_is_strict_json_whatever_the_values():
+    """render.dumps is how every command prints JSON (train, sweep, search, noise-eval, report,
+    doctor): NaN and infinities, bare or numpy, nested or not, become null."""
+    import numpy as np
+
+    from robustres.cli import render
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    value = {"a": float("nan"), "b": [np.float64("inf"), {"c": -np.inf}], "d": np.int64(3), "e": (1.5, None)}
+    assert json.loads(render.dumps(value), parse_constant=refuse) == {"a": None, "b": [None, {"c": None}], "d": 3,
+                                                                      "e": [1.5, None]}
+    for path in (Path(__file__).resolve().parents[1] / "robustres" / "cli").glob("*.py"):
+        assert "json.dumps(" not in path.read_text() or path.name == "render.py", path.name

@@ -239,3 +239,16 @@ def test_the_readmes_architecture_table_is_the_real_import_graph():
         seen |= set(modules)
     top_level = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     assert seen == top_level
+
+
+def test_the_readmes_and_faults_exit_code_tables_list_the_tools_codes():
+    import importlib
+
+    app = importlib.import_module("robustres.cli.app")
+    codes = {v for k, v in vars(app).items() if k.startswith("EXIT_")}
+    assert codes
+    for doc in (ROOT / "README.md", ROOT / "docs" / "faults.md"):
+        text = doc.read_text()
+        table = text[text.index("| code | meaning |"):].split("\n\n")[0]
+        listed = {int(line.split("|")[1]) for line in table.splitlines()[2:]}
+        assert listed == codes, doc.name

@@ -102,3 +102,16 @@ def test_a_store_file_it_may_not_read_is_one_line_exit_one(tmp_path):
         runs.chmod(0o755)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and "Permission denied" in done.stderr
+
+
+def test_a_store_folder_it_may_not_list_says_read_not_write(tmp_path):
+    if os.geteuid() == 0 and SETPRIV is None:
+        pytest.skip("needs setpriv to run as root without CAP_DAC_OVERRIDE")
+    store = small_store(tmp_path / "store")
+    runs = Path(store) / "runs"
+    runs.chmod(0)
+    try:
+        done = _denied(["report", "--store", store])
+    finally:
+        runs.chmod(0o755)
+    assert done.returncode == 1 and done.stderr == f"error: cannot read {runs}: Permission denied\n", done.stderr

@@ -1,6 +1,5 @@
 """robustres doctor: what a bug report needs, writing nothing."""
 
-import json
 import sys
 
 import typer
@@ -23,7 +22,7 @@ def doctor(options: dict, as_json: AsJson = False) -> None:
     execution = execution_of(options, look=False)  # the folders' names checked; what is in them, doctor reports
     info = gather(execution.store, execution.data_dir)
     if as_json:
-        print(json.dumps(info, indent=2))
+        print(render.dumps(info))
     else:
         render.print_doctor(info)
     unreadable = info["data"]["datasets"].get("error")

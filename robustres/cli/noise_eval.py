@@ -1,6 +1,5 @@
 """robustres noise-eval: the paper's robustness instruments (Fig. 5 and Prop. 2)."""
 
-import json
 import sys
 from typing import Annotated, Optional
 
@@ -111,7 +110,7 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
     if as_json:
-        print(json.dumps({"noise_evals": result.results}, indent=2))
+        print(render.dumps({"noise_evals": result.results}))
         raise typer.Exit(EXIT_OK)
     prop = None
     if with_propagation:

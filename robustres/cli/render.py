@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -115,6 +116,18 @@ def json_value(v):
     if isinstance(v, float) and not math.isfinite(v):  # numpy's float64 is a float too
         return None
     return v
+
+
+def dumps(obj) -> str:
+    """Every command's JSON output: strict JSON whatever the values (no NaN or Infinity), indented."""
+    return json.dumps(json_value(obj), indent=2, allow_nan=False, default=_plain)
+
+
+def _plain(v):
+    """numpy scalars, which json does not know, as Python's."""
+    if hasattr(v, "item"):
+        return json_value(v.item())
+    raise TypeError(f"{type(v).__name__} is not JSON")
 
 
 def console() -> Console:

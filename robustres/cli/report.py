@@ -1,6 +1,5 @@
 """robustres report: which h to use at each depth, and how sure; figures and CI gates."""
 
-import json
 import sys
 from typing import Annotated, Optional
 
@@ -94,8 +93,8 @@ def _filters(dataset, depths, h, train_noise, slots) -> dict:
 
 def _print(result, format_: str) -> None:
     if format_ == "json":
-        print(json.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
-                                            result.figures), indent=2, allow_nan=False))
+        print(render.dumps(render.report_json(result.groups, result.recommendations,
+                                               result.warnings + result.failures, result.figures)))
     elif format_ == "csv":
         print(result.groups.to_csv(index=False), end="")
     elif format_ == "markdown":

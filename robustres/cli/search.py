@@ -1,6 +1,5 @@
 """robustres search: the h answer per depth by successive halving over h, at a fraction of the grid's cost."""
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -81,7 +80,7 @@ def search(
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if as_json:
-        print(json.dumps(render.search_json(result), indent=2))
+        print(render.dumps(render.search_json(result)))
     else:
         render.print_search(out, result, Path(execution.store))
     raise typer.Exit(EXIT_OK)

@@ -1,6 +1,5 @@
 """robustres sweep: a depth x h x seed (x training-noise) grid from a preset and/or flags."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,14 +49,14 @@ def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, 
 
         made = plan(runs, execution)
         if as_json:
-            print(json.dumps(made, indent=2))
+            print(render.dumps(made))
         else:
             render.print_plan(made)
         raise typer.Exit(EXIT_OK)
 
     rows, seconds, console = train_with_progress(runs, execution, as_json)
     if as_json:
-        print(json.dumps({"runs": render.json_runs(rows, ("train_noise",)), "counts": render.counts(rows)}, indent=2))
+        print(render.dumps({"runs": render.json_runs(rows, ("train_noise",)), "counts": render.counts(rows)}))
     else:
         import pandas as pd
 

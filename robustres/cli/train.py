@@ -1,6 +1,5 @@
 """robustres train: one run per value of --h x --seed, recorded in the store."""
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -57,14 +56,14 @@ def train(
 
         described = describe_runs(runs, execution)
         if as_json:
-            print(json.dumps({"runs": described}, indent=2))
+            print(render.dumps({"runs": described}))
         else:
             render.print_dry_run(described)
         raise typer.Exit(EXIT_OK)
 
     rows, seconds, console = train_with_progress(runs, execution, as_json)
     if as_json:
-        print(json.dumps({"runs": render.json_runs(rows)}, indent=2))
+        print(render.dumps({"runs": render.json_runs(rows)}))
     else:
         render.print_train_summary(console, rows, execution.store, seconds)
     raise typer.Exit(EXIT_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK)
