@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .spec import DataError
+from .errors import DataError, DataMissing
 
 SEQ_LEN = 1024
 # The paper's alphabet (its AG-NEWS data helper): codes 1..68; 0 pads, 69 is any other character.
@@ -63,3 +63,34 @@ def read_ag_news_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not codes:
         raise DataError(f"ag-news: {path} holds no rows")
     return np.stack(codes), np.asarray(labels, dtype=np.int64)
+
+
+def find_root(data_dir: Path) -> Path:
+    """The folder holding classes.txt, train.csv and test.csv: the data folder or its ag_news_csv."""
+    for root in (data_dir, data_dir / "ag_news_csv"):
+        if all((root / f).is_file() for f in ("classes.txt", "train.csv", "test.csv")):
+            return root
+    raise DataMissing(
+        f"ag-news: classes.txt, train.csv and test.csv not found in {data_dir} or {data_dir / 'ag_news_csv'}"
+    )
+
+
+def read_classes(root: Path) -> tuple[str, ...]:
+    path = root / "classes.txt"
+    classes = tuple(line.strip() for line in read_text(path).splitlines() if line.strip())
+    if not classes:
+        raise DataError(f"ag-news: {path} is empty; it names the classes, one a line (class 1 first)")
+    return classes
+
+
+def read_splits(root: Path, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """train_x, train_y, test_x, test_y: the CSVs encoded, their labels checked against the classes."""
+    blob = {}
+    for split in ("train", "test"):
+        path = root / f"{split}.csv"
+        x, y = read_ag_news_csv(path)
+        if y.min() < 0 or y.max() >= len(classes):
+            raise DataError(f"ag-news: {path} has classes outside 1..{len(classes)} (the classes of "
+                            f"{root / 'classes.txt'})")
+        blob[f"{split}_x"], blob[f"{split}_y"] = x, y
+    return blob

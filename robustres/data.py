@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .agnews import SEQ_LEN, UNKNOWN_CODE, read_ag_news_csv, read_text
+from . import agnews
+from .agnews import SEQ_LEN, UNKNOWN_CODE
 from .atomic import write_atomic
 from .spec import GENERATED, KNOWN_SIZES, DataError, DataMissing, RunSpec, check_limits
 
@@ -369,45 +370,16 @@ def imagefolder(root: Path, limits: tuple = (None, None), write_cache: bool = Tr
 # AG-NEWS
 # ---------------------------------------------------------------------------------------------
 
-def _ag_news_root(data_dir: Path) -> Path:
-    for root in (data_dir, data_dir / "ag_news_csv"):
-        if all((root / f).is_file() for f in ("classes.txt", "train.csv", "test.csv")):
-            return root
-    raise DataMissing(
-        f"ag-news: classes.txt, train.csv and test.csv not found in {data_dir} or {data_dir / 'ag_news_csv'}"
-    )
-
-
-def _ag_news_classes(root: Path) -> tuple[str, ...]:
-    path = root / "classes.txt"
-    classes = tuple(line.strip() for line in read_text(path).splitlines() if line.strip())
-    if not classes:
-        raise DataError(f"ag-news: {path} is empty; it names the classes, one a line (class 1 first)")
-    return classes
-
-
-def _parse_ag_news(root: Path, classes: tuple[str, ...]) -> dict:
-    blob = {}
-    for split in ("train", "test"):
-        path = root / f"{split}.csv"
-        x, y = read_ag_news_csv(path)
-        if y.min() < 0 or y.max() >= len(classes):
-            raise DataError(f"ag-news: {path} has classes outside 1..{len(classes)} (the classes of "
-                            f"{root / 'classes.txt'})")
-        blob[f"{split}_x"], blob[f"{split}_y"] = torch.from_numpy(x), torch.from_numpy(y)
-    return blob
-
-
 def ag_news(data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
     """classes.txt, train.csv and test.csv, parsed once and cached, with the fingerprint of the
     files' bytes (kept in the cache)."""
-    root = _ag_news_root(Path(data_dir))
+    root = agnews.find_root(Path(data_dir))
     files = [root / "classes.txt", root / "train.csv", root / "test.csv"]
-    classes = _ag_news_classes(root)
+    classes = agnews.read_classes(root)
     cache = _cache_path(root, "ag-news", _cache_key(root, files))
     blob = _read_cache(cache)
     if blob is None:
-        blob = _parse_ag_news(root, classes)
+        blob = {k: torch.from_numpy(v) for k, v in agnews.read_splits(root, classes).items()}
     check_limits(*limits, (len(blob["train_y"]), len(blob["test_y"])), f"ag-news {root}")
     if not isinstance(blob.get("fingerprint"), str):
         blob["fingerprint"] = _content_hash("ag-news", root, files, (f.read_bytes() for f in files))
@@ -430,7 +402,7 @@ def peek(spec: RunSpec, data_dir: Path) -> tuple[tuple[int, ...], int]:
         classes, files = _image_files(data_dir)
         return tuple(_read_image(files["train"][0]).shape), len(classes)
     if spec.dataset == "ag-news":
-        return (SEQ_LEN,), len(_ag_news_classes(_ag_news_root(data_dir)))
+        return (SEQ_LEN,), len(agnews.read_classes(agnews.find_root(data_dir)))
     if modality == "image":
         return (3, 32, 32), 10
     if modality == "text":
@@ -497,7 +469,7 @@ def available(data_dir: Path) -> dict[str, str]:
     elif (data_dir / CIFAR10_ARCHIVE).is_file() and not cifar_archive_damage(data_dir):
         found["cifar10"] = str(data_dir / CIFAR10_ARCHIVE)
     try:
-        found["ag-news"] = str(_ag_news_root(data_dir))
+        found["ag-news"] = str(agnews.find_root(data_dir))
     except DataError:
         pass
     folders = [data_dir] + (sorted(p for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else [])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .errors import SpecError
+
 # Files a GPU driver creates on Linux: NVIDIA's, AMD's (ROCm builds of torch say "cuda" too), WSL's.
 GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
 
@@ -69,3 +71,14 @@ def wall_time(estimates: list[dict]) -> dict:
     known = [e["seconds"] for e in estimates if e["seconds"] is not None]
     return {"seconds": [sum(s[0] for s in known), sum(s[1] for s in known)] if known else None,
             "estimated": len(known), "of": len(estimates), "rates": sorted({e["rate"] for e in estimates})}
+
+
+def check_device(device: str) -> str:
+    """Validate the device string's form, and refuse CUDA where no GPU driver is there at all;
+    everything else about CUDA is checked where torch is loaded (seconds later)."""
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        if device.startswith("cuda") and not gpu_driver_present():
+            raise SpecError(f"device {device} requested but CUDA is not available here (no GPU driver, or "
+                            "CUDA_VISIBLE_DEVICES hides every GPU); use --device cpu")
+        return device
+    raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 # The error types live in errors.py; they are named here too, where every caller finds them.
 from .errors import DataError, DataMissing, SpecError, StoreError, shown  # noqa: F401
-from .hardware import gpu_driver_present
+from .hardware import check_device
 
 # Bump when the meaning of a RunSpec field changes, so old run ids do not collide with new ones.
 ID_VERSION = 1
@@ -433,17 +433,6 @@ EXECUTION_TYPES = {f.name: value_type(t) for f, t in zip(EXECUTION_FIELDS, typin
 EXECUTION_OPTIONS = tuple(f for f in EXECUTION_FIELDS if meta(f).option)
 # Options that only training has (noise-eval's test mode refuses them).
 TRAINING_EXECUTION = ("pack_size", "fuse", "compile", "checkpoint_every", "track_layers", "track_every")
-
-
-def check_device(device: str) -> str:
-    """Validate the device string's form, and refuse CUDA where no GPU driver is there at all;
-    everything else about CUDA is checked where torch is loaded (seconds later)."""
-    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
-        if device.startswith("cuda") and not gpu_driver_present():
-            raise SpecError(f"device {device} requested but CUDA is not available here (no GPU driver, or "
-                            "CUDA_VISIBLE_DEVICES hides every GPU); use --device cpu")
-        return device
-    raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def parse_track_layers(text) -> tuple[str, ...]:
