@@ -33,3 +33,36 @@ def shown(value) -> str:
     """A value as an error message quotes it: short, however large or deeply nested (a YAML alias
     bomb is a few hundred bytes that name billions of items)."""
     return _SHORT.repr(value)
+
+
+# Warnings said this command (cleared as each command starts): a damaged file is read by several
+# readers of one command (a survey, the claims' second look, the pack runner), and each would warn.
+WARNED: set[str] = set()
+
+
+def first_time(message: str) -> bool:
+    """True the first time this command meets `message` (then it is remembered)."""
+    if message in WARNED:
+        return False
+    WARNED.add(message)
+    return True
+
+
+def one_line(exc, limit: int = 300) -> str:
+    """An error message as the user sees it: one line, at most `limit` characters. Too long, a word
+    of over a third of that (a path, mostly) loses its middle first, so the reason after it
+    survives; then the end is cut."""
+    text = " ".join(str(exc).split())
+    while len(text) > limit:
+        word = max(text.split(" "), key=len)
+        if len(word) <= limit // 3:
+            return text[: limit - 3] + "..."
+        keep = max(len(word) - (len(text) - limit), limit // 3)  # its new length, the "..." included
+        text = text.replace(word, word[: keep // 2 - 1] + "..." + word[len(word) - (keep - keep // 2 - 2):], 1)
+    return text
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError no layer answered (a file deep in the store that this user may not read): the
+    path and the reason, never a traceback."""
+    return f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc.strerror or exc)

@@ -16,8 +16,9 @@ from .checkpoints import load_checkpoint
 from .devices import resolve_device
 from .models import init_model
 from .plan import data_key
+from .rows import spec_from_row
 from .spec import NOISE_KINDS, DataError, RunSpec, SpecError
-from .store import Store, spec_from_row
+from .store import Store
 from .units import EVAL_BATCH
 
 TEST_NOISE_SEED = 12345  # the corruption of the test set is fixed: every run sees the same one

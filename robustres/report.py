@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .recommend import BLOCK, LABELS, recommend  # noqa: F401  (report.recommend, report.LABELS)
+from .rows import spec_from_row
 from .spec import MIN_SEEDS, PROTOCOL_FIELDS
 from .stats import LEVEL, rate_interval, seed_estimate
-from .store import spec_from_row
 
 # Everything of a run's config but depth, h, seed and training noise: runs that differ here are not
 # comparable and never pooled.

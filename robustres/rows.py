@@ -20,7 +20,6 @@ from .spec import FIELD_TYPES, RunSpec
 STATUSES = ("running", "completed", "diverged", "failed", "stopped")
 ACCURACIES = ("final_test_acc", "best_test_acc")
 # A damaged row's kind, as doctor counts it.
-KINDS = ("status", "h", "accuracy", "epochs", "run id", "duplicate")
 
 
 def _number(value) -> float | None:

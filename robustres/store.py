@@ -23,11 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute: the snapshot's sort)
 import pyarrow.parquet as pq
 
+from . import snapshot
 from .atomic import write_atomic
+from .errors import first_time
 from .processes import alive
-from .rows import latest, row_problem, spec_from_row  # noqa: F401  (store.spec_from_row)
+from .rows import latest, row_problem
 from .spec import FIELD_TYPES, RunSpec, StoreError
 
 SCHEMA_VERSION = 1
@@ -112,16 +115,6 @@ def config_columns(spec: RunSpec) -> dict:
     return row
 
 
-def _with_keys(schema: pa.Schema) -> pa.Schema:
-    return schema.append(pa.field("_file", pa.string())).append(pa.field("_size", pa.int64())).append(
-        pa.field("_mtime", pa.int64()))
-
-
-# A snapshot holds only rows that passed rows.py's checks; one written before they existed lacks
-# this mark and is read again from the files (once), so no unchecked row survives in the cache.
-SNAPSHOT_MARK = {b"robustres_rows": b"checked"}
-
-
 class ForeignFile(ValueError):
     """A Parquet file in the store that is not one of ours (other columns, or another run's rows)."""
 
@@ -171,7 +164,8 @@ class Store:
         self.root = Path(root)
         self.write_cache = write_cache  # False: reading never writes (the snapshot is only read)
         self.warnings: list[str] = []
-        self.skipped: dict[str, set[str]] = {}  # kind ("unreadable", a rows.KINDS) -> the files left out
+        self.skipped: dict[str, set[str]] = {}  # kind ("unreadable", "duplicate", a kind of rows.CHECKS) -> its files
+        self.reasons: dict[str, str] = {}  # file -> why it was left out
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -324,16 +318,14 @@ class Store:
             return None
         listing = self._listing(folder)
         snap_path = self.root / ".snapshot" / f"{folder.name}.parquet"
-        cached, keep = None, pa.array([], pa.bool_())
-        if snap_path.exists():
-            try:
-                cached = pq.read_table(snap_path)
-                marked = (cached.schema.metadata or {}).items() >= SNAPSHOT_MARK.items()
-                if not marked or cached.schema.remove_metadata() != _with_keys(schema):
-                    cached = None
-            except Exception:
-                cached = None
+        cached, skipped = snapshot.read(snap_path, schema, checked=folder == self.runs_dir)
+        keep = pa.array([], pa.bool_())
         fresh_files = set(listing)
+        for name, (size, mtime, kind, reason) in skipped.items():  # left out (or a duplicate) before, unchanged
+            if listing.get(name) == (size, mtime):
+                if kind != "duplicate":  # a duplicate's kept row is in the cache itself
+                    fresh_files.discard(name)
+                self.skip(kind, folder / name, reason)
         if cached is not None:
             names = cached.column("_file").to_pylist()
             sizes = cached.column("_size").to_pylist()
@@ -355,22 +347,33 @@ class Store:
                 if t is None:
                     continue
             size, mtime = listing[name]
-            if str(path) in self.skipped.get("duplicate", ()):
-                size = -1  # cached under a key no file has: read (and warned about) again every time
             tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
                            .append_column("_size", pa.array([size] * t.num_rows, pa.int64()))
                            .append_column("_mtime", pa.array([mtime] * t.num_rows, pa.int64())))
         if not tables:
             return None
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        # One order whatever the cache held: rows in file-name order, so that every sum over them
+        # (a median's interval, a std) is the same bits on every read.
+        table = table.take(pa.compute.sort_indices(table, [("_file", "ascending")]))
         stale = bool(fresh_files) or (cached is not None and len(keep) != cached.num_rows) or not snap_path.exists()
         if stale and self.write_cache and os.access(self.root, os.W_OK):
-            try:
-                snap_path.parent.mkdir(exist_ok=True)
-                self._write(table.replace_schema_metadata(SNAPSHOT_MARK), snap_path)
-            except StoreError:
-                pass  # a cache that cannot be written is only slower next time
-        return table.drop_columns(["_file", "_size", "_mtime"])
+            self._write_snapshot(table, snap_path, folder, listing)
+        return table.drop_columns(list(snapshot.KEYS))
+
+    def _write_snapshot(self, table: pa.Table, snap_path: Path, folder: Path, listing: dict) -> None:
+        skipped = {}
+        for kind, paths in self.skipped.items():
+            for path in paths:
+                name = Path(path).name
+                if Path(path).parent == folder and name in listing:
+                    skipped[name] = [*listing[name], kind, self.reasons.get(path, "")]
+        meta = snapshot.metadata(skipped) if folder == self.runs_dir else None
+        try:
+            snap_path.parent.mkdir(exist_ok=True)
+            self._write(table.replace_schema_metadata(meta), snap_path)
+        except StoreError:
+            pass  # a cache that cannot be written is only slower next time
 
     def _listing(self, folder: Path) -> dict[str, tuple[int, int]]:
         """The folder's `*.parquet` files: name -> (size and inode, mtime)."""
@@ -389,8 +392,12 @@ class Store:
 
     def skip(self, kind: str, path: Path, reason: str) -> None:
         """Leave a file (or its row) out of every read: one warning, counted by kind for doctor."""
-        what = "unreadable store file" if kind == "unreadable" else "damaged run row in"
         self.skipped.setdefault(kind, set()).add(str(path))
+        self.reasons[str(path)] = reason
+        if kind == "duplicate":  # not left out: its run counts once
+            self.warn(f"{path} {reason}")
+            return
+        what = "unreadable store file" if kind == "unreadable" else "damaged run row in"
         self.warn(f"skipping {what} {path}: {reason}")
 
     def checked(self, path: Path, table: pa.Table) -> pa.Table | None:
@@ -399,9 +406,8 @@ class Store:
         rows = table.to_pylist()
         if len(rows) > 1:
             keep = latest(rows)
-            self.skipped.setdefault("duplicate", set()).add(str(path))
-            self.warn(f"{path} holds {len(rows)} rows of run {rows[keep]['run_id']}: counted once (the row "
-                      "updated last)")
+            self.skip("duplicate", path, f"holds {len(rows)} rows of run {rows[keep]['run_id']}: counted once "
+                                         "(the row updated last)")
             table, rows = table.slice(keep, 1), [rows[keep]]
         problem = row_problem(rows[0]) if rows else None
         if problem is not None:
@@ -412,7 +418,8 @@ class Store:
     def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
-            print(f"warning: {message}", file=sys.stderr)
+            if first_time(message):  # once a command, however many Store objects read the file
+                print(f"warning: {message}", file=sys.stderr)
 
     def refresh(self) -> None:
         """Bring the read snapshots up to date (the executors do this when a sweep ends, so that
@@ -437,10 +444,12 @@ class Store:
             runs = self.runs(columns=["status"])
         except OSError as exc:
             raise StoreError(f"cannot read the store at {self.root}: {exc.strerror or exc}") from None
-        damaged = {kind: len(paths) for kind, paths in sorted(self.skipped.items()) if kind != "unreadable"}
+        damaged = {kind: len(paths) for kind, paths in sorted(self.skipped.items())
+                   if kind not in ("unreadable", "duplicate")}
         return {"path": str(self.root.resolve()), "exists": True, "bytes": size, "files": files,
                 "runs": len(runs), "by_status": {s: int(n) for s, n in runs.status.value_counts().items()},
-                "unreadable_files": len(self.skipped.get("unreadable", ())), "damaged_rows": damaged}
+                "unreadable_files": len(self.skipped.get("unreadable", ())), "damaged_rows": damaged,
+                "files_with_duplicate_rows": len(self.skipped.get("duplicate", ()))}
 
     def runs(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self._read_all(self.runs_dir, RUNS_SCHEMA, columns)

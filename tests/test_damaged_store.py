@@ -215,14 +215,16 @@ def test_doctor_counts_each_kind_and_names_the_files(cli, store, tmp_path):
     assert code == 0, err
     info = strict_json(out)["store"]
     assert info["unreadable_files"] == 1 and info["runs"] == 6  # 9, less 3 damaged (the link is no run)
-    assert info["damaged_rows"] == {"accuracy": 1, "status": 1, "run id": 1, "duplicate": 1}
+    assert info["damaged_rows"] == {"accuracy": 1, "status": 1, "run id": 1}  # left out
+    assert info["files_with_duplicate_rows"] == 1  # kept: its run counts once
     left = {k: v["count"] for k, v in info["files_left_out"].items()}
     assert left == {"dangling_links": 1, "truncated_checkpoints": 1, "missing_epochs_files": 1,
                     "prev_checkpoints": 1, "stale_temporaries": 1}
     assert info["files_left_out"]["dangling_links"]["examples"] == [str(link)]
     code, out, err = cli("doctor", "--store", store)
-    assert code == 0 and "1 unreadable files, 4 damaged rows left out (1 accuracy, 1 duplicate, 1 run id, 1 " \
-        "status)" in " ".join(out.split())
+    assert code == 0 and "1 unreadable files, 3 damaged rows left out (1 accuracy, 1 run id, 1 status)" in \
+        " ".join(out.split())
+    assert "1 run file(s) holding a run's row more than once: each run counted once" in " ".join(out.split())
     for path in (link, checkpoint, stale):
         assert str(path) in out.replace("\n", "")
     assert "not damage" in out and str(link) in err
@@ -273,3 +275,42 @@ def test_every_commands_json_is_strict_json_whatever_the_values():
                                                                       "e": [1.5, None]}
     for path in (Path(__file__).resolve().parents[1] / "robustres" / "cli").glob("*.py"):
         assert "json.dumps(" not in path.read_text() or path.name == "render.py", path.name
+
+
+def test_a_damaged_file_is_remembered_by_the_snapshot_not_read_again_and_still_warned(store):
+    """A damaged file left out once is recorded in the runs snapshot with its size and mtime: later
+    reads warn again without reading it and do not rewrite the cache (a reader should not write)."""
+    damaged = run_file(store, h=1.0, seed=1)
+    edit(damaged, final_test_acc=math.nan)
+    first = Store(store).runs()
+    snap = store / ".snapshot" / "runs.parquet"
+    written = snap.stat().st_mtime_ns, snap.stat().st_ino
+    reader = Store(store)
+    again = reader.runs()
+    assert (snap.stat().st_mtime_ns, snap.stat().st_ino) == written  # not rewritten
+    assert f"skipping damaged run row in {damaged}: final_test_acc is NaN in a completed run" in reader.warnings
+    assert again.equals(first) and damaged.stem not in set(again.run_id)
+    edit(damaged, final_test_acc=0.5)  # repaired: a new file, read again
+    assert damaged.stem in set(Store(store).runs().run_id)
+
+
+def test_rows_come_in_one_order_whatever_the_cache_held(store):
+    """Rows from the snapshot and rows read afresh come in file-name order, so that the same store
+    gives the same bits of every statistic on every read."""
+    cold = Store(store, write_cache=False).runs()
+    Store(store).runs()  # writes the snapshot
+    changed = run_file(store, h=0.2, seed=0)
+    edit(changed)  # rewritten: it alone is read afresh, after the cached rows
+    warm = Store(store).runs()
+    assert list(warm.run_id) == sorted(warm.run_id) == list(cold.run_id)
+
+
+def test_a_damaged_row_is_warned_about_once_a_command(cli, store):
+    """A sweep reads a damaged row several times (survey, claims, the pack runner): one warning."""
+    damaged = run_file(store, h=1.0, seed=1)
+    edit(damaged, status="weird")
+    code, _, err = cli(*TRAIN, "--store", store)
+    assert code == 0, err
+    assert sum(str(damaged) in line for line in warnings_of(err)) == 1, err
+    code, _, err = cli("report", "--store", store)  # the next command warns again
+    assert sum(str(damaged) in line for line in warnings_of(err)) == 1, err

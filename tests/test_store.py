@@ -1,8 +1,9 @@
 import pyarrow.parquet as pq
 import pytest
 
+from robustres.rows import spec_from_row
 from robustres.spec import make_run_spec
-from robustres.store import RUNS_SCHEMA, Store, StoreError, config_columns, spec_from_row
+from robustres.store import RUNS_SCHEMA, Store, StoreError, config_columns
 
 
 def row_for(spec, **extra):

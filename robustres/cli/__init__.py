@@ -14,6 +14,7 @@ try:  # Ctrl-C in the split second of imports that starts every command: the int
 
     import typer
 
+    from ..errors import WARNED, one_line, os_error_line
     from ..spec import DataError, SpecError, StoreError
 
     # isort: off
@@ -58,26 +59,6 @@ def _is_usage_error(exc: Exception) -> bool:
     return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
 
 
-def one_line(exc, limit: int = 300) -> str:
-    """An error message as the user sees it: one line, at most `limit` characters. Too long, a word
-    of over a third of that (a path, mostly) loses its middle first, so the reason after it
-    survives; then the end is cut."""
-    text = " ".join(str(exc).split())
-    while len(text) > limit:
-        word = max(text.split(" "), key=len)
-        if len(word) <= limit // 3:
-            return text[: limit - 3] + "..."
-        keep = max(len(word) - (len(text) - limit), limit // 3)  # its new length, the "..." included
-        text = text.replace(word, word[: keep // 2 - 1] + "..." + word[len(word) - (keep - keep // 2 - 2):], 1)
-    return text
-
-
-def os_error_line(exc: OSError) -> str:
-    """An OSError no layer answered (a file deep in the store that this user may not read): the
-    path and the reason, never a traceback."""
-    return f"{exc.filename}: {exc.strerror or exc}" if exc.filename is not None else str(exc.strerror or exc)
-
-
 def check_repeats(command, argv: list[str]) -> None:
     """Refuse an option given twice (click would keep the last one without a word)."""
     sub = command.commands.get(argv[0]) if argv else None
@@ -102,6 +83,7 @@ def check_repeats(command, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors are one line on stderr."""
     args = sys.argv[1:] if argv is None else list(argv)
+    WARNED.clear()  # each command warns afresh (tests run many commands in one process)
     previous = _catch_signals()
     try:
         return _main(args, argv)

@@ -289,6 +289,9 @@ def print_doctor(info: dict) -> None:
         out.print(f"store {st['path']}: {size_text(st['bytes'])} in {st['files']} files, {st['runs']} runs "
                   f"({statuses}), {st['unreadable_files']} unreadable files, {sum(damaged.values())} damaged "
                   f"rows left out{kinds}, {st['runs_being_trained']} runs being trained now")
+        if st.get("files_with_duplicate_rows"):
+            out.print(f"  {st['files_with_duplicate_rows']} run file(s) holding a run's row more than once: each "
+                      "run counted once (its row updated last)")
         for kind, found in st.get("files_left_out", {}).items():
             if found["count"]:
                 more = f", ... ({found['count']} in all)" if found["count"] > len(found["examples"]) else ""
@@ -306,8 +309,8 @@ LITTER_TEXT = {
     "missing_epochs_files": "run(s) with epochs done but no epochs file: no curves for them",
     "prev_checkpoints": ("previous checkpoint(s) (.pt.prev) from a pack's cut save: not damage, reads take the "
                          "right checkpoint and the next resume of those runs tidies them"),
-    "stale_temporaries": "temporary file(s) of killed writers: never read; the next sweep deletes those in "
-                         "runs/, epochs/ and checkpoints/",
+    "stale_temporaries": ("temporary file(s) of killed writers: never read; the next train, sweep or search "
+                          "deletes those of this host's dead writers, in every folder of the store"),
 }
 
 
