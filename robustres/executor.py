@@ -262,13 +262,14 @@ def survey(runs: list[RunSpec], execution: Execution, checkpoints: bool = True) 
 
 def reached_stop(row: dict, spec: RunSpec, stop_at: int | None) -> bool:
     """A run paused (or stopped) at or after the epoch this training stops at has nothing to do, unless
-    that epoch is the schedule's end: a run is finished only by its final row. (A kill between the
-    last epoch's checkpoint and the final row leaves `running` at epochs_done == epochs; counted as
-    done, it stayed `running` forever and a search's answer lost it.) Training it again trains no
-    epoch: the engine resumes at the end and returns the outcome the final row records."""
-    if stop_at is None or min(stop_at, spec.epochs) >= spec.epochs:
+    its schedule's end is reached (by the stop, or by the run): a run is finished only by its final
+    row. (A kill between the last epoch's checkpoint and the final row leaves `running` at
+    epochs_done == epochs; counted as done, it stayed `running` forever and a search's answer lost
+    it.) Training it again trains no epoch: the engine resumes at the end and writes the final row."""
+    done = row.get("epochs_done") or 0
+    if stop_at is None or stop_at >= spec.epochs or (row["status"] == "running" and done >= spec.epochs):
         return False
-    return row["status"] in ("running", "stopped") and (row.get("epochs_done") or 0) >= stop_at
+    return row["status"] in ("running", "stopped") and done >= stop_at
 
 
 _FLOPS: dict[tuple, int] = {}

@@ -268,6 +268,31 @@ def test_a_search_killed_between_a_runs_last_checkpoint_and_its_final_row_resume
         {k: f[:5] for k, f in _facts(_rows(tmp_path / "clean")).items()}
 
 
+@pytest.mark.slow
+def test_a_run_a_killed_train_left_at_its_last_epoch_gets_its_final_row_from_a_search_that_stops_earlier(tmp_path):
+    """`train` killed between a run's last checkpoint and its final row, then a search whose rungs stop
+    before the end: the run is not 'at its rung' but unfinished, and the search writes its final row."""
+    from robustres.executor import KILL_SWITCH
+
+    store = tmp_path / "store"
+    env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1")
+    grid = dict(zip(GRID[::2], GRID[1::2]))
+    train = ["train", "--dataset", "two-moons", "--depth", grid["--depths"], "--h", "1", "--seeds", "5",
+             *[a for k in ("--epochs", "--milestones", "--n-train", "--n-test") for a in (k, grid[k])],
+             "--checkpoint-every", "0"]
+    killed = subprocess.run([sys.executable, "-m", "robustres", *train], env={**env, KILL_SWITCH: "final-checkpoint"},
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ended = [r for r in _rows(store).values() if r["status"] == "running" and r["epochs_done"] == r["epochs"]]
+    assert len(ended) == 1
+    done = subprocess.run([sys.executable, "-m", "robustres", *SEARCH], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    after = _rows(store)[ended[0]["run_id"]]
+    assert after["status"] == "completed" and after["epochs_done"] == after["epochs"]
+    assert after["final_test_acc"] is not None and after["final_test_acc"] == after["final_test_acc"]
+
+
 def _freeze_outside_the_claims_lock(proc: subprocess.Popen, store: Path) -> None:
     """SIGSTOP `proc` at a moment when it holds claims but not the claims folder's flock (frozen
     inside that short lock, it would block every other process, not just make it wait)."""
