@@ -1,7 +1,8 @@
 """The one way this package writes a file: atomically.
 
 Readers see the old file or the new one, never a part of one: the bytes go to a temporary file in
-the same folder (`.<name>.<pid>.tmp`, so a sweeper can tell a dead writer's litter by its pid),
+the same folder (`.<name>.<host>-<pid>.tmp`, so a sweeper can tell a dead writer's litter by its
+host and pid),
 are flushed and fsynced, and the file is renamed over the target. The temporary file never
 outlives a failure. Every writer in the package (store rows, claims, checkpoints, data caches,
 report's page and figures) comes through here.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -40,16 +42,36 @@ def _name_max(folder: Path) -> int:
         return NAME_MAX
 
 
+# Which machine wrote a temporary file: a pid means something only on its own host, and a store may
+# be shared by several (claims.py). A hash, since host names hold dots.
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def temporary_name(path: Path) -> Path:
-    """`.<name>.<pid>.tmp` beside `path`; a name too long for that keeps its head and gets a hash of
-    the whole (the temporary never exceeds the file system's limit where the target fits it)."""
-    suffix = f".{os.getpid()}.tmp"
-    name = path.name.encode("utf-8", "surrogateescape")
+    """`.<name>.<host>-<pid>.tmp` beside `path`; a name too long for that keeps its head and gets a
+    hash of the whole (the temporary never exceeds the file system's limit where the target fits it)."""
+    suffix = f".{HOST}-{os.getpid()}.tmp"
+    name = os.fsencode(path.name)
     room = _name_max(path.parent) - 1 - len(suffix)
     if len(name) > room:
         digest = hashlib.sha256(name).hexdigest()[:12]
-        name = name[: room - 13] + b"~" + digest.encode()
-    return path.with_name("." + name.decode("utf-8", "ignore") + suffix)
+        cut = room - 13
+        while cut > 0 and name[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+            cut -= 1
+        name = name[:cut] + b"~" + digest.encode()
+    return path.with_name("." + os.fsdecode(name) + suffix)
+
+
+def writer_of(path: Path) -> tuple[str | None, int] | None:
+    """(host, pid) of the writer of a temporary file of ours; host None for names written before
+    hosts were named (`.<name>.<pid>.tmp`); None for any other file."""
+    if not (path.name.startswith(".") and path.name.endswith(".tmp")):
+        return None
+    tag = path.name[:-4].rsplit(".", 1)[-1]
+    host, _, pid = tag.rpartition("-")
+    if not pid.isdigit() or (host and len(host) != len(HOST)):
+        return None
+    return host or None, int(pid)
 
 
 def kind_of(mode: int) -> str:
@@ -71,8 +93,10 @@ def final_target(path: Path) -> Path:
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(file)` on a temporary file, then rename it to `path`; OSErrors propagate."""
+    linked = os.path.islink(path)
     path = final_target(Path(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not linked:  # a link's target folder must be there: no folders made wherever a link points
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as f:  # through a file object, a full disk is an OSError (ENOSPC)

@@ -27,7 +27,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute: the snapshot's sort)
 import pyarrow.parquet as pq
 
 from . import snapshot
-from .atomic import write_atomic
+from .atomic import HOST, write_atomic, writer_of
 from .errors import first_time
 from .processes import alive
 from .rows import latest, row_problem
@@ -151,12 +151,12 @@ def file_name(run_id: str, suffix: str) -> str:
 
 
 def stale_temporary(path: Path) -> bool:
-    """A temporary file (`.<name>.<pid>.tmp`, see atomic.py) whose writer is gone: a killed write's litter."""
-    try:
-        pid = int(path.name.rsplit(".", 2)[-2])
-    except (ValueError, IndexError):
-        return False  # not one of ours
-    return pid != os.getpid() and not alive(pid)
+    """A temporary file of ours (atomic.py) whose writer is gone: a killed write's litter. Only this
+    host's writers can be known gone; another host's file is left to its own host."""
+    writer = writer_of(path)
+    if writer is None or writer[0] not in (None, HOST):
+        return False
+    return writer[1] != os.getpid() and not alive(writer[1])
 
 
 class Store:

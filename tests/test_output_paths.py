@@ -145,8 +145,9 @@ def test_a_temporary_name_never_exceeds_name_max_and_keeps_the_pid(tmp_path):
     name = "é" * 120 + ".html"  # 245 bytes: legal, and too long for `.<name>.<pid>.tmp`
     tmp = atomic.temporary_name(tmp_path / name)
     assert len(tmp.name.encode()) <= 255 and tmp.parent == tmp_path
-    assert tmp.name.startswith(".é") and tmp.name.endswith(f".{os.getpid()}.tmp")
-    assert atomic.temporary_name(tmp_path / "a.parquet").name == f".a.parquet.{os.getpid()}.tmp"  # short: as before
+    assert tmp.name.startswith(".é") and tmp.name.endswith(f".{atomic.HOST}-{os.getpid()}.tmp")
+    assert atomic.temporary_name(tmp_path / "a.parquet").name == f".a.parquet.{atomic.HOST}-{os.getpid()}.tmp"
+    assert atomic.writer_of(tmp) == (atomic.HOST, os.getpid())
 
 
 def test_a_long_legal_html_name_is_written(cli, store, tmp_path):

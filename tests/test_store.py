@@ -1,6 +1,7 @@
 import pyarrow.parquet as pq
 import pytest
 
+from robustres.atomic import HOST
 from robustres.rows import spec_from_row
 from robustres.spec import make_run_spec
 from robustres.store import RUNS_SCHEMA, Store, StoreError, config_columns
@@ -98,12 +99,15 @@ def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
     stale = store.runs_dir / f".abc.parquet.{dead}.tmp"
     live = store.checkpoints_dir / f".abc.pt.{os.getpid()}.tmp"
     other = store.epochs_dir / ".notes.tmp"
-    claim = store.root / "claims" / f".abc.json.{dead}.tmp"  # a search killed while claiming (issue 22)
+    claim = store.root / "claims" / f".abc.json.{HOST}-{dead}.tmp"  # a search killed while claiming (issue 22)
     claim.parent.mkdir()
-    for path in (stale, live, other, claim):
+    # Another host's writer may be alive whatever its pid says here: a store shared between hosts.
+    other_host = "0" * len(HOST) if HOST != "0" * len(HOST) else "1" * len(HOST)
+    elsewhere = store.root / "claims" / f".abd.json.{other_host}-{dead}.tmp"
+    for path in (stale, live, other, claim, elsewhere):
         path.write_bytes(b"partial")
     assert store.remove_stale_temporaries() == 2
-    assert not stale.exists() and not claim.exists() and live.exists() and other.exists()
+    assert not stale.exists() and not claim.exists() and live.exists() and other.exists() and elsewhere.exists()
 
 
 def test_the_read_snapshot_follows_every_change(tmp_path):
