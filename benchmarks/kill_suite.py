@@ -255,8 +255,9 @@ def search_trial(workdir: Path, rng: random.Random, cache: dict, counts: SearchC
             time.sleep(rng.uniform(0.0, search_reference(workdir, first, cache)[1]))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        counts.kills += 1
-        counts.kills_at_final_checkpoint += switch and proc.returncode == -signal.SIGKILL
+        killed = proc.returncode == -signal.SIGKILL  # a switched launch with nothing left to end just finishes
+        counts.kills += killed
+        counts.kills_at_final_checkpoint += switch and killed
         if store_dir.exists() and (store_dir / "runs").exists():
             rows = Store(store_dir).runs(columns=["status", "epochs_done", "epochs"])
             counts.left_at_the_end += int(((rows.status == "running") & (rows.epochs_done == rows.epochs)).sum())

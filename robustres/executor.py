@@ -154,6 +154,9 @@ class PackRunner:
 
     def __init__(self, store: Store, device: torch.device, options: Options, reporter: Reporter):
         self.store, self.device, self.options, self.reporter = store, device, options, reporter
+        if os.environ.get(KILL_SWITCH):  # a stray test setting must not kill real work unannounced
+            store.warn(f"${KILL_SWITCH} is set: this process kills itself after a run's last checkpoint "
+                       "(fault injection for tests)")
 
     def run(self, pack: Pack, data: D.Data, cpu_data: D.Data) -> list[dict]:
         store, specs = self.store, list(pack.runs)

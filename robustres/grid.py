@@ -174,39 +174,39 @@ def parse_h_grid(text: str, name: str = "--h", limit: int = MAX_RUNS) -> list[fl
     return list(dict.fromkeys(values))
 
 
-def _too_many(count: int, limit: int) -> None:
+def _too_many(count: int, limit: int, name: str = "--seeds") -> None:
     if count > limit:
-        raise SpecError(f"--seeds: {count:,} seeds is more than a grid may hold ({limit:,} runs; --max-runs N "
+        raise SpecError(f"{name}: {count:,} seeds is more than a grid may hold ({limit:,} runs; --max-runs N "
                         "allows more)")
 
 
-def parse_seeds(value, limit: int | None = None) -> list[int]:
+def parse_seeds(value, limit: int | None = None, name: str = "--seeds") -> list[int]:
     """5 -> seeds 0..4; '7,8,9' -> those; '3..6' -> 3, 4, 5, 6. More than `limit` seeds are refused
     before any is listed (default: MAX_RUNS)."""
     limit = MAX_RUNS if limit is None else limit
     if isinstance(value, bool):
-        raise SpecError(f"--seeds: {value!r} is not a count or a list of seeds")
+        raise SpecError(f"{name}: {value!r} is not a count or a list of seeds")
     if isinstance(value, int):
         if value < 1:
-            raise SpecError(f"--seeds: a count of seeds must be >= 1, got {value}")
-        _too_many(value, limit)
+            raise SpecError(f"{name}: a count of seeds must be >= 1, got {value}")
+        _too_many(value, limit, name)
         return list(range(value))
     if isinstance(value, (list, tuple)):
-        _too_many(len(value), limit)
+        _too_many(len(value), limit, name)
         return list(dict.fromkeys(_count("seed", whole("seeds", v), minimum=0, maximum=MAX_SEED) for v in value))
     text = str(value).strip()
     if ".." in text:
         lo, _, hi = text.partition("..")
-        a, b = parse_ints("--seeds", lo)[0], parse_ints("--seeds", hi)[0]
+        a, b = parse_ints(name, lo)[0], parse_ints(name, hi)[0]
         if a < 0 or b < a:
-            raise SpecError(f"--seeds: range {shown(text)} is empty or negative")
-        _too_many(b - a + 1, limit)
+            raise SpecError(f"{name}: range {shown(text)} is empty or negative")
+        _too_many(b - a + 1, limit, name)
         _count("seed", b, minimum=0, maximum=MAX_SEED)
         return list(range(a, b + 1))
-    items = parse_ints("--seeds", text)
+    items = parse_ints(name, text)
     if len(items) == 1 and "," not in text:
-        return parse_seeds(items[0], limit)
-    _too_many(len(items), limit)
+        return parse_seeds(items[0], limit, name)
+    _too_many(len(items), limit, name)
     for s in items:
         _count("seed", s, minimum=0, maximum=MAX_SEED)
     return list(dict.fromkeys(items))
@@ -216,7 +216,7 @@ def parse_seed_names(name: str, text: str) -> list[int]:
     """`train --seed`: seeds by name, never a count: '3' is seed 3; '3,4' and '3..6' as in --seeds."""
     text = str(text).strip()
     if "," in text or ".." in text:
-        return parse_seeds(text)
+        return parse_seeds(text, name=name)
     seed = parse_ints(name, text)[0]
     return [_count("seed", seed, minimum=0, maximum=MAX_SEED)]
 

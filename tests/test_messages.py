@@ -159,3 +159,13 @@ def test_dry_runs_estimate_wall_time_with_the_rate_they_assume(cli):
     assert plan["wall_time"]["rates"] == ["no measured rate for the resnet in bf16 on cpu"]
     runs = _dry(cli, "train", "--dataset", "cifar10", "--depth", "8", "--device", "cpu", "--precision", "fp32")["runs"]
     assert runs[0]["estimate"]["seconds"][0] > 0 and "CIFAR ResNet-20" in runs[0]["estimate"]["rate"]
+
+
+def test_train_counts_its_runs_before_making_them_and_names_its_own_seed_flag(cli, tmp_path):
+    """`train --h 0.001..1:10000 --seeds 10000` would make 10^8 runs (it hung); sweep counts first."""
+    code, _, err = cli("train", "--depth", "3", "--h", "0.001..1:10000", "--seeds", "10000", "--dry-run")
+    assert code == 2 and err == "error: --h and the seeds make 100,000,000 runs, more than the 10,000 allowed " \
+        "(--max-runs N allows more)\n"
+    code, _, err = cli("train", "--depth", "3", "--seed", "5..3", "--dry-run")
+    assert code == 2 and err == "error: --seed: range '5..3' is empty or negative\n"
+    assert not (tmp_path / "store").exists()

@@ -42,6 +42,9 @@ def train(
     hs = parse_h_grid(h if h is not None else "0.1")
     seeds = parse_seeds(seeds) if seeds is not None else parse_seed_names("--seed", seed if seed is not None else "0")
     execution = execution_of(options, force)
+    if len(hs) * len(seeds) > execution.max_runs:  # counted before a run is made, as sweep counts its grid
+        raise SpecError(f"--h and the seeds make {len(hs) * len(seeds):,} runs, more than the {execution.max_runs:,} "
+                        "allowed (--max-runs N allows more)")
     run_values = {k: v for k, v in options.items() if k in FIELD_TYPES}
     if "milestones" in run_values:
         run_values["milestones"] = parse_ints("--milestones", run_values["milestones"], allow_empty=True)
