@@ -9,6 +9,7 @@ import re
 import pandas as pd
 
 from .atomic import write_atomic
+from .stats import LEVEL, level_label
 
 # ---------------------------------------------------------------------------------------------
 # Figures
@@ -47,7 +48,7 @@ class _Figures:
 
 def _y_label(groups: pd.DataFrame) -> str:
     metric = str(groups.metric.iloc[0]) if len(groups) else "final"
-    level = int(round(100 * float(groups.level.iloc[0]))) if len(groups) else 95
+    level = level_label(float(groups.level.iloc[0])) if len(groups) else level_label(LEVEL)
     return f"{metric} test accuracy, % (median over seeds, {level} % CI)"
 
 

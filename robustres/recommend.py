@@ -30,7 +30,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stats import paired, rate_interval, seeds_to_separate, test_noise_half_width
+from .stats import level_label, paired, rate_interval, seeds_to_separate, test_noise_half_width
 
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
 LABELS = ("best", "indistinguishable", "worse", "over-smoothed", "unstable", "stopped", "too few seeds")
@@ -132,7 +132,7 @@ def stability_edge(rows: pd.DataFrame) -> float | None:
 def _reason(point, best, chosen_hs: list[float], rows: pd.DataFrame, labels: dict, level: float) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     name = "median " + ("final" if point.metric == "final" else "best-epoch") + " accuracy"
-    text = (f"h={point.h:g}: {name} {pct(point['median'])} % ({round(level * 100)} % CI {pct(point.ci_low)}-"
+    text = (f"h={point.h:g}: {name} {pct(point['median'])} % ({level_label(level)} % CI {pct(point.ci_low)}-"
             f"{pct(point.ci_high)}); indistinguishable from the best: h in {{{', '.join(f'{h:g}' for h in chosen_hs)}}}"
             f"; rule: the smallest h of that set whose interval holds the best's median")
     if point.name != best.name:

@@ -38,6 +38,16 @@ class _OnFirstUse:
 stats = _OnFirstUse()
 
 LEVEL = 0.95  # default confidence level of every interval (report --level)
+
+
+def level_label(level: float) -> str:
+    """A confidence level as every label shows it: 95, 97.5, 99.9 (percent, at most one decimal;
+    report --level accepts only levels that this shows exactly)."""
+    return f"{round(100 * level, 1):g}"
+
+
+def level_shown_exactly(level: float) -> bool:
+    return 0.5 <= level <= 0.999 and abs(1000 * level - round(1000 * level)) < 1e-6
 RESAMPLES = 4999  # bootstrap resamples; enough for stable 95 % percentile ends
 SEED = 0  # of the bootstrap: a report is a function of the store
 STATISTICS = ("median", "iqm")

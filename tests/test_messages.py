@@ -37,8 +37,8 @@ def _files(root: Path) -> dict:
     (["report", "--train-noise", "5"], "--train-noise: 5 is no run's level"),
     (["noise-eval", "--dataset", "foo"], "--dataset: unknown dataset 'foo'"),
     (["noise-eval", "--depth", "0"], "--depth: 0 is no run's depth"),
-    (["report", "--level", "1e-300"], "--level is a confidence level in whole percent from 0.5 to 0.99"),
-    (["report", "--level", "0.975"], "whole percent"),
+    (["report", "--level", "1e-300"], "--level is a confidence level from 0.5 to 0.999 with at most one decimal"),
+    (["report", "--level", "0.9755"], "at most one decimal in percent"),  # its label would say 97.5 or 97.6
 ])
 def test_filters_no_run_can_match_are_bad_input(cli, store, args, expected):
     before = _files(store)
@@ -59,6 +59,8 @@ def test_a_level_label_is_the_level_given(cli, store):
     code, out, err = cli("report", "--store", store, "--level", "0.57")
     assert code == 0, err
     assert "(57 % CI" in out and "56 % CI" not in out
+    code, out, err = cli("report", "--store", store, "--level", "0.995")  # accepted before issue 22: still
+    assert code == 0 and "(99.5 % CI" in out and "99.5 % CI" in out.replace("\n", " "), err
 
 
 def _fresh(args: list[str], env: dict) -> tuple[int, str, bool]:

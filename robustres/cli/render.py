@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..hardware import wall_time
+from ..stats import level_label
 from .progress import status_text
 
 
@@ -206,7 +207,7 @@ def print_report(groups, recs, warnings) -> None:
     by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
     for (dataset, protocol), g in groups.groupby(["dataset", "protocol"], sort=True):
         noisy = g.train_noise.nunique() > 1 or (g.train_noise != 0).any()
-        metric, level = g.metric.iloc[0], int(round(100 * g.level.iloc[0]))
+        metric, level = g.metric.iloc[0], level_label(g.level.iloc[0])
         table = Table(title=f"robustres report: {dataset}" + (f" ({protocol})" if protocol else ""),
                       caption=f"metric: {metric} ({METRIC_TEXT[metric]}); CI: {level} % over seeds, test-set noise "
                               "included; diverged: rate of finished runs, Wilson CI")

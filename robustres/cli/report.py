@@ -48,7 +48,7 @@ def report(
         metavar="METRIC", help="final (accuracy after the last epoch) or best (the best epoch's, as the paper "
                                "reports).")] = "final",
     level: Annotated[float, typer.Option(
-        metavar="LEVEL", help="Confidence level of every interval, a whole percent from 0.5 to 0.99.")] = 0.95,
+        metavar="LEVEL", help="Confidence level of every interval, from 0.5 to 0.999 (0.975: 97.5 %).")] = 0.95,
     plot: Annotated[Optional[str], typer.Option(
         metavar="DIR", show_default=False, help="Write the paper's figures (PNG and SVG) into this folder.")] = None,
     html: Annotated[Optional[str], typer.Option(
@@ -110,10 +110,11 @@ def _check(format_, min_seeds, max_failures, require_complete, config, metric, l
         raise SpecError(f"--html - and --format {format_} would both write to stdout; give one")
     if metric not in ("final", "best"):
         raise SpecError(f"unknown metric {metric!r}; choose final or best")
-    # Labels show whole percents ("95 % CI"): a level must be one, from 50 % to 99 %.
-    if not (0.5 <= level <= 0.99 and abs(100 * level - round(100 * level)) < 1e-9):
-        raise SpecError(f"--level is a confidence level in whole percent from 0.5 to 0.99 (e.g. 0.9, 0.95), "
-                        f"got {level:g}")
+    from ..stats import level_shown_exactly  # (scipy loads at first use, not here)
+
+    if not level_shown_exactly(level):  # the labels ("97.5 % CI") must say the level used
+        raise SpecError(f"--level is a confidence level from 0.5 to 0.999 with at most one decimal in percent "
+                        f"(e.g. 0.9, 0.95, 0.975, 0.999), got {level:g}")
     if format_ not in FORMATS:
         raise SpecError(f"unknown format {format_!r}; choose one of: {', '.join(FORMATS)}")
     if min_seeds is not None and min_seeds < 1:
