@@ -4,27 +4,43 @@ library function, rendering the result and returning an exit code.
 Bad input exits with code 2 and one line on stderr ("error: ..."), before anything is written.
 """
 
+import signal
 import sys
 
-from .interrupts import exit_interrupted, interrupted_message
+# Ctrl-C (or SIGTERM) in the split second of imports that starts every command: noted, not raised
+# (raised, it lands anywhere, inside importlib's own locks too), and answered once the imports are
+# done, with the interrupt line and no traceback. Before this line runs, Python's own handler is
+# the one that answers (a few milliseconds of interpreter start-up; faults.md says so).
+_EARLY: list[int] = []
 
-try:  # Ctrl-C in the split second of imports that starts every command: the interrupt line, no traceback
-    import signal
-    import threading
 
-    import typer
+def _note(signum, _frame):
+    _EARLY.append(signum)
 
-    from ..errors import WARNED, one_line, os_error_line
-    from ..spec import DataError, SpecError, StoreError
 
-    # isort: off
-    # Each module registers its command; --help lists them in this order, the order of the workflow.
-    from . import train, sweep, search, noise_eval, report, doctor  # noqa: F401
-    # isort: on
-    from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, app
-except KeyboardInterrupt:
+try:
+    _ORIGINAL = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)}
+except ValueError:  # imported outside the main thread (a test's): signals are the main thread's
+    _ORIGINAL = {}
+
+import threading  # noqa: E402
+
+import typer  # noqa: E402
+
+from ..errors import WARNED, one_line, os_error_line  # noqa: E402
+from ..spec import DataError, SpecError, StoreError  # noqa: E402
+from .interrupts import exit_interrupted, interrupted_message  # noqa: E402
+
+# isort: off
+# Each module registers its command; --help lists them in this order, the order of the workflow.
+from . import train, sweep, search, noise_eval, report, doctor  # noqa: F401, E402
+# isort: on
+from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, app  # noqa: E402
+
+if _EARLY:  # (`_note` stays until `main` takes the signals, and `main` gives back the originals)
     print(interrupted_message(sys.argv[1:]), file=sys.stderr)
-    exit_interrupted(130)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_interrupted(EXIT_TERMINATED if signal.SIGTERM in _EARLY else EXIT_INTERRUPTED)
 
 
 class Terminated(KeyboardInterrupt):
@@ -46,7 +62,8 @@ def _catch_signals() -> dict:
     _SIGNALS.clear()
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: _ORIGINAL.get(sig, h) if h is _note else h for sig, h in previous.items()}
 
 
 def _interrupted(argv: list[str]) -> int:
@@ -124,7 +141,8 @@ def _main(args: list[str], argv: list[str] | None) -> int:
 def run() -> None:
     try:
         code = main()
-    except KeyboardInterrupt:  # in the instant after main restored the handlers
+    except KeyboardInterrupt:  # in the instant before main took the signals, or after it gave them back
+        print(interrupted_message(sys.argv[1:]), file=sys.stderr)
         code = EXIT_INTERRUPTED
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: a late Ctrl-C changes nothing now
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
