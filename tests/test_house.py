@@ -137,6 +137,27 @@ def test_nothing_private_is_imported_from_other_packages():
     assert private == []
 
 
+def _private_names_from_robustres(tree) -> list[str]:
+    """`from .x import _y` inside the package, `from robustres.x import _y` anywhere: a private name
+    used by another module (dunders such as __version__ are public)."""
+    found = []
+    for node in ast.walk(tree):
+        ours = isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").split(".")[0] == "robustres")
+        if not ours:
+            continue
+        for alias in node.names:
+            if alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append(f"{'.' * node.level}{node.module or ''} import {alias.name}")
+    return found
+
+
+def test_no_private_name_is_imported_across_the_packages_modules():
+    offenders = []
+    for path in _modules() + sorted((ROOT / "tests").glob("*.py")):
+        offenders += [f"{path.name}: {name}" for name in _private_names_from_robustres(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
 def test_no_test_edits_sys_path():
     assert [p.name for p in sorted((ROOT / "tests").glob("*.py")) if "sys.path" in p.read_text()
             and p.name != "test_house.py"] == []
@@ -201,13 +222,14 @@ def test_auto_pack_size_follows_its_memory_measurement(monkeypatch):
 
 
 def test_a_field_added_later_keeps_the_run_ids_of_older_stores():
-    from dataclasses import dataclass
+    from dataclasses import dataclass, field
 
-    from robustres.spec import RunSpec, _field
+    from robustres.spec import Meta, RunSpec
 
     @dataclass(frozen=True)
     class WithNewField(RunSpec):
-        label_smoothing: float | None = _field("Label smoothing.", default=None, hash_if_set=True)
+        label_smoothing: float | None = field(default=None, metadata={"robustres": Meta("Label smoothing.",
+                                                                                        hash_if_set=True)})
 
     spec = make_run_spec(dataset="two-moons", h=0.1, seed=3)
     old = WithNewField(**spec.to_dict() | {"milestones": spec.milestones})
