@@ -158,6 +158,23 @@ def test_no_private_name_is_imported_across_the_packages_modules():
     assert offenders == []
 
 
+# Files of the paper's official code, cited where this code follows it; not in this repo.
+OFFICIAL_FILES = {"vis_acc.py"}
+
+
+def test_every_file_the_packages_comments_cite_is_in_the_repo():
+    import re
+
+    modules = {p.name for p in _modules()}
+    missing = []
+    for path in _modules():
+        for name in re.findall(r"[\w./-]+\.(?:md|py)\b", path.read_text()):
+            found = (ROOT / name).exists() or Path(name).name in modules or name in OFFICIAL_FILES
+            if not found:
+                missing.append(f"{path.name}: {name}")
+    assert missing == []
+
+
 def test_no_test_edits_sys_path():
     assert [p.name for p in sorted((ROOT / "tests").glob("*.py")) if "sys.path" in p.read_text()
             and p.name != "test_house.py"] == []
