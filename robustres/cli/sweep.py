@@ -58,11 +58,8 @@ def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, 
     if as_json:
         print(render.dumps({"runs": render.json_runs(rows, ("train_noise",)), "counts": render.counts(rows)}))
     else:
-        import pandas as pd
+        from ..report import summarize
 
-        from .. import report as R
-
-        table = R.select(pd.DataFrame(rows).reindex(columns=R.RUN_COLUMNS), R.Filters())
-        groups, recs, _ = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
+        groups, recs = summarize(rows)
         render.print_sweep_summary(console, rows, groups, recs, execution.store, seconds)
     raise typer.Exit(EXIT_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK)
