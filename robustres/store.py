@@ -112,9 +112,16 @@ def config_columns(spec: RunSpec) -> dict:
     return row
 
 
+# What a snapshot keeps of each file, to tell whether it changed since: name, size, inode, mtime.
+# (A snapshot with other key columns, such as the `_size` that once packed size and inode into one
+# number, fails the schema check in `_snapshot` and is rebuilt from the files.)
+KEYS = [("_file", pa.string()), ("_bytes", pa.int64()), ("_inode", pa.uint64()), ("_mtime", pa.int64())]
+
+
 def _with_keys(schema: pa.Schema) -> pa.Schema:
-    return schema.append(pa.field("_file", pa.string())).append(pa.field("_size", pa.int64())).append(
-        pa.field("_mtime", pa.int64()))
+    for name, kind in KEYS:
+        schema = schema.append(pa.field(name, kind))
+    return schema
 
 
 # A snapshot holds only rows that passed rows.py's checks; one written before they existed lacks
@@ -315,8 +322,8 @@ class Store:
         """All of a folder's rows, read through a snapshot file that caches them.
 
         Reading 10,000 one-run files costs seconds; the snapshot (`.snapshot/<folder>.parquet`)
-        holds every row with the file's name, size, mtime and inode, so only files that changed since are
-        read again. It is only a cache: the per-run files stay the truth, and a missing, damaged or
+        holds every row with its file's name, size, inode and mtime (KEYS), so only files that changed
+        since are read again. It is only a cache: the per-run files stay the truth, and a missing, damaged or
         stale snapshot just means more files to read. It is rewritten (atomically) when it was stale
         and the store is writable.
         """
@@ -336,9 +343,8 @@ class Store:
         fresh_files = set(listing)
         if cached is not None:
             names = cached.column("_file").to_pylist()
-            sizes = cached.column("_size").to_pylist()
-            mtimes = cached.column("_mtime").to_pylist()
-            valid = [listing.get(n) == (sz, mt) for n, sz, mt in zip(names, sizes, mtimes)]
+            stats = zip(*(cached.column(name).to_pylist() for name, _ in KEYS[1:]))
+            valid = [listing.get(n) == stat for n, stat in zip(names, stats)]
             keep = pa.array(valid, pa.bool_())
             fresh_files -= {n for n, ok in zip(names, valid) if ok}
             cached = cached.filter(keep)
@@ -354,12 +360,12 @@ class Store:
                 t = self.checked(path, t)
                 if t is None:
                     continue
-            size, mtime = listing[name]
+            size, inode, mtime = listing[name]
             if str(path) in self.skipped.get("duplicate", ()):
                 size = -1  # cached under a key no file has: read (and warned about) again every time
-            tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
-                           .append_column("_size", pa.array([size] * t.num_rows, pa.int64()))
-                           .append_column("_mtime", pa.array([mtime] * t.num_rows, pa.int64())))
+            for (column, kind), value in zip(KEYS, (name, size, inode, mtime)):
+                t = t.append_column(column, pa.array([value] * t.num_rows, kind))
+            tables.append(t)
         if not tables:
             return None
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -370,10 +376,10 @@ class Store:
                 self._write(table.replace_schema_metadata(SNAPSHOT_MARK), snap_path)
             except StoreError:
                 pass  # a cache that cannot be written is only slower next time
-        return table.drop_columns(["_file", "_size", "_mtime"])
+        return table.drop_columns([name for name, _ in KEYS])
 
-    def _listing(self, folder: Path) -> dict[str, tuple[int, int]]:
-        """The folder's `*.parquet` files: name -> (size and inode, mtime)."""
+    def _listing(self, folder: Path) -> dict[str, tuple[int, int, int]]:
+        """The folder's `*.parquet` files: name -> (size, inode, mtime), KEYS' order."""
         listing = {}
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -384,7 +390,7 @@ class Store:
                         self.skip("unreadable", folder / entry.name, f"{_why(exc)} (a dangling link?)")
                         continue
                     # Every write is a new file renamed into place: a new inode as well as an mtime.
-                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
+                    listing[entry.name] = (st.st_size, st.st_ino, st.st_mtime_ns)
         return listing
 
     def skip(self, kind: str, path: Path, reason: str) -> None:
