@@ -203,7 +203,7 @@ def write_html(path, store, groups, recs, warnings, runs, figures, source) -> No
 
     from .page import render, write_page
 
-    title = "robustres report" + (f": {source}" if source and source != "None" else "")
+    title = "robustres report" + (f": {source}" if source else "")
     if figures:
         write_page(path, render(groups, recs, warnings, figures, title))
         return
