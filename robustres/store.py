@@ -322,10 +322,10 @@ class Store:
         """All of a folder's rows, read through a snapshot file that caches them.
 
         Reading 10,000 one-run files costs seconds; the snapshot (`.snapshot/<folder>.parquet`)
-        holds every row with its file's name, size, inode and mtime (KEYS), so only files that changed
-        since are read again. It is only a cache: the per-run files stay the truth, and a missing, damaged or
-        stale snapshot just means more files to read. It is rewritten (atomically) when it was stale
-        and the store is writable.
+        holds every row with its file's name, size, inode and mtime (KEYS), so only files that
+        changed since are read again. It is only a cache: the per-run files stay the truth, and a
+        missing, damaged or stale snapshot just means more files to read. It is rewritten
+        (atomically) when it was stale and the store is writable.
         """
         if not folder.is_dir():
             return None
