@@ -4,8 +4,11 @@ Readers see the old file or the new one, never a part of one: the bytes go to a 
 the same folder (`.<name>.<host>-<pid>.tmp`, so a sweeper can tell a dead writer's litter by its
 host and pid),
 are flushed and fsynced, and the file is renamed over the target. The temporary file never
-outlives a failure. Every writer in the package (store rows, claims, checkpoints, data caches,
-report's page and figures) comes through here.
+outlives a failure. Every file the package writes comes through here (store rows, claims,
+checkpoints, data caches, search state, report's page and figures; tests/test_house.py checks it)
+but two: a Ray worker's scratch copies of checkpoints, in a temporary folder no other process
+reads, and claims.py's lock file, created empty and never written. torchvision downloads CIFAR-10
+itself (checked against its checksum).
 
 What is at the target decides where the bytes go: a symlink is written through (its final target
 is replaced, the link stays), and anything there that is not a regular file (a device such as

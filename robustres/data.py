@@ -1,9 +1,10 @@
-"""Datasets as compact tensors, and the batched, per-sample transforms applied on the device.
+"""Datasets as compact tensors: the loaders, their decode caches and --limit subsets, and what a
+dry run can know of a dataset without reading it.
 
 A dataset is loaded once into a `Data` (images uint8 [N, C, H, W], text int16 codes [N, 1024],
-points float32 [N, 2]) and moved whole to the training device. Augmentation (pad-4 random crop and
-horizontal flip), training noise and normalisation then run as a few tensor ops per batch: nothing
-per sample in Python on the hot path, no DataLoader workers.
+points float32 [N, 2]) and moved whole to the training device, where transforms.py's batched ops
+(crop and flip, noise, normalisation) make each batch: no DataLoader workers, nothing per sample
+in Python on the hot path.
 
 Data read from files carries a fingerprint, a hash of its content that enters the run ids (see
 docs/store.md, Run identity): image folders and AG-NEWS compute it once and keep it in their

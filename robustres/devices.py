@@ -25,7 +25,7 @@ def resolve_device(name: str) -> torch.device:
 def default_threads() -> int:
     """Half the cores this process may use, at least 1. On 2 cores with another job running, torch's
     default of one thread per core made a 5-epoch pack 9x slower (60.7 s against 6.9 s), while one
-    thread on a quiet machine costs little (benchmarks/execution_choice.py, RESULTS.md)."""
+    thread on a quiet machine costs little (benchmarks/execution_choice.py, benchmarks/RESULTS.md)."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, usable // 2)
 

@@ -7,7 +7,7 @@ turn. Both compute the same thing: each model sees its own minibatch, its own au
 noise, and gets the gradient of its own loss. Which one is faster depends on the device, so by
 default a rule per device and model decides (tuning.FUSE_RULES, from measurements).
 
-Every random choice is a hash of (seed, epoch, step, ...), see data.py, and every model is
+Every random choice is a hash of (seed, epoch, step, ...), see transforms.py, and every model is
 initialised from its own seed; so a run sees the same data, noise and initial weights alone or in
 any pack. Its arithmetic is the same only to float rounding: the kernels of a fused pack (grouped
 convolutions, batched products) sum in orders that depend on how many models it holds, and over

@@ -26,7 +26,7 @@ from .spec import (
     RUN_OPTIONS,
     RunSpec,
     SpecError,
-    _count,
+    checked_count,
     make_execution,
     make_run_spec,
     shown,
@@ -193,7 +193,7 @@ def parse_seeds(value, limit: int | None = None, name: str = "--seeds") -> list[
         return list(range(value))
     if isinstance(value, (list, tuple)):
         _too_many(len(value), limit, name)
-        return list(dict.fromkeys(_count("seed", whole("seeds", v), minimum=0, maximum=MAX_SEED) for v in value))
+        return list(dict.fromkeys(checked_count("seed", whole("seeds", v), minimum=0, maximum=MAX_SEED) for v in value))
     text = str(value).strip()
     if ".." in text:
         lo, _, hi = text.partition("..")
@@ -201,14 +201,14 @@ def parse_seeds(value, limit: int | None = None, name: str = "--seeds") -> list[
         if a < 0 or b < a:
             raise SpecError(f"{name}: range {shown(text)} is empty or negative")
         _too_many(b - a + 1, limit, name)
-        _count("seed", b, minimum=0, maximum=MAX_SEED)
+        checked_count("seed", b, minimum=0, maximum=MAX_SEED)
         return list(range(a, b + 1))
     items = parse_ints(name, text)
     if len(items) == 1 and "," not in text:
         return parse_seeds(items[0], limit, name)
     _too_many(len(items), limit, name)
     for s in items:
-        _count("seed", s, minimum=0, maximum=MAX_SEED)
+        checked_count("seed", s, minimum=0, maximum=MAX_SEED)
     return list(dict.fromkeys(items))
 
 
@@ -218,7 +218,7 @@ def parse_seed_names(name: str, text: str) -> list[int]:
     if "," in text or ".." in text:
         return parse_seeds(text, name=name)
     seed = parse_ints(name, text)[0]
-    return [_count("seed", seed, minimum=0, maximum=MAX_SEED)]
+    return [checked_count("seed", seed, minimum=0, maximum=MAX_SEED)]
 
 
 def whole(name: str, value) -> int:

@@ -130,6 +130,14 @@ def aggregate(runs: pd.DataFrame, metric: str = "final", level: float = LEVEL) -
     return out.sort_values(keys).reset_index(drop=True)
 
 
+def summarize(rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """A sweep's own runs (store rows) aggregated and recommended exactly as `report` does them with
+    its defaults, so the h the sweep's summary marks is the h report names: (groups, recommendations)."""
+    runs = select(pd.DataFrame(rows).reindex(columns=RUN_COLUMNS), Filters())
+    groups, recs, _ = recommend(aggregate(runs), runs, MIN_SEEDS)
+    return groups, recs
+
+
 # ---------------------------------------------------------------------------------------------
 # A report over a store: selection, recommendation, gates and figures
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def write_html(path, store, groups, recs, warnings, runs, figures, source) -> No
 
     from .page import render, write_page
 
-    title = "robustres report" + (f": {source}" if source and source != "None" else "")
+    title = "robustres report" + (f": {source}" if source else "")
     if figures:
         write_page(path, render(groups, recs, warnings, figures, title))
         return

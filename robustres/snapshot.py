@@ -19,13 +19,18 @@ import pyarrow.parquet as pq
 
 ROWS_CHECKED = b"robustres_rows_checked"
 ROWS_CHECK_VERSION = b"1"
-SKIPPED_FILES = b"robustres_skipped"  # JSON: file name -> [size key, mtime, kind, reason]
-KEYS = ("_file", "_size", "_mtime")  # the columns that say which file a row came from, and its state
+SKIPPED_FILES = b"robustres_skipped"  # JSON: file name -> [size, inode, mtime, kind, reason]
+# What a snapshot keeps of each file, to tell whether it changed since: name, size, inode, mtime
+# (every write is a new file renamed into place: a new inode as well as an mtime). A snapshot with
+# other key columns, such as the `_size` that once packed size and inode into one number, fails the
+# schema check in `read` and is rebuilt from the files.
+KEYS = [("_file", pa.string()), ("_bytes", pa.int64()), ("_inode", pa.uint64()), ("_mtime", pa.int64())]
 
 
 def with_keys(schema: pa.Schema) -> pa.Schema:
-    return schema.append(pa.field("_file", pa.string())).append(pa.field("_size", pa.int64())).append(
-        pa.field("_mtime", pa.int64()))
+    for name, kind in KEYS:
+        schema = schema.append(pa.field(name, kind))
+    return schema
 
 
 def read(path: Path, schema: pa.Schema, checked: bool) -> tuple[pa.Table | None, dict[str, tuple]]:

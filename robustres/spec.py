@@ -245,7 +245,7 @@ def _finite(name: str, value: float, *, minimum: float | None = None, positive: 
     return value
 
 
-def _count(name: str, value, *, minimum: int = 1, maximum: int = MAX_SIZE) -> int:
+def checked_count(name: str, value, *, minimum: int = 1, maximum: int = MAX_SIZE) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{name} must be a whole number, got {shown(value)}")
     if value < minimum:
@@ -284,20 +284,20 @@ def make_run_spec(**values) -> RunSpec:
 
 
 def _check_schedule(v: dict) -> None:
-    v["depth"] = _count("depth", v["depth"], maximum=MAX_DEPTH)
+    v["depth"] = checked_count("depth", v["depth"], maximum=MAX_DEPTH)
     check_depth(v["model"], v["depth"])
     v["h"] = _finite("h", v["h"], minimum=0.0)
-    v["seed"] = _count("seed", v["seed"], minimum=0, maximum=MAX_SEED)
+    v["seed"] = checked_count("seed", v["seed"], minimum=0, maximum=MAX_SEED)
     v["bn"] = bool(v["bn"])
-    v["epochs"] = _count("epochs", v["epochs"], maximum=MAX_EPOCHS)
-    v["batch_size"] = _count("batch size", v["batch_size"])
+    v["epochs"] = checked_count("epochs", v["epochs"], maximum=MAX_EPOCHS)
+    v["batch_size"] = checked_count("batch size", v["batch_size"])
     v["lr"] = _finite("lr", v["lr"], positive=True)
     v["momentum"] = _finite("momentum", v["momentum"], minimum=0.0)
     if v["momentum"] >= 1:
         raise SpecError(f"momentum must be < 1, got {v['momentum']:g}")
     milestones = v["milestones"] = tuple(v["milestones"])
     for m in milestones:
-        _count("milestone", m, maximum=MAX_EPOCHS)
+        checked_count("milestone", m, maximum=MAX_EPOCHS)
     if list(milestones) != sorted(set(milestones)):
         raise SpecError(f"milestones must be strictly increasing, got {','.join(map(str, milestones))}")
     v["gamma"] = _finite("gamma", v["gamma"], positive=True)
@@ -322,13 +322,13 @@ def _check_noise_and_precision(v: dict, modality: str) -> None:
 def _check_sizes(v: dict, dataset: str, family: str) -> None:
     for name in ("limit_train", "limit_test"):
         if v.get(name) is not None:
-            _count(name.replace("_", "-"), v[name])
+            checked_count(name.replace("_", "-"), v[name])
     for name in ("n_train", "n_test"):
         if v.get(name) is not None:
             if dataset not in GENERATED:
                 raise SpecError(f"--{name.replace('_', '-')} applies only to generated datasets "
                                 f"({', '.join(GENERATED)})")
-            _count(name.replace("_", "-"), v[name])
+            checked_count(name.replace("_", "-"), v[name])
     if dataset == "synthetic":
         train, test = SYNTHETIC_SIZES[v["synthetic_like"]]
         v["n_train"], v["n_test"] = v.get("n_train") or train, v.get("n_test") or test
@@ -344,8 +344,8 @@ def _check_sizes(v: dict, dataset: str, family: str) -> None:
         if v.get("limit_train") == 1 or (dataset in GENERATED and v["n_train"] == 1):
             raise SpecError("one training example does not work with batch norm: give 2 or more")
     if family == "mlp":
-        v["width"] = 2 if v.get("width") is None else _count("width", v["width"], maximum=MAX_WIDTH)
-        v["hidden"] = 16 if v.get("hidden") is None else _count("hidden", v["hidden"], maximum=MAX_WIDTH)
+        v["width"] = 2 if v.get("width") is None else checked_count("width", v["width"], maximum=MAX_WIDTH)
+        v["hidden"] = 16 if v.get("hidden") is None else checked_count("hidden", v["hidden"], maximum=MAX_WIDTH)
     elif v.get("width") is not None or v.get("hidden") is not None:
         raise SpecError("--width and --hidden apply only to the MLP ResNet (two-moons data)")
     sizes = (v["n_train"], v["n_test"]) if dataset in GENERATED else KNOWN_SIZES.get(dataset)
@@ -474,9 +474,9 @@ def make_execution(values: dict) -> Execution:
         threads_from, text = "ROBUSTRES_THREADS", os.environ["ROBUSTRES_THREADS"].strip()
         v["threads"] = int(text) if text.isdigit() else text
     if "threads" in v:
-        v["threads"] = _count(threads_from, v["threads"], maximum=4096)
+        v["threads"] = checked_count(threads_from, v["threads"], maximum=4096)
     if "max_runs" in v:
-        v["max_runs"] = _count("--max-runs", v["max_runs"], maximum=MAX_SIZE)
+        v["max_runs"] = checked_count("--max-runs", v["max_runs"], maximum=MAX_SIZE)
     if "workers" in v and v["workers"] < 1:
         raise SpecError(f"--workers must be >= 1, got {v['workers']}")
     if v.get("executor", "local") not in ("local", "ray"):

@@ -309,10 +309,10 @@ class Store:
         """All of a folder's rows, read through a snapshot file that caches them.
 
         Reading 10,000 one-run files costs seconds; the snapshot (`.snapshot/<folder>.parquet`)
-        holds every row with the file's name, size, mtime and inode, so only files that changed since are
-        read again. It is only a cache: the per-run files stay the truth, and a missing, damaged or
-        stale snapshot just means more files to read. It is rewritten (atomically) when it was stale
-        and the store is writable.
+        holds every row with its file's name, size, inode and mtime (KEYS), so only files that
+        changed since are read again. It is only a cache: the per-run files stay the truth, and a
+        missing, damaged or stale snapshot just means more files to read. It is rewritten
+        (atomically) when it was stale and the store is writable.
         """
         if not folder.is_dir():
             return None
@@ -321,16 +321,15 @@ class Store:
         cached, skipped = snapshot.read(snap_path, schema, checked=folder == self.runs_dir)
         keep = pa.array([], pa.bool_())
         fresh_files = set(listing)
-        for name, (size, mtime, kind, reason) in skipped.items():  # left out (or a duplicate) before, unchanged
-            if listing.get(name) == (size, mtime):
+        for name, (*stat, kind, reason) in skipped.items():  # left out (or a duplicate) before, unchanged
+            if listing.get(name) == tuple(stat):
                 if kind != "duplicate":  # a duplicate's kept row is in the cache itself
                     fresh_files.discard(name)
                 self.skip(kind, folder / name, reason)
         if cached is not None:
             names = cached.column("_file").to_pylist()
-            sizes = cached.column("_size").to_pylist()
-            mtimes = cached.column("_mtime").to_pylist()
-            valid = [listing.get(n) == (sz, mt) for n, sz, mt in zip(names, sizes, mtimes)]
+            stats = zip(*(cached.column(name).to_pylist() for name, _ in snapshot.KEYS[1:]))
+            valid = [listing.get(n) == stat for n, stat in zip(names, stats)]
             keep = pa.array(valid, pa.bool_())
             fresh_files -= {n for n, ok in zip(names, valid) if ok}
             cached = cached.filter(keep)
@@ -346,10 +345,10 @@ class Store:
                 t = self.checked(path, t)
                 if t is None:
                     continue
-            size, mtime = listing[name]
-            tables.append(t.append_column("_file", pa.array([name] * t.num_rows, pa.string()))
-                           .append_column("_size", pa.array([size] * t.num_rows, pa.int64()))
-                           .append_column("_mtime", pa.array([mtime] * t.num_rows, pa.int64())))
+            size, inode, mtime = listing[name]
+            for (column, kind), value in zip(snapshot.KEYS, (name, size, inode, mtime)):
+                t = t.append_column(column, pa.array([value] * t.num_rows, kind))
+            tables.append(t)
         if not tables:
             return None
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -359,7 +358,7 @@ class Store:
         stale = bool(fresh_files) or (cached is not None and len(keep) != cached.num_rows) or not snap_path.exists()
         if stale and self.write_cache and os.access(self.root, os.W_OK):
             self._write_snapshot(table, snap_path, folder, listing)
-        return table.drop_columns(list(snapshot.KEYS))
+        return table.drop_columns([name for name, _ in snapshot.KEYS])
 
     def _write_snapshot(self, table: pa.Table, snap_path: Path, folder: Path, listing: dict) -> None:
         skipped = {}
@@ -375,8 +374,9 @@ class Store:
         except StoreError:
             pass  # a cache that cannot be written is only slower next time
 
-    def _listing(self, folder: Path) -> dict[str, tuple[int, int]]:
-        """The folder's `*.parquet` files: name -> (size and inode, mtime)."""
+
+    def _listing(self, folder: Path) -> dict[str, tuple[int, int, int]]:
+        """The folder's `*.parquet` files: name -> (size, inode, mtime), KEYS' order."""
         listing = {}
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -387,7 +387,7 @@ class Store:
                         self.skip("unreadable", folder / entry.name, f"{_why(exc)} (a dangling link?)")
                         continue
                     # Every write is a new file renamed into place: a new inode as well as an mtime.
-                    listing[entry.name] = ((st.st_size << 24) | (st.st_ino & 0xFFFFFF), st.st_mtime_ns)
+                    listing[entry.name] = (st.st_size, st.st_ino, st.st_mtime_ns)
         return listing
 
     def skip(self, kind: str, path: Path, reason: str) -> None:

@@ -1,11 +1,11 @@
 """Units: some models of a pack as one network with one optimizer, and one SGD step of them.
 
 A unit holds K models fused along the channel axis (grouped convolutions, per-model h; see
-models.py and DESIGN.md), or a single model. Each model sees its own minibatch, augmentation and
-noise (every random choice is a hash of seed, epoch and step, see data.py) and gets the gradient of
-its own loss. A model whose loss turns non-finite is masked out of the sum at once, on the device,
-and frozen by the host at the end of the epoch (`freeze`). On CUDA a step is captured once as a
-CUDA graph and replayed.
+models.py and docs/train.md, "Packs: many runs, one network"), or a single model. Each model sees
+its own minibatch, augmentation and noise (every random choice is a hash of seed, epoch and step,
+see transforms.py) and gets the gradient of its own loss. A model whose loss turns non-finite is
+masked out of the sum at once, on the device, and frozen by the host at the end of the epoch
+(`freeze`). On CUDA a step is captured once as a CUDA graph and replayed.
 """
 
 from __future__ import annotations

@@ -124,6 +124,7 @@ CASES = [
     (["noise-eval", "--levels", "0,2"], None, "a noise level is in [0, 1]"),
     (["noise-eval", "--levels", "a"], None, "not a number"),
     (["noise-eval", "--mode", "guess"], None, "unknown mode 'guess'"),
+    (["noise-eval", "--mode", "guess", "--levels", "2"], None, "unknown mode 'guess'"),  # the mode first
     (["noise-eval", "--mode", "train-noise", "--propagation", "--depth", "5", "--h", "0.1"], None,
      "--propagation goes with"),
     (["noise-eval", "--milestones", "70"], None, "--milestones goes with --mode train-noise"),

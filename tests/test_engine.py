@@ -106,8 +106,11 @@ def test_a_resumed_pack_keeps_the_execution_it_started_with(tmp_path, monkeypatc
     assert timed == []  # not timed again: the checkpoints say in turn
     strip = lambda h: [(r.epoch, r.train_loss, r.test_acc) for r in h]  # noqa: E731
     assert [strip(o.history) for o in resumed] == [strip(o.history) for o in whole]
+    assert [o.fused for o in resumed] == [False, False]  # and each outcome says so
+    # A fresh pack has no checkpoint to follow: the (flipped) timing decides, and it trains fused.
     fresh = engine.train(specs, data, CPU, [tmp_path / f"f{i}.pt" for i in range(2)], options=EVERY_EPOCH)
-    assert timed == [1] and torch.load(tmp_path / "f0.pt", weights_only=True)["fused"] is True and fresh
+    assert timed == [1] and torch.load(tmp_path / "f0.pt", weights_only=True)["fused"] is True
+    assert [o.fused for o in fresh] == [True, True] and [len(o.history) for o in fresh] == [4, 4]
 
 
 def test_a_damaged_checkpoint_means_training_from_scratch(tmp_path):

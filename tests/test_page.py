@@ -46,3 +46,14 @@ def test_the_page_renders_in_a_real_browser(page, tmp_path):
     not_white = (pixels < 0.95).any(axis=-1).mean()
     colours = len({tuple(p) for p in (pixels[::8, ::8].reshape(-1, 3) * 255).astype(int)})
     assert pixels.shape[:2] == (1600, 1280) and not_white > 0.02 and colours > 20  # text, tables, figures
+
+
+def test_the_title_names_the_preset_reported_on_and_only_one(page, tmp_path, monkeypatch):
+    from robustres.cli import main
+
+    assert "<h1>robustres report</h1>" in page.read_text(encoding="utf-8")  # no --config: no name
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(SWEEPS / "ci-smoke.yaml", "None")  # a preset that names itself as no preset once did
+    store = page.parent / "store"
+    assert main(["report", "--config", "None", "--store", str(store), "--html", "named.html"]) == 0
+    assert "<h1>robustres report: None</h1>" in (tmp_path / "named.html").read_text(encoding="utf-8")

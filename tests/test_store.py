@@ -1,8 +1,12 @@
+import os
+
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from robustres.atomic import HOST
 from robustres.rows import spec_from_row
+from robustres.snapshot import KEYS
 from robustres.spec import make_run_spec
 from robustres.store import RUNS_SCHEMA, Store, StoreError, config_columns
 
@@ -152,3 +156,40 @@ def test_a_row_naming_another_path_is_a_foreign_file_and_skipped(tmp_path, capsy
     pq.write_table(table, store.runs_dir / "0123456789abcdef.parquet")
     assert store.runs().run_id.tolist() == [spec.run_id]
     assert "0123456789abcdef.parquet: ForeignFile: rows of another run" in capsys.readouterr().err
+
+
+def _snapshot_of(store_root):
+    return pq.read_table(store_root / ".snapshot" / "runs.parquet")
+
+
+def test_a_file_replaced_at_its_size_and_mtime_is_read_again(tmp_path):
+    store = Store(tmp_path)
+    spec = make_run_spec()
+    store.put_run(row_for(spec, final_test_acc=0.5))
+    path = tmp_path / "runs" / f"{spec.run_id}.parquet"
+    before = path.stat()
+    assert Store(tmp_path).runs().final_test_acc.tolist() == [0.5]  # now in the snapshot
+    store.put_run(row_for(spec, final_test_acc=0.25))  # a new file renamed into place: a new inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+    assert Store(tmp_path).runs().final_test_acc.tolist() == [0.25]
+
+
+def test_a_snapshot_in_an_older_layout_is_rebuilt_not_misread(tmp_path):
+    # Snapshots once kept (size << 24) | inode in one column, `_size`: such a snapshot, holding a
+    # row the file no longer has, must be read from the files again and rewritten in KEYS' layout.
+    store = Store(tmp_path)
+    spec = make_run_spec()
+    store.put_run(row_for(spec, final_test_acc=0.5))
+    Store(tmp_path).runs()
+    path, snap = tmp_path / "runs" / f"{spec.run_id}.parquet", _snapshot_of(tmp_path)
+    st = path.stat()
+    old = snap.drop_columns(["_bytes", "_inode", "_mtime"]).set_column(
+        snap.schema.get_field_index("final_test_acc"), "final_test_acc", pa.array([0.125]))
+    old = old.append_column("_size", pa.array([(st.st_size << 24) | (st.st_ino & 0xFFFFFF)], pa.int64()))
+    old = old.append_column("_mtime", pa.array([st.st_mtime_ns], pa.int64()))
+    pq.write_table(old.replace_schema_metadata(snap.schema.metadata), tmp_path / ".snapshot" / "runs.parquet")
+    assert Store(tmp_path).runs().final_test_acc.tolist() == [0.5]
+    assert [name for name, _ in KEYS] == _snapshot_of(tmp_path).schema.names[-4:]

@@ -1,5 +1,5 @@
-"""The `robustres` command line: one module per command, each parsing its options, calling one
-library function, rendering the result and returning an exit code.
+"""The `robustres` command line: one module per command; each parses its options, hands the work to the
+library (the best h, for one, is report.py's alone), renders what comes back and returns an exit code.
 
 Bad input exits with code 2 and one line on stderr ("error: ..."), before anything is written.
 """

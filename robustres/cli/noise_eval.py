@@ -47,6 +47,8 @@ def noise_eval(
     seeds: Seeds = None,
     as_json: AsJson = False,
 ) -> None:
+    if mode not in ("train-noise", "test-noise"):  # first: the other checks depend on the mode
+        raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
     level_list = parse_floats("--levels", levels)
     for level in level_list:
         if not 0 <= level <= 1:
@@ -63,9 +65,7 @@ def noise_eval(
             raise SpecError("--mode train-noise trains with one noise kind at a time")
         flags = {**options, "depths": depth, "h": h, "seeds": seeds, "train_noise": level_list,
                  "noise_kind": kind_list[0] if kind_list else None}
-        run_sweep(merge_preset(config, flags), config, False, as_json, False)
-    if mode != "test-noise":
-        raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
+        raise typer.Exit(run_sweep(merge_preset(config, flags), config, False, as_json, False))
     if seeds is not None:
         options = {**options, "seeds": seeds}
     for name in ("seeds", "epochs", "lr", "limit_train", "milestones", "precision", *TRAINING_EXECUTION):

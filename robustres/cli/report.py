@@ -68,8 +68,8 @@ def report(
     gates = R.Gates(min_seeds, max_failures, require_complete)
     try:
         with page_target(html) as page:
-            result = R.build(store, R.Filters(**filters), slots, gates, str(config), plot,
-                             R.Statistic(metric, level), page)
+            result = R.build(store, R.Filters(**filters), slots, gates, None if config is None else str(config),
+                             plot, R.Statistic(metric, level), page)
     except OSError as exc:  # a figure or the page could not be written (the store is read before they are)
         raise write_failed(exc) from None
     if result is None:

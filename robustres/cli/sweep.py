@@ -36,11 +36,12 @@ def sweep(
         raise typer.Exit(EXIT_OK)
     config = options.pop("config", None)
     values = merge_preset(config, options)
-    run_sweep(values, config, force, as_json, dry_run)
+    raise typer.Exit(run_sweep(values, config, force, as_json, dry_run))
 
 
-def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> None:
-    """Train (or plan) merged sweep values; also noise-eval's train-noise mode."""
+def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, dry_run: bool) -> int:
+    """Train (or plan) merged sweep values, print the outcome; the exit code. Also noise-eval's
+    train-noise mode."""
     execution = execution_of(values, force)
     runs = sweep_runs(values, str(config) if config is not None else "flags", given_precision(values))
     runs = resolve_precisions(runs, values, execution)
@@ -52,17 +53,14 @@ def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, 
             print(render.dumps(made))
         else:
             render.print_plan(made)
-        raise typer.Exit(EXIT_OK)
+        return EXIT_OK
 
     rows, seconds, console = train_with_progress(runs, execution, as_json)
     if as_json:
         print(render.dumps({"runs": render.json_runs(rows, ("train_noise",)), "counts": render.counts(rows)}))
     else:
-        import pandas as pd
+        from ..report import summarize
 
-        from .. import report as R
-
-        table = R.select(pd.DataFrame(rows).reindex(columns=R.RUN_COLUMNS), R.Filters())
-        groups, recs, _ = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
+        groups, recs = summarize(rows)
         render.print_sweep_summary(console, rows, groups, recs, execution.store, seconds)
-    raise typer.Exit(EXIT_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK)
+    return EXIT_FAILED if any(r["status"] == "failed" for r in rows) else EXIT_OK
