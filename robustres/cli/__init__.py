@@ -10,7 +10,7 @@ import sys
 # Ctrl-C (or SIGTERM) in the split second of imports that starts every command: noted, not raised
 # (raised, it lands anywhere, inside importlib's own locks too), and answered once the imports are
 # done, with the interrupt line and no traceback. Before this line runs, Python's own handler is
-# the one that answers (a few milliseconds of interpreter start-up; faults.md says so).
+# the one that answers (a few milliseconds of interpreter start-up; docs/faults.md says so).
 _EARLY: list[int] = []
 
 
