@@ -218,8 +218,9 @@ FIELD_TYPES = {f.name: value_type(t) for f, t in zip(RUN_FIELDS, typing.get_type
 # listed by their own keys.
 RUN_OPTIONS = tuple(f for f in RUN_FIELDS if meta(f).option and meta(f).grid is None)
 GRID_FIELDS = {meta(f).grid: f.name for f in RUN_FIELDS if meta(f).grid}  # sweep key -> field
-# What must agree for runs to be pooled over seeds: everything but the dataset and the grid axes.
-PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if meta(f).grid is None and f.name != "dataset")
+# What must agree for runs to be pooled over seeds: all but what report groups by (recommend.BLOCK,
+# h) and the seed. A sweep axis added later (lr) is in it: each of its values is a block of its own.
+PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if f.name not in ("dataset", "depth", "h", "seed", "train_noise"))
 AXES = tuple(f for f in RUN_FIELDS if meta(f).grid)  # the sweep axes, in field order
 
 

@@ -69,9 +69,11 @@ def _option(f, types: dict) -> inspect.Parameter:
                              annotation=Annotated[Optional[py_type], info])
 
 
-def run_options(*, noise_eval: bool = False) -> list[inspect.Parameter]:
-    """The shared run options (all of them; or those of `noise-eval`)."""
-    return [_option(f, FIELD_TYPES) for f in RUN_OPTIONS if meta(f).noise_eval or not noise_eval]
+def run_options(*, noise_eval: bool = False, axes: bool = False) -> list[inspect.Parameter]:
+    """The shared run options (all of them; or those of `noise-eval`); with `axes`, also each sweep
+    axis as a one-value option (train's, where the command does not declare its own)."""
+    chosen = RUN_OPTIONS + (AXES if axes else ())
+    return [_option(f, FIELD_TYPES) for f in chosen if meta(f).noise_eval or not noise_eval]
 
 
 def execution_options(*, sweep: bool = False, noise_eval: bool = False,
@@ -86,11 +88,12 @@ def with_options(*groups: list[inspect.Parameter], lead: list[inspect.Parameter]
     """Add the options of `groups` (and of `lead`, listed first in --help) to a command; it gets
     those given as `options` (a dict)."""
     lead = list(lead)
-    added = [p for group in groups for p in group]
-    names = [p.name for p in lead + added]
 
     def decorate(command):
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+        # A command's own parameter replaces the derived option of that name (train's --h is a grid).
+        added = [p for group in groups for p in group if p.name not in {q.name for q in own}]
+        names = [p.name for p in lead + added]
 
         @functools.wraps(command)
         def wrapper(**kwargs):
