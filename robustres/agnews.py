@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import AG_NEWS
 from .errors import DataError, DataMissing
 
-SEQ_LEN = 1024
+SEQ_LEN = AG_NEWS.input_shape[0]  # characters per text, from the dataset table
 # The paper's alphabet (its AG-NEWS data helper): codes 1..68; 0 pads, 69 is any other character.
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:\u2019\"/|_#$%\u02c6&*\u02dc\u2018+=<>()[]{} \\"
 UNKNOWN_CODE = 69

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from . import agnews
-from .agnews import SEQ_LEN, UNKNOWN_CODE
+from .agnews import UNKNOWN_CODE
 from .atomic import write_atomic
-from .spec import GENERATED, KNOWN_SIZES, DataError, DataMissing, RunSpec, check_limits
+from .datasets import AG_NEWS, OFFICIAL, TWO_MOONS, dataset, family_of, sizes_before_reading
+from .spec import DataError, DataMissing, RunSpec, check_limits
 
 DATA_SEED = 0  # generated data and --limit subsets are the same for every run seed
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the paper's normalisation constants
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
 # torchvision verifies CIFAR-10 against this checksum (CIFAR10.tgz_md5), so the data behind every
@@ -39,7 +39,6 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FINGERPRINT = hashlib.sha256(f"cifar10:{CIFAR10_MD5}".encode()).hexdigest()[:16]
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_ARCHIVE_BYTES = 170_498_071  # the size of the archive CIFAR10_MD5 names
-AG_NEWS_CLASSES = 4  # the standard ag_news_csv (World, Sports, Business, Sci/Tech)
 
 
 @dataclass
@@ -74,11 +73,6 @@ def load(spec: RunSpec, data_dir: Path, write_cache: bool = True) -> Data:
     """The dataset of `spec` on the CPU, with --limit-train / --limit-test applied."""
     limits = (spec.limit_train, spec.limit_test)
     return limit(load_source(spec, data_dir, limits, write_cache), *limits)
-
-
-def source_key(spec: RunSpec) -> tuple:
-    """Runs with equal keys read the same dataset (before --limit-*), from one data folder."""
-    return (spec.dataset, spec.synthetic_like, spec.n_train, spec.n_test, spec.moons_noise)
 
 
 def load_source(spec: RunSpec, data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
@@ -161,21 +155,20 @@ def two_moons(n_train: int, n_test: int, noise: float) -> Data:
     g = torch.Generator().manual_seed(DATA_SEED)
     train_x, train_y = _moons(n_train, noise, g)
     test_x, test_y = _moons(n_test, noise, g)
-    return Data("points", train_x, train_y, test_x, test_y, ("upper", "lower"), source="two-moons")
+    return Data("points", train_x, train_y, test_x, test_y, TWO_MOONS.class_names, source="two-moons")
 
 
 def synthetic(like: str, n_train: int, n_test: int) -> Data:
     """Random inputs with the shape, dtype and class count of `like`, for benchmarks."""
     g = torch.Generator().manual_seed(DATA_SEED)
-    if like == "cifar10":
-        make = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731
-        classes, modality = CIFAR_CLASSES, "image"
-    elif like == "ag-news":
-        make = lambda n: torch.randint(1, UNKNOWN_CODE + 1, (n, SEQ_LEN), generator=g).to(torch.int16)  # noqa: E731
-        classes, modality = ("world", "sports", "business", "sci/tech"), "text"
+    family = family_of("synthetic", like)
+    classes, modality, shape = family.class_names, family.modality, family.input_shape
+    if modality == "image":
+        make = lambda n: torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)  # noqa: E731
+    elif modality == "text":
+        make = lambda n: torch.randint(1, UNKNOWN_CODE + 1, (n, *shape), generator=g).to(torch.int16)  # noqa: E731
     else:
-        make = lambda n: torch.randn(n, 2, generator=g)  # noqa: E731
-        classes, modality = ("a", "b"), "points"
+        make = lambda n: torch.randn(n, *shape, generator=g)  # noqa: E731
     k = len(classes)
     data = Data(modality, make(n_train), torch.randint(0, k, (n_train,), generator=g),
                 make(n_test), torch.randint(0, k, (n_test,), generator=g), classes, source=f"synthetic {like}")
@@ -222,7 +215,7 @@ def cifar10(data_dir: Path) -> Data:
     for part in parts:
         x = torch.from_numpy(np.ascontiguousarray(part.data)).permute(0, 3, 1, 2).contiguous()
         tensors += [x, torch.tensor(part.targets, dtype=torch.long)]
-    return Data("image", *tensors, CIFAR_CLASSES, torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD),
+    return Data("image", *tensors, family_of("cifar10").class_names, torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD),
                 CIFAR10_FINGERPRINT, f"cifar10 {data_dir}")
 
 
@@ -398,17 +391,13 @@ def ag_news(data_dir: Path, limits: tuple = (None, None), write_cache: bool = Tr
 def peek(spec: RunSpec, data_dir: Path) -> tuple[tuple[int, ...], int]:
     """(input shape, class count) without loading the data; checks that files exist where needed."""
     data_dir = Path(data_dir)
-    modality = spec.modality
     if spec.dataset == "imagefolder":
         classes, files = _image_files(data_dir)
         return tuple(_read_image(files["train"][0]).shape), len(classes)
     if spec.dataset == "ag-news":
-        return (SEQ_LEN,), len(agnews.read_classes(agnews.find_root(data_dir)))
-    if modality == "image":
-        return (3, 32, 32), 10
-    if modality == "text":
-        return (SEQ_LEN,), 4
-    return (2,), 2
+        return AG_NEWS.input_shape, len(agnews.read_classes(agnews.find_root(data_dir)))
+    family = family_of(spec.dataset, spec.synthetic_like)
+    return family.input_shape, family.classes
 
 
 @dataclass(frozen=True)
@@ -428,14 +417,16 @@ def describe_source(spec: RunSpec, data_dir: Path) -> Source:
     folder decoded, unless cached) and checked as for training, and no cache is written; missing
     files leave the numbers that depend on them unknown (AG-NEWS keeps its 1024 characters and 4
     classes)."""
-    if spec.dataset in GENERATED or spec.dataset in KNOWN_SIZES:
+    sizes = sizes_before_reading(spec.dataset, spec.n_train, spec.n_test)
+    if sizes is not None:
         shape, classes = peek(spec, data_dir)
-        sizes = (spec.n_train, spec.n_test) if spec.dataset in GENERATED else KNOWN_SIZES[spec.dataset]
         return Source(CIFAR10_FINGERPRINT if spec.dataset == "cifar10" else None, shape, classes, *sizes)
     try:
         data = load_source(spec, data_dir, (spec.limit_train, spec.limit_test), write_cache=False)
     except DataMissing as exc:
-        known = ((SEQ_LEN,), AG_NEWS_CLASSES) if spec.dataset == "ag-news" else (None, None)
+        # The official dataset's shape and classes are known without its files; a folder's are not.
+        family = dataset(spec.dataset).family
+        known = (family.input_shape, family.classes) if dataset(spec.dataset).sized == OFFICIAL else (None, None)
         return Source(None, *known, None, None, str(exc))
     return Source(data.fingerprint, data.input_shape, data.num_classes, len(data.train_y), len(data.test_y))
 

@@ -51,7 +51,7 @@ def load_all(runs: list[RunSpec], execution: Execution) -> dict[tuple, D.Data]:
     sources: dict[tuple, D.Data] = {}
     loaded: dict[tuple, D.Data] = {}
     for spec in runs:
-        key, source = data_key(spec), D.source_key(spec)
+        key, source = data_key(spec), data_key(spec, limited=False)
         if key in loaded:
             continue
         if source not in sources:

@@ -6,14 +6,16 @@ The keys a preset may hold, and their types, come from the field tables in spec.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .datasets import DATASETS
 from .spec import (
-    DATASETS,
+    AXES,
     EXECUTION_OPTIONS,
     EXECUTION_TYPES,
     FIELD_TYPES,
@@ -29,6 +31,7 @@ from .spec import (
     checked_count,
     make_execution,
     make_run_spec,
+    meta,
     shown,
 )
 
@@ -37,11 +40,20 @@ RUN_KEYS = tuple(f.name for f in RUN_OPTIONS)
 EXECUTION_KEYS = tuple(f.name for f in EXECUTION_OPTIONS)
 SWEEP_KEYS = GRID_KEYS + RUN_KEYS + EXECUTION_KEYS
 SEARCH_KEY = "search"  # a preset's mapping of `robustres search` options (sweep ignores it)
-# The type a YAML value must have, per key (lists and range strings are checked by the parsers).
-KEY_TYPES = {**{k: FIELD_TYPES[k] for k in RUN_KEYS if FIELD_TYPES[k] is not tuple},
-             **{k: EXECUTION_TYPES[k] for k in EXECUTION_KEYS if EXECUTION_TYPES[k] is not tuple}}
-KEY_TYPES.update(precision=str, store=str, data_dir=str, track_layers=str)
-KEY_TYPES.pop("pack_size")  # a number or "auto"
+
+
+def _key_type(f, types: dict) -> type | None:
+    """The type a YAML value of this option must have: the field's; text for a path and for an
+    execution list (track_layers, as on the command line); None where a parser checks it (a run
+    option's list, a number or a word such as pack_size's N|auto)."""
+    kind, text = types[f.name], meta(f).cli_type
+    if kind is Path or (kind is tuple and f in EXECUTION_OPTIONS):
+        return str
+    return None if kind is tuple or (text is not None and text is not kind) else kind
+
+
+KEY_TYPES = {f.name: _key_type(f, types) for options, types in ((RUN_OPTIONS, FIELD_TYPES),
+                                                                 (EXECUTION_OPTIONS, EXECUTION_TYPES)) for f in options}
 # The keys that take a YAML list: the grid axes, and the run or execution options that are tuples.
 LIST_KEYS = GRID_KEYS + tuple(k for k in RUN_KEYS if FIELD_TYPES[k] is tuple) + tuple(
     k for k in EXECUTION_KEYS if EXECUTION_TYPES[k] is tuple)
@@ -239,22 +251,27 @@ def real(name: str, value) -> float:
     return float(value)
 
 
+# The axes nest in field order, but h (the study's axis) and the seed (its repeats) innermost: runs
+# that differ only there follow each other, and one spec per point is made and copied per seed.
+NESTING = tuple(f.name for f in sorted(AXES, key=lambda f: (f.name == "seed", f.name == "h")))
+
+
 @dataclass(frozen=True)
 class SweepSpec:
-    depths: tuple[int, ...]
-    hs: tuple[float, ...]
-    seeds: tuple[int, ...]
-    train_noises: tuple[float, ...]
+    axes: tuple[tuple[str, tuple], ...]  # (field, its values) per sweep axis, in NESTING order
     run_options: tuple[tuple[str, object], ...]  # make_run_spec keywords shared by every run
     source: str = "flags"
 
+    def values(self, name: str) -> tuple:
+        return dict(self.axes)[name]
+
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, depth-major; each validated like a `train` run (the seeds are
-        checked once, by parse_seeds, so one spec per h is made and copied per seed)."""
-        options = dict(self.run_options)
-        return [spec.with_(seed=s) for d in self.depths for noise in self.train_noises for h in self.hs
-                for spec in [make_run_spec(depth=d, h=h, seed=self.seeds[0], train_noise=noise, **options)]
-                for s in self.seeds]
+        checked once, by parse_seeds, so one spec per point is made and copied per seed)."""
+        options, axes = dict(self.run_options), dict(self.axes)
+        seeds = axes.pop("seed")
+        return [spec.with_(seed=s) for point in itertools.product(*axes.values())
+                for spec in [make_run_spec(**dict(zip(axes, point)), seed=seeds[0], **options)] for s in seeds]
 
 
 def _unique_key_loader():
@@ -392,30 +409,44 @@ def _items(name: str, value, item, parse) -> list:
     return parse(name, str(value))
 
 
+def _axis_values(f, values: dict, max_runs: int) -> tuple:
+    """One axis's distinct values from merged sweep values, by its syntax (Meta.grid_syntax): a list
+    of the field's type, h's ranges too, or seeds (a count too); not given, its default."""
+    m, key = meta(f), meta(f).grid
+    given = values.get(key)
+    if given is None and m.grid_required:
+        noun = f"{key} grid" if m.grid_syntax == "range" else key
+        raise SpecError(f"no {noun} given (--{key.replace('_', '-')} {m.metavar} or '{key}:' in the config)")
+    if m.grid_syntax == "seeds":
+        return tuple(parse_seeds(MIN_SEEDS if given is None else given, max_runs))  # the fewest report answers from
+    if given is None:
+        return (None,)  # one value: make_run_spec's default
+    if m.grid_syntax == "range":
+        listed = _items(key, given, real, lambda _name, text: parse_h_grid(text, limit=max_runs))
+    elif FIELD_TYPES[f.name] is int:
+        listed = _items(key, given, whole, parse_ints)
+    else:
+        listed = _items(key, given, real, parse_floats)
+    return tuple(dict.fromkeys(listed))
+
+
 def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUNS) -> SweepSpec:
     """Resolve merged sweep values (file, then flags) into a validated SweepSpec of at most
     `max_runs` runs, counted before any run is made."""
     unknown = set(values) - set(SWEEP_KEYS)
     if unknown:
         raise SpecError(f"{source}: unknown key {shown(sorted(unknown)[0])}")
+    by_name = {f.name: f for f in AXES}
     try:
-        if values.get("depths") is None:
-            raise SpecError("no depths given (--depths 20,110 or 'depths:' in the config)")
-        depth_list = _items("depths", values["depths"], whole, parse_ints)
-        if values.get("h") is None:
-            raise SpecError("no h grid given (--h 0.1,1 or --h 0.001..20)")
-        h_list = _items("h", values["h"], real, lambda _name, text: parse_h_grid(text, limit=max_runs))
-        seeds = parse_seeds(values.get("seeds", MIN_SEEDS), max_runs)  # the fewest report answers from
-        noise_list = _items("train_noise", values.get("train_noise", 0.0), real, parse_floats)
+        axes = tuple((name, _axis_values(by_name[name], values, max_runs)) for name in NESTING)
         options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
         if "milestones" in options:
             options["milestones"] = tuple(_items("milestones", options["milestones"], whole,
                                                  lambda name, text: parse_ints(name, text, allow_empty=True)))
-        spec = SweepSpec(tuple(dict.fromkeys(depth_list)), tuple(dict.fromkeys(h_list)), tuple(seeds),
-                         tuple(dict.fromkeys(noise_list)), tuple(sorted(options.items())), source)
-        if not spec.depths or not spec.hs:
+        spec = SweepSpec(axes, tuple(sorted(options.items())), source)
+        if any(not listed for _, listed in axes):
             raise SpecError("the grid is empty")
-        count = len(spec.depths) * len(spec.hs) * len(spec.seeds) * len(spec.train_noises)
+        count = math.prod(len(listed) for _, listed in axes)
         if count > max_runs:
             raise SpecError(f"the grid has {count:,} runs, more than the {max_runs:,} allowed (--max-runs N "
                             "allows more)")

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .datasets import data_key, train_examples
 from .spec import RunSpec
 
 PER_MODEL_FIELDS = ("h", "seed", "train_noise")  # what may differ inside a pack
@@ -29,12 +30,6 @@ class Pack:
     @property
     def k(self) -> int:
         return len(self.runs)
-
-
-def data_key(spec: RunSpec) -> tuple:
-    """Runs whose specs share this key train on identical data."""
-    return (spec.dataset, spec.synthetic_like, spec.n_train, spec.n_test, spec.moons_noise,
-            spec.limit_train, spec.limit_test)
 
 
 def pack_key(spec: RunSpec) -> RunSpec:
@@ -88,19 +83,11 @@ def make_packs(runs: list[RunSpec], size: int | None, epochs_done: dict[str, int
     return packs
 
 
-# Training-set sizes for cost estimates before any data is loaded.
-TRAIN_SIZES = {"cifar10": 50_000, "imagefolder": 50_000, "ag-news": 120_000}
-
-
-def train_size(spec: RunSpec) -> int:
-    size = spec.n_train or TRAIN_SIZES.get(spec.dataset, 1_000)
-    return min(size, spec.limit_train) if spec.limit_train else size
-
-
 def pack_cost(pack: Pack, flops_per_image: int, n_train: int | None = None) -> float:
-    """Training FLOPs still to do: 3x the forward multiply-adds, per image, epoch and model."""
+    """Training FLOPs still to do: 3x the forward multiply-adds, per image, epoch and model
+    (`n_train`: the data's own training examples before --limit-train, when it was read)."""
     first = pack.runs[0]
-    n = n_train if n_train is not None else train_size(first)
+    n = train_examples(first, n_train)
     return 3.0 * flops_per_image * n * (first.epochs - pack.start_epoch) * pack.k
 
 

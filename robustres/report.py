@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .datasets import official_sizes
 from .recommend import BLOCK, LABELS, recommend  # noqa: F401  (report.recommend, report.LABELS)
 from .rows import spec_from_row
 from .spec import MIN_SEEDS, PROTOCOL_FIELDS
@@ -76,8 +77,6 @@ def preset_ids(runs: pd.DataFrame) -> pd.Series:
 # The accuracy a statistic is of: after the last epoch (the honest default), or the best epoch's
 # (what the official vis_acc.py reports the median of).
 METRICS = {"final": "final_test_acc", "best": "best_test_acc"}
-# Official test-set sizes; an image folder's is not in the store (its intervals leave out test noise).
-TEST_SIZES = {"cifar10": 10_000, "ag-news": 7_600}
 
 
 def test_size(row: dict) -> int | None:
@@ -86,7 +85,8 @@ def test_size(row: dict) -> int | None:
         value = row.get(name)
         if value is not None and not pd.isna(value):
             return int(value)
-    return TEST_SIZES.get(row["dataset"])
+    official = official_sizes(row["dataset"])  # an image folder's size is not in the store: None
+    return None if official is None else official[1]
 
 
 def intervals(runs: pd.DataFrame, keys: list[str], metric: str, level: float) -> pd.DataFrame:

@@ -15,11 +15,12 @@ from typing import Callable
 
 from . import data as D
 from . import engine, executor
+from .datasets import DATASETS, data_key, family_of, train_examples
 from .devices import resolve_device, use_threads, worker_devices
 from .hardware import estimate, wall_time
 from .models import init_model
-from .plan import by_data, data_key, pack_size, plan_group, train_size
-from .spec import GENERATED, Execution, RunSpec, SpecError
+from .plan import by_data, pack_size, plan_group
+from .spec import Execution, RunSpec, SpecError
 from .units import weight_layers
 
 OnWait = Callable[[int, list[dict]], None]
@@ -75,7 +76,7 @@ def warn_class_gaps(runs: list[RunSpec], datasets: dict[tuple, D.Data]) -> None:
     seen = set()
     for spec in runs:
         key = data_key(spec)
-        if spec.dataset in GENERATED or key in seen:
+        if DATASETS[spec.dataset].generated or key in seen:
             continue
         seen.add(key)
         gap = D.class_gaps(datasets[key])
@@ -88,17 +89,10 @@ def plan_sources(runs: list[RunSpec], execution: Execution) -> tuple[list[RunSpe
     and the runs with its fingerprint, matched as training matches them."""
     sources: dict[tuple, D.Source] = {}
     for spec in runs:
-        if D.source_key(spec) not in sources:
-            sources[D.source_key(spec)] = D.describe_source(spec, execution.data_dir)
-    runs = [spec.with_(data_fingerprint=sources[D.source_key(spec)].fingerprint) for spec in runs]
+        if data_key(spec, limited=False) not in sources:
+            sources[data_key(spec, limited=False)] = D.describe_source(spec, execution.data_dir)
+    runs = [spec.with_(data_fingerprint=sources[data_key(spec, limited=False)].fingerprint) for spec in runs]
     return executor.match_unfingerprinted(runs, execution), sources
-
-
-def train_images(spec: RunSpec, source: D.Source) -> int:
-    """Training examples per epoch: the data's own count when it is known, else the usual one."""
-    if source.n_train is None:
-        return train_size(spec)
-    return min(source.n_train, spec.limit_train) if spec.limit_train else source.n_train
 
 
 def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
@@ -110,7 +104,7 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
     packs, warnings = [], []
     todo = {spec.run_id for spec in work.todo}
     for group in (g for g in by_data(runs) if any(spec.run_id in todo for spec in g)):
-        source = sources[D.source_key(group[0])]
+        source = sources[data_key(group[0], limited=False)]
         if source.missing:
             warnings.append(f"{source.missing} (training would stop here); without the data the run ids "
                             f"lack its fingerprint (run_ids null) and the cost is an estimate")
@@ -123,9 +117,10 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
 
 def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, execution: Execution,
                device) -> list[dict]:
-    """The packs of one data group (of its runs still to train) as the dry run prints them
-    (shapes of CIFAR-10 stand in for an image folder that is missing)."""
-    shape, classes = source.input_shape or (3, 32, 32), source.num_classes or 10
+    """The packs of one data group (of its runs still to train) as the dry run prints them (the
+    family's shape and classes stand in for an image folder that is missing, see datasets.py)."""
+    family = family_of(group[0].dataset, group[0].synthetic_like)
+    shape, classes = source.input_shape or family.input_shape, source.num_classes or family.classes
     measured = None
     if execution.pack_size is None and device.type == "cpu":
         from .tuning import estimated_cpu_fit
@@ -133,9 +128,9 @@ def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, ex
         measured = estimated_cpu_fit(group, shape, classes)
     size = pack_size(execution.pack_size, group, measured)
     flops = lambda spec: executor.flops_per_image(spec, shape, classes)  # noqa: E731
-    images = train_images(group[0], source)
+    images = train_examples(group[0], source.n_train)
     packs = []
-    for pack, cost in plan_group(group, size, work.epochs_done, flops, images, todo=work.todo):
+    for pack, cost in plan_group(group, size, work.epochs_done, flops, source.n_train, todo=work.todo):
         first = pack.runs[0]
         packs.append({"dataset": first.dataset, "depth": first.depth, "k": pack.k, "epochs": first.epochs,
                       "start_epoch": pack.start_epoch, "train_images": images,
@@ -152,7 +147,7 @@ def describe_runs(runs: list[RunSpec], execution: Execution) -> list[dict]:
     data's fingerprint; an image folder's size and classes decide the FLOPs and parameters)."""
     device = resolve_device(execution.device)
     runs, sources = plan_sources(runs, execution)
-    source = sources[D.source_key(runs[0])]
+    source = sources[data_key(runs[0], limited=False)]
     unknown, note = [], None
     if source.missing is not None:
         unknown = ["run_id", "data_fingerprint"] + ([] if source.input_shape else ["params", "flops_per_image"])
@@ -164,7 +159,7 @@ def describe_runs(runs: list[RunSpec], execution: Execution) -> list[dict]:
         numbers = ({"params": None, "flops_per_image": None} if source.input_shape is None
                    else engine.describe(spec, source.input_shape, source.num_classes))
         cost = None if numbers["flops_per_image"] is None else \
-            3.0 * numbers["flops_per_image"] * train_images(spec, source) * spec.epochs  # as plan.pack_cost
+            3.0 * numbers["flops_per_image"] * train_examples(spec, source.n_train) * spec.epochs  # as plan.pack_cost
         numbers["estimate"] = estimate(spec, device.type, cost) if cost is not None else \
             {"seconds": None, "rate": "no cost without the data"}
         out.append({"run_id": None if source.missing else spec.run_id, **spec.to_dict(), **numbers,

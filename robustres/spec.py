@@ -23,6 +23,17 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .datasets import (  # noqa: F401  (TEXT_DEPTHS, check_depth: named here too, for models.py)
+    FAMILIES,
+    GENERATED_DATASETS,
+    SYNTHETIC_DEFAULT,
+    TEXT_DEPTHS,
+    Family,
+    check_depth,
+    family_of,
+    sizes_before_reading,
+)
+
 # The error types live in errors.py; they are named here too, where every caller finds them.
 from .errors import DataError, DataMissing, SpecError, StoreError, shown  # noqa: F401
 from .hardware import check_device
@@ -46,61 +57,16 @@ MIN_SEEDS = 3
 
 
 # ---------------------------------------------------------------------------------------------
-# Datasets, model families and the paper's protocols
+# Datasets and model families: the facts are in datasets.py; here, what follows from them
 # ---------------------------------------------------------------------------------------------
 
-# modality -> model family; the family decides which depths are valid.
-FAMILY_OF_MODALITY = {"image": "resnet", "text": "vdcnn", "points": "mlp"}
-
-# dataset -> modality, or None for `synthetic` (its modality is that of the dataset it imitates).
-DATASETS = {"two-moons": "points", "cifar10": "image", "imagefolder": "image", "ag-news": "text",
-            "synthetic": None}
-SYNTHETIC_LIKE = ("cifar10", "ag-news", "two-moons")
-GENERATED = ("two-moons", "synthetic")  # datasets made in memory, sized by n_train / n_test
-SYNTHETIC_SIZES = {"cifar10": (50_000, 10_000), "ag-news": (120_000, 7_600), "two-moons": (1_000, 1_000)}
-# (training, test) examples of datasets whose size is fixed: known before any file is read.
-KNOWN_SIZES = {"cifar10": (50_000, 10_000)}
-
-# The paper's protocols (section 5 of the paper and its published scripts), per modality.
-PROTOCOLS = {
-    "image": dict(depth=20, epochs=80, batch_size=128, lr=0.1, milestones=(40, 60), bn=True),
-    # Batch 64: the official ag-news_torch/run.sh (the paper's text gives no batch size for text).
-    "text": dict(depth=17, epochs=15, batch_size=64, lr=0.1, milestones=(), bn=True),
-    # Two-moons is our own toy protocol: small enough to train in about a second on a CPU.
-    "points": dict(depth=10, epochs=30, batch_size=64, lr=0.1, milestones=(20,), bn=False),
-}
-
-TEXT_DEPTHS = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
-NOISE_KINDS = {"image": ("gaussian", "salt-pepper", "mosaic"), "text": ("char-swap",), "points": ("gaussian",)}
+NOISE_KINDS = {modality: family.noise_kinds for modality, family in FAMILIES.items()}
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16")
 
 
 def modality_of(dataset: str, synthetic_like: str | None = None) -> str:
-    if dataset not in DATASETS:
-        raise SpecError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    if dataset == "synthetic":
-        like = synthetic_like or "cifar10"
-        if like not in SYNTHETIC_LIKE:
-            raise SpecError(f"unknown --like {like!r} for synthetic data; choose one of: {', '.join(SYNTHETIC_LIKE)}")
-        return DATASETS[like]
-    return DATASETS[dataset]
-
-
-def check_depth(family: str, depth: int) -> None:
-    """Raise a one-line SpecError naming the valid choices when `depth` does not fit `family`."""
-    if family == "resnet":
-        if depth < 8 or (depth - 2) % 6:
-            lower = max(8, depth - (depth - 2) % 6) if depth >= 8 else None
-            upper = 8 if depth < 8 else lower + 6
-            nearest = f"{lower}, {upper}" if lower and lower != upper else f"{upper}"
-            raise SpecError(f"depth {depth} is not 6n+2 with n >= 1 (CIFAR ResNet); nearest: {nearest}")
-    elif family == "vdcnn":
-        if depth not in TEXT_DEPTHS:
-            choices = ", ".join(str(d) for d in TEXT_DEPTHS)
-            raise SpecError(f"depth {depth} is not a text ResNet depth; choose one of: {choices}")
-    elif depth < 1:  # mlp
-        raise SpecError(f"depth {depth} is not valid for the MLP ResNet: it counts blocks, >= 1")
+    return family_of(dataset, synthetic_like).modality
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,21 +75,50 @@ def check_depth(family: str, depth: int) -> None:
 
 
 @dataclass(frozen=True)
+class ByFamily:
+    """A default that depends on the dataset: read from its family in datasets.py."""
+
+    pick: typing.Callable[[Family], object] | None = None  # None: the family's protocol value of the field
+
+    def of(self, family: Family, name: str):
+        return getattr(family.protocol, name) if self.pick is None else self.pick(family)
+
+
+BY_PROTOCOL = ByFamily()
+
+
+@dataclass(frozen=True)
+class Said:
+    """A default that a rule computes (from the device, the environment), said in words in --help."""
+
+    words: str
+
+
+@dataclass(frozen=True)
 class Meta:
-    help: str
+    help: str  # without the default: --help adds it from `default` (see help_text)
     flag: str | None = None  # the CLI flag (default --name-with-dashes); "--x/--no-x" for booleans
     option: bool = True  # a shared option of train/sweep (and a YAML key); False: derived
-    grid: str | None = None  # the sweep key that lists this field's values (depths, h, seeds, ...)
-    noise_eval: bool = False  # also an option of `noise-eval --mode train-noise`
+    # The value a run gets when the option is not given: a value, ByFamily or Said; None: the
+    # dataclass default (or no default worth saying).
+    default: object = None
+    grid: str | None = None  # the sweep key that lists this field's values (depths, h, seeds, ...): an axis
+    grid_syntax: str = "list"  # an axis's values: list (comma-separated), range (h's: A..B too), seeds (a count too)
+    grid_required: bool = False  # a sweep must list this axis (else: one value, the default)
+    noise_eval: str = ""  # an option of noise-eval too: in "train-noise" mode only, or in "both" modes
     metavar: str = ""  # what the flag takes, shown in --help
+    cli_type: type | None = None  # what the flag and YAML key take where not the field's type (pack_size: N|auto)
     sweep_only: bool = False  # execution options that only sweeps have
     # Fields added after stores existed: hashed into the run_id only when set, so that the runs of
     # older stores (which never had the field) keep their ids.
     hash_if_set: bool = False
 
 
-def _field(help: str, *, default=MISSING, default_factory=MISSING, **meta):
-    return field(default=default, default_factory=default_factory, metadata={"robustres": Meta(help, **meta)})
+def _field(help: str, *, default=MISSING, default_factory=MISSING, fill=None, **meta):
+    """A field of the table: its dataclass default, and `fill`, the default a run or command takes
+    when the option is not given (Meta.default)."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"robustres": Meta(help, default=fill, **meta)})
 
 
 def meta(f) -> Meta:
@@ -134,47 +129,50 @@ def meta(f) -> Meta:
 class RunSpec:
     """Everything that decides the outcome of one training run (and nothing else)."""
 
-    dataset: str = _field("two-moons, cifar10, imagefolder, ag-news or synthetic (default two-moons).",
-                          noise_eval=True, metavar="NAME")
+    dataset: str = _field("two-moons, cifar10, imagefolder, ag-news or synthetic.", fill="two-moons",
+                          noise_eval="both", metavar="NAME")
     model: str = _field("resnet, vdcnn or mlp: follows from the dataset.", option=False)
-    depth: int = _field("Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).", grid="depths")
-    h: float = _field("The step factor of every block.", grid="h")
-    seed: int = _field("Seed of the initialisation, data order, augmentation and noise.", grid="seeds")
-    bn: bool = _field("BatchNorm in every block (default: on, off for two-moons).", flag="--bn/--no-bn")
-    epochs: int = _field("Epochs (default: the paper's protocol for the dataset).", noise_eval=True,
-                         metavar="N")
-    batch_size: int = _field("Batch size (default: 128, two-moons 64).", metavar="N")
-    lr: float = _field("Initial learning rate (default 0.1).", noise_eval=True, metavar="X")
-    momentum: float = _field("SGD momentum (default 0.9).", metavar="X")
+    depth: int = _field("Depths, comma-separated, e.g. 20,110,218.", fill=BY_PROTOCOL, grid="depths",
+                        grid_required=True, metavar="LIST")
+    h: float = _field("h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 "
+                      "log-spaced).", fill=0.1, grid="h", grid_syntax="range", grid_required=True, metavar="GRID")
+    seed: int = _field("5 (a count: seeds 0..4), 7,8,9 (those) or 3..6 (a range).", fill=0, grid="seeds",
+                       grid_syntax="seeds", metavar="SEEDS")
+    bn: bool = _field("BatchNorm in every block.", fill=BY_PROTOCOL, flag="--bn/--no-bn")
+    epochs: int = _field("Epochs.", fill=BY_PROTOCOL, noise_eval="train-noise", metavar="N")
+    batch_size: int = _field("Batch size.", fill=BY_PROTOCOL, metavar="N")
+    lr: float = _field("Initial learning rate.", fill=BY_PROTOCOL, noise_eval="train-noise", metavar="X")
+    momentum: float = _field("SGD momentum.", fill=0.9, metavar="X")
     milestones: tuple[int, ...] = _field(
-        "Epochs after which lr is multiplied by gamma, e.g. 40,60; 'none' for a fixed lr (default: per "
-        "dataset).", noise_eval=True, metavar="LIST")
-    gamma: float = _field("Learning-rate factor at each milestone (default 0.1).", metavar="X")
-    weight_decay: float = _field("Weight decay (default 0: the paper uses none).", metavar="X")
-    optimizer: str = _field("sgd or adam (default sgd).", metavar="NAME")
-    train_noise: float = _field("Noise level from 0 to 1 on the training inputs; test data stay clean.",
-                                grid="train_noise")
+        "Epochs after which lr is multiplied by gamma, e.g. 40,60; 'none' for a fixed lr.", fill=BY_PROTOCOL,
+        noise_eval="train-noise", metavar="LIST", cli_type=str)
+    gamma: float = _field("Learning-rate factor at each milestone.", fill=0.1, metavar="X")
+    weight_decay: float = _field("Weight decay: the paper uses none.", fill=0.0, metavar="X")
+    optimizer: str = _field("sgd or adam.", fill="sgd", metavar="NAME")
+    train_noise: float = _field("Training-noise levels, comma-separated, e.g. 0,0.1,0.2 (a search searches each on "
+                                "its own).", fill=0.0, grid="train_noise", metavar="LIST")
     noise_kind: str = _field("gaussian, salt-pepper or mosaic (images), char-swap (text), gaussian (points).",
-                             metavar="KIND")
+                             fill=ByFamily(lambda family: family.noise_kinds[0]), metavar="KIND")
     # fp32 | bf16 (autocast); part of the identity: it changes results. The option also takes
-    # `auto` (bf16 on CUDA, fp32 on a CPU), resolved before a RunSpec is made.
-    precision: str = _field("fp32, bf16 (autocast) or auto: bf16 on CUDA, fp32 on a CPU (default auto).",
-                            default="fp32", noise_eval=True, metavar="NAME")
+    # `auto` (bf16 on CUDA, fp32 on a CPU), resolved before a RunSpec is made (fp32 where nothing
+    # resolved it: the dataclass default).
+    precision: str = _field("fp32, bf16 (autocast) or auto: bf16 on CUDA, fp32 on a CPU.", default="fp32",
+                            fill=Said("auto"), noise_eval="train-noise", metavar="NAME")
     limit_train: int | None = _field("Train on a fixed, class-balanced subset of N examples.", default=None,
-                                     noise_eval=True, metavar="N")
+                                     noise_eval="train-noise", metavar="N")
     limit_test: int | None = _field("Test on a fixed, class-balanced subset of N examples.", default=None,
-                                    noise_eval=True, metavar="N")
+                                    noise_eval="both", metavar="N")
     # Only for generated datasets (two-moons, synthetic).
-    n_train: int | None = _field("Generated datasets: training examples (two-moons 1000).", default=None,
-                                 metavar="N")
-    n_test: int | None = _field("Generated datasets: test examples (two-moons 1000).", default=None, metavar="N")
-    moons_noise: float | None = _field("Two-moons: std of the points' noise (default 0.2).", default=None,
-                                       metavar="X")
-    synthetic_like: str | None = _field("Synthetic data: the dataset whose shape it imitates (default cifar10).",
-                                        default=None, flag="--like", metavar="NAME")
+    n_train: int | None = _field("Generated datasets: training examples.", default=None,
+                                 fill=ByFamily(lambda family: family.sizes[0]), metavar="N")
+    n_test: int | None = _field("Generated datasets: test examples.", default=None,
+                                fill=ByFamily(lambda family: family.sizes[1]), metavar="N")
+    moons_noise: float | None = _field("Two-moons: std of the points' noise.", default=None, fill=0.2, metavar="X")
+    synthetic_like: str | None = _field("Synthetic data: the dataset whose shape it imitates.", default=None,
+                                        fill=SYNTHETIC_DEFAULT.reference, flag="--like", metavar="NAME")
     # Only for the MLP ResNet.
-    width: int | None = _field("MLP ResNet: feature width (default 2).", default=None, metavar="N")
-    hidden: int | None = _field("MLP ResNet: hidden width inside a block (default 16).", default=None, metavar="N")
+    width: int | None = _field("MLP ResNet: feature width.", default=None, fill=2, metavar="N")
+    hidden: int | None = _field("MLP ResNet: hidden width inside a block.", default=None, fill=16, metavar="N")
     # A hash of the dataset's content (data.py), set when the runs are planned; None for generated
     # data, whose spec fields say everything. Added later: runs stored before it keep their ids.
     data_fingerprint: str | None = _field("The data's content hash (set from the data, not an option).",
@@ -220,8 +218,11 @@ FIELD_TYPES = {f.name: value_type(t) for f, t in zip(RUN_FIELDS, typing.get_type
 # listed by their own keys.
 RUN_OPTIONS = tuple(f for f in RUN_FIELDS if meta(f).option and meta(f).grid is None)
 GRID_FIELDS = {meta(f).grid: f.name for f in RUN_FIELDS if meta(f).grid}  # sweep key -> field
-# What must agree for runs to be pooled over seeds: everything but the dataset and the grid axes.
-PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if meta(f).grid is None and f.name != "dataset")
+# What must agree for runs to be pooled over seeds: all but what report groups by (recommend.BLOCK,
+# h) and the seed. A sweep axis added later (lr) is in it: each of its values is a block of its own.
+PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if f.name not in ("dataset", "depth", "h", "seed", "train_noise"))
+AXES = tuple(f for f in RUN_FIELDS if meta(f).grid)  # the sweep axes, in field order
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,31 +256,38 @@ def checked_count(name: str, value, *, minimum: int = 1, maximum: int = MAX_SIZE
     return value
 
 
-# Defaults that do not depend on the dataset; the others come from PROTOCOLS or the data.
-DEFAULTS = dict(dataset="two-moons", h=0.1, seed=0, momentum=0.9, gamma=0.1, weight_decay=0.0,
-                optimizer="sgd", train_noise=0.0, precision="fp32")
+def default_of(name: str, family: Family | None = None):
+    """The value a run of `family`'s data gets for field `name` when it is not given (Meta.default,
+    else the dataclass default; None: none). Fields that only some data or models have get theirs
+    whatever the family: _check_sizes sets them to None where they do not apply."""
+    f = next(f for f in RUN_FIELDS if f.name == name)
+    default = meta(f).default
+    if isinstance(default, ByFamily):
+        return default.of(family, name)
+    if default is not None and not isinstance(default, Said):
+        return default
+    return None if f.default is MISSING else f.default
 
 
 def make_run_spec(**values) -> RunSpec:
-    """Fill in the paper's protocol defaults for the dataset, validate everything, return a RunSpec.
+    """Fill in the defaults for the dataset (its family's protocol, from datasets.py), validate
+    everything, return a RunSpec.
 
     Takes any RunSpec field but `model` and `data_fingerprint` (None or absent: the default); the
     fingerprint comes from the data (`spec.with_(data_fingerprint=...)`, see runner.py)."""
     unknown = set(values) - set(FIELD_TYPES) | ({"model", "data_fingerprint"} & set(values))
     if unknown:
         raise SpecError(f"unknown run option {sorted(unknown)[0]!r}")
-    v = {**DEFAULTS, **{k: x for k, x in values.items() if x is not None}}
-    dataset, like = v["dataset"], v.get("synthetic_like")
-    modality = modality_of(dataset, like)
-    if dataset != "synthetic" and like is not None:
+    given = {k: x for k, x in values.items() if x is not None}
+    dataset = given.get("dataset", default_of("dataset"))
+    family = family_of(dataset, given.get("synthetic_like"))
+    if dataset != "synthetic" and "synthetic_like" in given:
         raise SpecError("--like applies only to --dataset synthetic")
-    family, proto = FAMILY_OF_MODALITY[modality], PROTOCOLS[modality]
-    v = {**proto, **v, "model": family}
-    if dataset == "synthetic":
-        v["synthetic_like"] = like or "cifar10"
+    v = {**{name: default_of(name, family) for name in FIELD_TYPES}, **given, "dataset": dataset,
+         "model": family.model, "synthetic_like": family.reference if dataset == "synthetic" else None}
     _check_schedule(v)
-    _check_noise_and_precision(v, modality)
-    _check_sizes(v, dataset, family)
+    _check_noise_and_precision(v, family.modality)
+    _check_sizes(v, given, dataset, family)
     return RunSpec(**{name: v.get(name) for name in FIELD_TYPES})
 
 
@@ -311,7 +319,6 @@ def _check_noise_and_precision(v: dict, modality: str) -> None:
     if v["train_noise"] > 1:
         raise SpecError(f"train noise is a level in [0, 1], got {v['train_noise']:g}")
     kinds = NOISE_KINDS[modality]
-    v["noise_kind"] = v.get("noise_kind") or kinds[0]
     if v["noise_kind"] not in kinds:
         raise SpecError(f"noise kind {v['noise_kind']!r} does not apply to {modality} data; "
                         f"choose: {', '.join(kinds)}")
@@ -319,36 +326,35 @@ def _check_noise_and_precision(v: dict, modality: str) -> None:
         raise SpecError(f"unknown precision {v['precision']!r}; choose one of: {', '.join(PRECISIONS)}")
 
 
-def _check_sizes(v: dict, dataset: str, family: str) -> None:
-    for name in ("limit_train", "limit_test"):
-        if v.get(name) is not None:
-            checked_count(name.replace("_", "-"), v[name])
-    for name in ("n_train", "n_test"):
-        if v.get(name) is not None:
-            if dataset not in GENERATED:
+def _check_sizes(v: dict, given: dict, dataset: str, family: Family) -> None:
+    """Sizes and limits; the fields that only some data or models have are refused where they do
+    not apply (if given) and emptied there (their default)."""
+    generated = dataset in GENERATED_DATASETS
+    for name in ("limit_train", "limit_test", "n_train", "n_test"):
+        if name in given:
+            if name.startswith("n_") and not generated:
                 raise SpecError(f"--{name.replace('_', '-')} applies only to generated datasets "
-                                f"({', '.join(GENERATED)})")
+                                f"({', '.join(GENERATED_DATASETS)})")
             checked_count(name.replace("_", "-"), v[name])
-    if dataset == "synthetic":
-        train, test = SYNTHETIC_SIZES[v["synthetic_like"]]
-        v["n_train"], v["n_test"] = v.get("n_train") or train, v.get("n_test") or test
+        elif name.startswith("n_") and not generated:
+            v[name] = None
     if dataset == "two-moons":
-        v["n_train"], v["n_test"] = v.get("n_train") or 1000, v.get("n_test") or 1000
-        noise = v.get("moons_noise")
-        v["moons_noise"] = 0.2 if noise is None else _finite("moons noise", noise, minimum=0.0)
-    elif v.get("moons_noise") is not None:
+        v["moons_noise"] = _finite("moons noise", v["moons_noise"], minimum=0.0)
+    elif "moons_noise" in given:
         raise SpecError("--moons-noise applies only to --dataset two-moons")
-    if family != "mlp" or v["bn"]:  # batch norm: a batch of one example has no batch statistics
+    else:
+        v["moons_noise"] = None
+    mlp = family.model == "mlp"
+    if not mlp or v["bn"]:  # batch norm: a batch of one example has no batch statistics
         if v["batch_size"] == 1:
             raise SpecError("--batch-size 1 does not work with batch norm (every ResNet here, the MLP with --bn)")
-        if v.get("limit_train") == 1 or (dataset in GENERATED and v["n_train"] == 1):
+        if v.get("limit_train") == 1 or (generated and v["n_train"] == 1):
             raise SpecError("one training example does not work with batch norm: give 2 or more")
-    if family == "mlp":
-        v["width"] = 2 if v.get("width") is None else checked_count("width", v["width"], maximum=MAX_WIDTH)
-        v["hidden"] = 16 if v.get("hidden") is None else checked_count("hidden", v["hidden"], maximum=MAX_WIDTH)
-    elif v.get("width") is not None or v.get("hidden") is not None:
+    if not mlp and ("width" in given or "hidden" in given):
         raise SpecError("--width and --hidden apply only to the MLP ResNet (two-moons data)")
-    sizes = (v["n_train"], v["n_test"]) if dataset in GENERATED else KNOWN_SIZES.get(dataset)
+    for name in ("width", "hidden"):
+        v[name] = checked_count(name, v[name], maximum=MAX_WIDTH) if mlp else None
+    sizes = sizes_before_reading(dataset, v["n_train"], v["n_test"])
     if sizes is not None:
         check_limits(v.get("limit_train"), v.get("limit_test"), sizes, dataset)
 
@@ -395,35 +401,39 @@ def default_data_dir() -> Path:
 class Execution:
     """The execution options, declared like RunSpec's fields (the same Meta drives flags and YAML)."""
 
-    device: str = _field("auto, cpu, cuda or cuda:N (default auto).", default="auto", metavar="NAME")
-    store: Path = _field("Store folder (default: $ROBUSTRES_STORE, else ./robustres-store).",
-                         default_factory=default_store, metavar="PATH")
-    data_dir: Path = _field("Data folder (default: $ROBUSTRES_DATA, else ~/.cache/robustres).",
-                            default_factory=default_data_dir, metavar="PATH")
-    pack_size: int | None = _field("Most runs trained together as one network (default auto: as many as fit).",
-                                   default=None, metavar="N|auto")
-    fuse: bool | None = _field("Fused network or models in turn (default: a rule by device and model family).",
-                               default=None, flag="--fuse/--no-fuse")
-    compile: bool = _field("torch.compile the network.", default=False, flag="--compile")
-    threads: int | None = _field("CPU threads of the training process (default: $ROBUSTRES_THREADS, else half "
-                                 "the usable cores, at least 1: safe when another job shares them).",
-                                 default=None, metavar="N")
+    device: str = _field("auto, cpu, cuda or cuda:N.", default="auto", noise_eval="both", metavar="NAME")
+    store: Path = _field("Store folder.", default_factory=default_store,
+                         fill=Said("$ROBUSTRES_STORE, else ./robustres-store"), noise_eval="both", metavar="PATH",
+                         cli_type=str)
+    data_dir: Path = _field("Data folder.", default_factory=default_data_dir,
+                            fill=Said("$ROBUSTRES_DATA, else ~/.cache/robustres"), noise_eval="both", metavar="PATH",
+                            cli_type=str)
+    pack_size: int | None = _field("Most runs trained together as one network.", default=None,
+                                   fill=Said("auto, as many as fit"), noise_eval="train-noise", metavar="N|auto",
+                                   cli_type=str)
+    fuse: bool | None = _field("Fused network or models in turn.", default=None,
+                               fill=Said("a rule by device and model family"), noise_eval="train-noise",
+                               flag="--fuse/--no-fuse")
+    compile: bool = _field("torch.compile the network.", default=False, noise_eval="train-noise", flag="--compile")
+    threads: int | None = _field("CPU threads of the training process.", default=None,
+                                 fill=Said("$ROBUSTRES_THREADS, else half the usable cores, at least 1: safe when "
+                                           "another job shares them"), noise_eval="both", metavar="N")
     checkpoint_every: float = _field(
         "Checkpoint at an epoch's end once this many seconds passed since the last (0: every epoch); always "
-        "after the last epoch (default 10).", default=10.0, metavar="SECONDS")
+        "after the last epoch.", default=10.0, noise_eval="train-noise", metavar="SECONDS")
     track_layers: tuple[str, ...] = _field(
         "Record weight and gradient norms of these weight layers (1-based, or 'last'), e.g. 2,50,last.",
-        default=(), metavar="LIST")
-    track_every: int = _field("With --track-layers: every step of the first epoch, then every N steps (default 10).",
+        default=(), metavar="LIST", cli_type=str)
+    track_every: int = _field("With --track-layers: every step of the first epoch, then every N steps.",
                               default=10, metavar="N")
     executor: str = _field("local (this process) or ray (each pack a Ray task; pip install 'robustres[ray]').",
                            default="local", sweep_only=True, metavar="NAME")
-    ray_address: str | None = _field("Ray cluster address (HOST:PORT or 'auto'); default: start a local Ray.",
-                                     default=None, sweep_only=True, metavar="ADDRESS")
-    max_runs: int = _field("Most runs the grid may hold, counted before it is expanded (default 10,000).",
+    ray_address: str | None = _field("Ray cluster address (HOST:PORT or 'auto').", default=None,
+                                     fill=Said("start a local Ray"), sweep_only=True, metavar="ADDRESS")
+    max_runs: int = _field("Most runs the grid may hold, counted before it is expanded.",
                            default=MAX_RUNS, sweep_only=True, metavar="N")
-    workers: int | None = _field("Local worker processes, packs queued to free ones (default: one per visible "
-                                 "GPU, else 1).", default=None, sweep_only=True, metavar="N")
+    workers: int | None = _field("Local worker processes, packs queued to free ones.", default=None,
+                                 fill=Said("one per visible GPU, else 1"), sweep_only=True, metavar="N")
     force: bool = _field("Retrain runs that the store already holds.", default=False, option=False)
     stop_at: int | None = _field("Train only to the end of this epoch (a search's rung).", default=None, option=False)
 
@@ -431,8 +441,6 @@ class Execution:
 EXECUTION_FIELDS = fields(Execution)
 EXECUTION_TYPES = {f.name: value_type(t) for f, t in zip(EXECUTION_FIELDS, typing.get_type_hints(Execution).values())}
 EXECUTION_OPTIONS = tuple(f for f in EXECUTION_FIELDS if meta(f).option)
-# Options that only training has (noise-eval's test mode refuses them).
-TRAINING_EXECUTION = ("pack_size", "fuse", "compile", "checkpoint_every", "track_layers", "track_every")
 
 
 def parse_track_layers(text) -> tuple[str, ...]:

@@ -63,3 +63,87 @@ def test_list_parsers():
             parse_floats("--h", bad)
     with pytest.raises(SpecError, match="'x' is not a whole number"):
         parse_ints("--seed", "1,x")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tables: one edit adds an option (and an axis); the dataset table feeds every default
+# ---------------------------------------------------------------------------------------------
+
+FIELD_PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from robustres.cli import app
+from robustres.grid import SWEEP_KEYS, load_sweep_file, make_sweep_spec
+from robustres.spec import make_run_spec
+from robustres.store import RUNS_SCHEMA
+from robustres.report import PROTOCOL
+
+help_of = lambda command: CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+runs = make_sweep_spec(load_sweep_file(sys.argv[1])).runs()
+print(json.dumps({
+    "sweep_flag": "--label-smoothings" in help_of("sweep"), "search_flag": "--label-smoothings" in help_of("search"),
+    "train_flag": "--label-smoothing " in help_of("train"), "yaml_key": "label_smoothings" in SWEEP_KEYS,
+    "column": "label_smoothing" in RUNS_SCHEMA.names, "protocol": "label_smoothing" in PROTOCOL,
+    "axis": sorted(getattr(r, "label_smoothing") for r in runs), "runs": len({r.run_id for r in runs}),
+    "unset_id": make_run_spec(dataset="two-moons", h=0.1, seed=3).run_id,
+}))
+"""
+
+
+def test_the_readmes_field_is_a_flag_a_yaml_key_a_store_column_and_a_sweep_axis(tmp_path):
+    # The README's recipe, pasted into a copy of the package as its only edit: the field must come
+    # out as a sweep axis (flag and YAML key), train's option, a store column and a protocol column,
+    # with the ids of runs that leave it unset unchanged.
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    development = readme[readme.index("**Adding a run option**"):]
+    recipe = development[development.index("\n\n    ") + 2:].split("\n\n")[0] + "\n"
+    assert "label_smoothing" in recipe and 'grid="label_smoothings"' in recipe
+    shutil.copytree(root / "robustres", tmp_path / "robustres", ignore=shutil.ignore_patterns("__pycache__"))
+    spec_py = tmp_path / "robustres" / "spec.py"
+    text = spec_py.read_text()
+    anchor = "    # A hash of the dataset's content"
+    assert text.count(anchor) == 1
+    spec_py.write_text(text.replace(anchor, recipe + anchor))
+    preset = tmp_path / "smoothing.yaml"
+    preset.write_text("dataset: two-moons\ndepths: [3]\nh: [0.1]\nseeds: 2\nlabel_smoothings: [0, 0.1]\n")
+    probe = subprocess.run([sys.executable, "-c", FIELD_PROBE, str(preset)], capture_output=True, text=True,
+                           cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    found = __import__("json").loads(probe.stdout)
+    assert found.pop("axis") == [0.0, 0.0, 0.1, 0.1] and found.pop("runs") == 4
+    assert found.pop("unset_id") == make_run_spec(dataset="two-moons", h=0.1, seed=3).run_id
+    assert all(found.values()), found
+
+
+def test_every_dataset_default_comes_from_the_dataset_table(monkeypatch):
+    # A protocol default, a generated size and a test-set size changed in the table change what
+    # make_run_spec, the cost estimate and report's intervals use.
+    import dataclasses
+
+    from robustres import datasets as DS
+    from robustres import report
+
+    family = DS.FAMILIES["points"]
+    changed = dataclasses.replace(family, sizes=(500, 300),
+                                  protocol=dataclasses.replace(family.protocol, epochs=7, milestones=(3,)))
+    monkeypatch.setitem(DS.FAMILIES, "points", changed)
+    monkeypatch.setitem(DS.DATASETS, "two-moons", dataclasses.replace(DS.DATASETS["two-moons"], family=changed))
+    spec = make_run_spec(dataset="two-moons")
+    assert (spec.epochs, spec.milestones, spec.n_train, spec.n_test) == (7, (3,), 500, 300)
+    assert DS.train_examples(spec) == 500 and DS.train_examples(make_run_spec(dataset="imagefolder")) == 50_000
+    assert report.test_size({"dataset": "ag-news"}) == 7_600 and report.test_size({"dataset": "imagefolder"}) is None
+
+
+def test_one_data_key_names_the_data_and_its_source():
+    from robustres.datasets import data_key
+
+    a = make_run_spec(dataset="two-moons", limit_train=100)
+    b = make_run_spec(dataset="two-moons", limit_train=200, h=0.5)
+    assert data_key(a) != data_key(b) and data_key(a, limited=False) == data_key(b, limited=False)
+    assert data_key(a) == data_key(a.with_(h=2.0, seed=9, train_noise=0.1))

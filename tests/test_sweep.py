@@ -119,10 +119,11 @@ def test_every_preset_is_valid(preset):
 
 def test_fig6_presets_are_the_papers_grids():
     cifar = make_sweep_spec(load_sweep_file(SWEEPS / "fig6-cifar10.yaml"))
-    assert cifar.depths == (20, 110, 218) and len(cifar.hs) == 14 and len(cifar.seeds) == 5
+    assert cifar.values("depth") == (20, 110, 218) and len(cifar.values("h")) == 14 and len(cifar.values("seed")) == 5
     assert len(cifar.runs()) == 3 * 14 * 5
     text = make_sweep_spec(load_sweep_file(SWEEPS / "fig6-agnews.yaml"))
-    assert text.depths == (17, 49) and text.hs[0] == 0.001 and text.hs[-1] == 1 and len(text.runs()) == 100
+    hs = text.values("h")
+    assert text.values("depth") == (17, 49) and hs[0] == 0.001 and hs[-1] == 1 and len(text.runs()) == 100
 
 
 # ------------------------------------------------------------------ the command

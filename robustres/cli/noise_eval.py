@@ -6,15 +6,16 @@ from typing import Annotated, Optional
 import typer
 
 from ..grid import EXECUTION_KEYS, merge_preset, parse_filters, parse_floats, preset_slots
-from ..spec import NOISE_KINDS, TRAINING_EXECUTION, SpecError, modality_of
+from ..spec import EXECUTION_FIELDS, NOISE_KINDS, RUN_OPTIONS, SpecError, meta, modality_of
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import check_store, execution_of
 from .options import AsJson, Config, HGrid, Seeds, execution_options, run_options, with_options
 from .sweep import run_sweep
 
-# train-noise mode is a sweep: it takes these execution options (test-noise refuses the training ones)
-EXECUTION = ("device", "store", "data_dir", "threads", "pack_size", "fuse", "compile", "checkpoint_every")
+# train-noise mode is a sweep; test-noise trains nothing and refuses the options only training has
+TRAINING_ONLY = {f.name: meta(f).flag or "--" + f.name.replace("_", "-") for f in RUN_OPTIONS + EXECUTION_FIELDS
+                 if meta(f).noise_eval == "train-noise"}
 HELP = ("The paper's robustness instruments: training on noisy inputs (--mode train-noise, Fig. 5), accuracy of "
         "trained runs on corrupted test inputs (--mode test-noise), and how input noise grows through the blocks "
         "(--propagation, Prop. 2).")
@@ -24,7 +25,7 @@ HELP = ("The paper's robustness instruments: training on noisy inputs (--mode tr
              epilog=examples("robustres noise-eval --mode train-noise --dataset two-moons --depth 10 --h 0.1,1 "
                              "--levels 0,0.1,0.2 --seeds 3",
                              "robustres noise-eval --depth 10 --levels 0,0.2,0.4 --propagation"))
-@with_options(run_options(noise_eval=True), execution_options(names=EXECUTION))
+@with_options(run_options(noise_eval=True), execution_options(noise_eval=True))
 def noise_eval(
     options: dict,
     mode: Annotated[str, typer.Option(
@@ -66,11 +67,9 @@ def noise_eval(
         flags = {**options, "depths": depth, "h": h, "seeds": seeds, "train_noise": level_list,
                  "noise_kind": kind_list[0] if kind_list else None}
         raise typer.Exit(run_sweep(merge_preset(config, flags), config, False, as_json, False))
-    if seeds is not None:
-        options = {**options, "seeds": seeds}
-    for name in ("seeds", "epochs", "lr", "limit_train", "milestones", "precision", *TRAINING_EXECUTION):
-        if name in options:
-            flag = "--fuse/--no-fuse" if name == "fuse" else "--" + name.replace("_", "-")
+    given = options if seeds is None else {**options, "seeds": seeds}
+    for name, flag in {"seeds": "--seeds", **TRAINING_ONLY}.items():
+        if name in given:
             raise SpecError(f"{flag} goes with --mode train-noise (test-noise trains nothing)")
     if options.get("limit_test") is not None and options["limit_test"] < 1:
         raise SpecError(f"--limit-test must be >= 1, got {options['limit_test']}")

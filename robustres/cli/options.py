@@ -8,38 +8,79 @@ one dict, `options`, holding only the options given.
 
 import functools
 import inspect
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..spec import EXECUTION_FIELDS, EXECUTION_TYPES, FIELD_TYPES, MIN_SEEDS, RUN_OPTIONS, meta
+from ..spec import (
+    AXES,
+    EXECUTION_FIELDS,
+    EXECUTION_TYPES,
+    FAMILIES,
+    FIELD_TYPES,
+    MIN_SEEDS,
+    RUN_OPTIONS,
+    ByFamily,
+    Said,
+    meta,
+)
 
-# What the flag of a field takes on the command line, where that is not the field's own type.
-_CLI_TYPES = {"milestones": str, "precision": str, "pack_size": str, "track_layers": str, "store": str,
-              "data_dir": str}  # str: an empty path is refused, not read as "."
+
+def shown_default(value) -> str:
+    """A default as --help writes it: 0.1, 10,000, on/off, 40,60, none."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def help_text(f) -> str:
+    """A field's help with its default, from the table: '(default 0.9)', '(default by dataset: cifar10
+    80, ag-news 15, two-moons 30)', '(default: a rule, in words)'; nothing for a default of None,
+    False or nothing."""
+    m, default = meta(f), meta(f).default
+    if isinstance(default, ByFamily):
+        said = "default by dataset: " + ", ".join(f"{family.reference} {shown_default(default.of(family, f.name))}"
+                                                   for family in FAMILIES.values())
+    elif isinstance(default, Said):
+        said = f"default: {default.words}"
+    else:
+        value = f.default if default is None else default
+        if value is MISSING or value is None or value is False or value == ():
+            return m.help
+        said = f"default {shown_default(value)}"
+    return f"{m.help[:-1]} ({said})." if m.help.endswith(".") else f"{m.help} ({said})"
+
+
 
 
 def _option(f, types: dict) -> inspect.Parameter:
     m = meta(f)
-    py_type = _CLI_TYPES.get(f.name, types[f.name])
+    py_type = m.cli_type or types[f.name]  # cli_type: a list or a path is text here (an empty path is refused)
     flag = m.flag or "--" + f.name.replace("_", "-")
-    info = typer.Option(flag, help=m.help, metavar=None if py_type is bool else m.metavar or None,
+    info = typer.Option(flag, help=help_text(f), metavar=None if py_type is bool else m.metavar or None,
                         show_default=False)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[py_type], info])
 
 
-def run_options(*, noise_eval: bool = False) -> list[inspect.Parameter]:
-    """The shared run options (all of them; or those of `noise-eval --mode train-noise`)."""
-    return [_option(f, FIELD_TYPES) for f in RUN_OPTIONS if meta(f).noise_eval or not noise_eval]
+def run_options(*, noise_eval: bool = False, axes: bool = False) -> list[inspect.Parameter]:
+    """The shared run options (all of them; or those of `noise-eval`); with `axes`, also each sweep
+    axis as a one-value option (train's, where the command does not declare its own)."""
+    chosen = RUN_OPTIONS + (AXES if axes else ())
+    return [_option(f, FIELD_TYPES) for f in chosen if meta(f).noise_eval or not noise_eval]
 
 
-def execution_options(*, sweep: bool = False, names: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
-    """The execution options: train's, sweep's (with the executors'), or the ones named."""
-    chosen = [f for f in EXECUTION_FIELDS if meta(f).option and (sweep or not meta(f).sweep_only)]
-    if names is not None:
-        chosen = [f for f in EXECUTION_FIELDS if f.name in names]
+def execution_options(*, sweep: bool = False, noise_eval: bool = False,
+                      names: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
+    """The execution options: train's, sweep's (with the executors'), noise-eval's, or the ones named."""
+    chosen = [f for f in EXECUTION_FIELDS if meta(f).option and (sweep or not meta(f).sweep_only)
+              and (meta(f).noise_eval or not noise_eval) and (names is None or f.name in names)]
     return [_option(f, EXECUTION_TYPES) for f in chosen]
 
 
@@ -47,11 +88,12 @@ def with_options(*groups: list[inspect.Parameter], lead: list[inspect.Parameter]
     """Add the options of `groups` (and of `lead`, listed first in --help) to a command; it gets
     those given as `options` (a dict)."""
     lead = list(lead)
-    added = [p for group in groups for p in group]
-    names = [p.name for p in lead + added]
 
     def decorate(command):
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+        # A command's own parameter replaces the derived option of that name (train's --h is a grid).
+        added = [p for group in groups for p in group if p.name not in {q.name for q in own}]
+        names = [p.name for p in lead + added]
 
         @functools.wraps(command)
         def wrapper(**kwargs):
@@ -72,27 +114,34 @@ Config = Annotated[Optional[Path], typer.Option(
     "--config", metavar="PRESET", show_default=False,
     help="A sweep preset: a YAML file, or a packaged preset by name (e.g. quick-moons; robustres sweep "
          "--list-presets lists them). Flags override its keys.")]
-_H_HELP = "h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 log-spaced)"
-_SEEDS_HELP = "5 (a count: seeds 0..4), 7,8,9 (those) or 3..6 (a range)"
+_H_HELP = meta(next(f for f in AXES if f.name == "h")).help[:-1]
+_SEEDS_HELP = meta(next(f for f in AXES if f.name == "seed")).help[:-1]
 HGrid = Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False, help=_H_HELP + ".")]
 Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", metavar="SEEDS", show_default=False,
     help=f"{_SEEDS_HELP}. Default {MIN_SEEDS} (seeds 0..{MIN_SEEDS - 1}): the fewest that report recommends from.")]
 # train's: the same grammar, train's defaults (one run, h 0.1)
 TrainH = Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False,
-                                               help=_H_HELP + "; default 0.1.")]
+                                               help=help_text(next(f for f in AXES if f.name == "h")))]
 TrainSeeds = Annotated[Optional[str], typer.Option(
     "--seeds", metavar="SEEDS", show_default=False, help=f"As in sweep: {_SEEDS_HELP}. Default: --seed 0.")]
-Depths = Annotated[Optional[str], typer.Option("--depths", metavar="LIST", show_default=False,
-                                               help="Depths, comma-separated, e.g. 20,110,218.")]
-TrainNoise = Annotated[Optional[str], typer.Option(
-    "--train-noise", metavar="LIST", show_default=False,
-    help="Training-noise levels, comma-separated, e.g. 0,0.1,0.2 (a search searches each on its own).")]
+
+
+def _axis(f) -> inspect.Parameter:
+    """A sweep axis as a flag named by its grid key (--depths, --h, --seeds, --train-noise): a list of
+    values as text, parsed by grid.py. Its help says the default only where a sweep has one."""
+    m = meta(f)
+    if m.grid_syntax == "seeds":
+        annotation = Seeds  # a count by default, not the one seed a run has
+    else:
+        words = m.help if m.grid_required else help_text(f)
+        annotation = Annotated[Optional[str], typer.Option("--" + m.grid.replace("_", "-"), metavar=m.metavar,
+                                                           show_default=False, help=words)]
+    return inspect.Parameter(m.grid, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
 
 
 def grid_options() -> list[inspect.Parameter]:
-    """The grid's options, shared by sweep and search: --config, --depths, --h, --seeds, --train-noise
-    (given ones land in `options` under config, depths, h, seeds, train_noise)."""
-    kinds = {"config": Config, "depths": Depths, "h": HGrid, "seeds": Seeds, "train_noise": TrainNoise}
-    return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
-            for name, kind in kinds.items()]
+    """The grid's options, shared by sweep and search: --config, then one per sweep axis of the field
+    table (given ones land in `options` under config and the axes' grid keys)."""
+    config = inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Config)
+    return [config] + [_axis(f) for f in AXES]

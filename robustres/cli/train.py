@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..grid import parse_h_grid, parse_ints, parse_seed_names, parse_seeds
-from ..spec import FIELD_TYPES, SpecError, make_run_spec
+from ..spec import FIELD_TYPES, SpecError, default_of, make_run_spec
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
@@ -20,7 +20,7 @@ HELP = ("Train runs (one per h x seed) and record them in the store. Defaults fo
              epilog=examples("robustres train --dataset two-moons --depth 10 --h 0.1,0.5 --seed 0,1 --epochs 20",
                              "robustres train --dataset cifar10 --depth 110 --h 0.1,1 --dry-run",
                              "robustres train --dataset two-moons --h 0.1 --json | jq .runs"))
-@with_options(run_options(), execution_options())
+@with_options(run_options(axes=True), execution_options())
 def train(
     options: dict,
     depth: Annotated[Optional[int], typer.Option(
@@ -30,8 +30,10 @@ def train(
         metavar="LIST", show_default=False,
         help="Seeds by name: 3 is seed 3; 3,4 or 3..6 (default 0: one run per h). --seeds 3 is seeds 0..2.")] = None,
     seeds: TrainSeeds = None,
-    train_noise: Annotated[float, typer.Option(
-        metavar="LEVEL", help="Noise level from 0 to 1 on the training inputs (test data stay clean).")] = 0.0,
+    train_noise: Annotated[Optional[float], typer.Option(
+        metavar="LEVEL", show_default=False,
+        help=f"Noise level from 0 to 1 on the training inputs (test data stay clean; default "
+             f"{default_of('train_noise'):g}).")] = None,
     force: Force = False,
     as_json: AsJson = False,
     dry_run: Annotated[bool, typer.Option(
@@ -39,8 +41,9 @@ def train(
 ) -> None:
     if seed is not None and seeds is not None:
         raise SpecError("give --seed (seeds by name) or --seeds (a count, or names), not both")
-    hs = parse_h_grid(h if h is not None else "0.1")
-    seeds = parse_seeds(seeds) if seeds is not None else parse_seed_names("--seed", seed if seed is not None else "0")
+    hs = parse_h_grid(h) if h is not None else [default_of("h")]
+    seeds = parse_seeds(seeds) if seeds is not None else \
+        parse_seed_names("--seed", seed) if seed is not None else [default_of("seed")]
     execution = execution_of(options, force)
     if len(hs) * len(seeds) > execution.max_runs:  # counted before a run is made, as sweep counts its grid
         raise SpecError(f"--h and the seeds make {len(hs) * len(seeds):,} runs, more than the {execution.max_runs:,} "
