@@ -14,8 +14,8 @@ from . import data as D
 from . import transforms as T
 from .checkpoints import load_checkpoint
 from .devices import resolve_device
+from .execution.plan import data_key
 from .models import init_model
-from .plan import data_key
 from .spec import NOISE_KINDS, DataError, RunSpec, SpecError
 from .store import Store, spec_from_row
 from .units import EVAL_BATCH

@@ -244,7 +244,7 @@ def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer
 def test_a_search_killed_between_a_runs_last_checkpoint_and_its_final_row_resumes_to_the_same_answer(tmp_path):
     """The kill that leaves a run `running` at epochs_done == epochs (issue 22): made exactly, by the
     executor's kill switch. The resumed search must finish those runs, not count them as done."""
-    from robustres.executor import KILL_SWITCH
+    from robustres.execution.runner import KILL_SWITCH
 
     clean = _search(tmp_path / "clean")
     expected, err = clean.communicate(timeout=600)
