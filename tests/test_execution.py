@@ -6,6 +6,7 @@ import json
 import pytest
 
 from robustres.engine import FAULT_SWITCH
+from robustres.execution.plan import Pack
 from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store
 
 # Two depths x two h x two seeds, packs of two stepped in turn (each run computes as it would
@@ -71,3 +72,24 @@ def test_every_executor_stores_the_rows_this_process_stores(cli, tmp_path, monke
         assert [{k: e[k] for k in EPOCHS_SCHEMA.names if k != "seconds"} for e in other_epochs[run_id]] == strip
     assert {row["device"] for row in other.values()} == ({"ray:cpu"} if executor == "ray" else {"cpu"})
     assert "(in turn)" in err and "(fused)" not in err  # the progress lines say how each pack steps
+
+
+def test_a_session_releases_its_claims_however_it_ends(tmp_path):
+    """No driver handles claims: the session takes them and lets them go, on Ctrl-C too."""
+    from robustres.execution.runner import Silent
+    from robustres.execution.session import open_session
+    from robustres.spec import make_execution, make_run_spec
+
+    execution = make_execution({"store": str(tmp_path / "store")})
+    runs = [make_run_spec(dataset="two-moons", depth=2, h=h, epochs=1) for h in (0.1, 0.5)]
+    claims = tmp_path / "store" / "claims"
+    with pytest.raises(KeyboardInterrupt):
+        with open_session(runs, execution, Silent()) as session:
+            assert [s.run_id for s in session.todo] == [s.run_id for s in runs]
+            assert len(list(claims.glob("*.json"))) == 2  # held while the driver trains
+            raise KeyboardInterrupt
+    assert not list(claims.glob("*.json"))
+    with open_session(runs, execution, Silent()) as session:
+        session.done(Pack(tuple(runs[:1])), [])  # a pack stored: its claim goes at once
+        assert [p.stem for p in claims.glob("*.json")] == [runs[1].run_id]
+    assert not list(claims.glob("*.json"))
