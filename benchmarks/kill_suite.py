@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from robustres.executor import KILL_SWITCH
+from robustres.execution.runner import KILL_SWITCH
 from robustres.store import EPOCHS_SCHEMA, RUNS_SCHEMA, Store, read_run_file
 
 # --fuse: every process runs the packs the same way, whatever the engine's rule for the device

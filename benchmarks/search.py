@@ -20,10 +20,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from robustres import executor, grid, runner
+from robustres import grid
 from robustres import halving as H
 from robustres import report as R
 from robustres import search as S
+from robustres.execution.runner import Silent
+from robustres.execution.train import train_runs
 from robustres.spec import make_execution
 from robustres.store import Store
 
@@ -40,7 +42,7 @@ MARGINS = (0.0, 0.01, 0.02, 0.05)
 
 
 def train(specs, execution):
-    return runner.train_runs(specs, execution, executor.Silent())
+    return train_runs(specs, execution, Silent())
 
 
 def grid_answer(runs, execution) -> tuple[dict, list[dict], float]:

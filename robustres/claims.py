@@ -24,7 +24,8 @@ class Claims:
     pid now belongs to a newer process); from another host (a store on a shared file system), its
     file was not refreshed for `STALE_SECONDS` (a heartbeat thread refreshes every live claim).
     Reading and taking claims happens under a short `flock` on `claims/.lock`, so two processes
-    never both decide that they hold one.
+    never both decide that they hold one. Used as a context manager (`with Claims(store) as
+    claims:`), it releases every claim it took when the block ends.
     """
 
     HEARTBEAT_SECONDS = 30.0
@@ -36,6 +37,13 @@ class Claims:
         self.held: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Claims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Every claim released and the heartbeat stopped, however the block ends (Ctrl-C too)."""
+        self.release_all()
 
     def _path(self, run_id: str) -> Path:
         return self.folder / file_name(run_id, ".json")

@@ -25,10 +25,11 @@ The engine knows nothing of sweeps, stores or the CLI: it is handed checkpoint p
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -42,6 +43,9 @@ from .units import Options, Unit, make_streams, step_all
 
 OnEpoch = Callable[[int, "EpochRecord", bool], None]  # (run index in the pack, record, checkpointed)
 OnStep = Callable[[int, int], None]  # (steps done, steps in the epoch)
+# Fault injection for tests: with ROBUSTRES_TEST_FAIL=<run_id>:<n> the pack holding that run raises
+# before its epoch n + 1, in whichever process or Ray task trains it (the epochs before are kept).
+FAULT_SWITCH = "ROBUSTRES_TEST_FAIL"
 
 
 @dataclass
@@ -132,7 +136,7 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     start_epoch = len(outcomes[0].history) if states else 0
     last_epoch = first.epochs if options.stop_at is None else min(first.epochs, options.stop_at)
 
-    for epoch in range(start_epoch, last_epoch):
+    for epoch in epochs_to_train(specs, start_epoch, last_epoch):
         # One pass over the data: each run in its own order, every unit one step at a time.
         started = time.perf_counter()
         lr = lr_at(first, epoch)
@@ -169,6 +173,16 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
 # ---------------------------------------------------------------------------------------------
 # The loop's parts
 # ---------------------------------------------------------------------------------------------
+
+
+def epochs_to_train(specs: list[RunSpec], start: int, stop: int) -> Iterator[int]:
+    """range(start, stop); but raise before an epoch when FAULT_SWITCH names a run of this pack
+    and that many epochs are done."""
+    run_id, _, at = os.environ.get(FAULT_SWITCH, "").partition(":")
+    for epoch in range(start, stop):
+        if run_id and at == str(epoch) and any(spec.run_id == run_id for spec in specs):
+            raise RuntimeError(f"injected fault ({FAULT_SWITCH}) after epoch {epoch}")
+        yield epoch
 
 
 def set_device_flags(device: torch.device) -> None:

@@ -13,9 +13,9 @@ import torch
 from . import data as D
 from . import transforms as T
 from .checkpoints import load_checkpoint
+from .datasets import data_key
 from .devices import resolve_device
 from .models import init_model
-from .plan import data_key
 from .rows import spec_from_row
 from .spec import NOISE_KINDS, DataError, RunSpec, SpecError
 from .store import Store

@@ -7,7 +7,7 @@ judge each one at that rung from the scores the store holds. Cut and paused runs
 `stopped`. The state file `searches/<id>.json` records the decisions after every round.
 
 Resuming is replaying: the same command runs the same rounds, and a round whose runs already reached
-their rung trains nothing (executor.reached_stop). Decisions read only stored epoch rows at rung
+their rung trains nothing (execution/session.reached_stop). Decisions read only stored epoch rows at rung
 epochs, which training reproduces bitwise on the CPU, so a search killed at any moment ends with
 the same decisions and the same answer. Two searches sharing a store share runs through the
 executors' claims, like two sweeps.
@@ -163,16 +163,13 @@ def stop_runs(block: Block, store: Store, h: float) -> None:
     keys = [(h, spec.seed) for spec in block.runs[h] if waiting(block.rows.get((h, spec.seed)))]
     if not keys:
         return
-    claims = Claims(store)
-    mine, _ = claims.take([block.rows[k]["run_id"] for k in keys])
-    try:
+    with Claims(store) as claims:
+        mine, _ = claims.take([block.rows[k]["run_id"] for k in keys])
         for key in keys:
             run_id = block.rows[key]["run_id"]
             if run_id in mine and waiting(block.rows[key]):
                 store.put_run({**store.get_run(run_id), "status": "stopped"})
                 block.rows[key] = store.get_run(run_id)
-    finally:
-        claims.release_all()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -274,7 +274,7 @@ def make_run_spec(**values) -> RunSpec:
     everything, return a RunSpec.
 
     Takes any RunSpec field but `model` and `data_fingerprint` (None or absent: the default); the
-    fingerprint comes from the data (`spec.with_(data_fingerprint=...)`, see runner.py)."""
+    fingerprint comes from the data (`spec.with_(data_fingerprint=...)`, see execution/train.py)."""
     unknown = set(values) - set(FIELD_TYPES) | ({"model", "data_fingerprint"} & set(values))
     if unknown:
         raise SpecError(f"unknown run option {sorted(unknown)[0]!r}")

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from robustres import data as D
 from robustres import engine, tuning
 from robustres import transforms as T
+from robustres.execution.plan import Pack, make_packs
 from robustres.models import build_pack, init_model, unfuse
-from robustres.plan import Pack, make_packs
 from robustres.spec import make_run_spec
 from robustres.store import Store
 from robustres.units import Options, Unit

@@ -244,7 +244,7 @@ def test_a_search_killed_with_sigkill_resumes_with_the_same_decisions_and_answer
 def test_a_search_killed_between_a_runs_last_checkpoint_and_its_final_row_resumes_to_the_same_answer(tmp_path):
     """The kill that leaves a run `running` at epochs_done == epochs (issue 22): made exactly, by the
     executor's kill switch. The resumed search must finish those runs, not count them as done."""
-    from robustres.executor import KILL_SWITCH
+    from robustres.execution.runner import KILL_SWITCH
 
     clean = _search(tmp_path / "clean")
     expected, err = clean.communicate(timeout=600)
@@ -272,7 +272,7 @@ def test_a_search_killed_between_a_runs_last_checkpoint_and_its_final_row_resume
 def test_a_run_a_killed_train_left_at_its_last_epoch_gets_its_final_row_from_a_search_that_stops_earlier(tmp_path):
     """`train` killed between a run's last checkpoint and its final row, then a search whose rungs stop
     before the end: the run is not 'at its rung' but unfinished, and the search writes its final row."""
-    from robustres.executor import KILL_SWITCH
+    from robustres.execution.runner import KILL_SWITCH
 
     store = tmp_path / "store"
     env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -81,7 +81,7 @@ def waiting(count: int, holders: list[dict]) -> None:
 
 def train_with_progress(runs, execution: Execution, as_json: bool):
     """Train `runs` with live progress (a terminal) or timestamped lines; returns (rows, seconds, console)."""
-    from ..runner import train_runs
+    from ..execution.train import train_runs
 
     started = time.perf_counter()
     console = render.console()
@@ -116,8 +116,8 @@ class CountReused:
 def train_quietly(runs, execution: Execution, as_json: bool) -> list[dict]:
     """One round of a search: live bars on a terminal that vanish when it ends; silent otherwise
     (the rounds' decisions are the plain output)."""
-    from ..executor import Silent
-    from ..runner import train_runs
+    from ..execution.runner import Silent
+    from ..execution.train import train_runs
 
     if sys.stdout.isatty() and not as_json:
         with RichReporter(render.console(), len(runs), transient=True, until=execution.stop_at) as reporter:

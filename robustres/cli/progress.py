@@ -1,5 +1,5 @@
 """Progress of training, as it happens: timestamped lines for logs and CI, or live bars on a
-terminal. Both implement executor.Reporter."""
+terminal. Both implement execution.runner.Reporter."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def run_sweep(values: dict, config: Optional[Path], force: bool, as_json: bool, 
     runs = sweep_runs(values, str(config) if config is not None else "flags", given_precision(values))
     runs = resolve_precisions(runs, values, execution)
     if dry_run:
-        from ..runner import dry_run as plan
+        from ..execution.dryrun import dry_run as plan
 
         made = plan(runs, execution)
         if as_json:

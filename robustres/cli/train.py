@@ -58,7 +58,7 @@ def train(
     runs = list({spec.run_id: spec for spec in runs}.values())  # the same config twice is one run
 
     if dry_run:
-        from ..runner import describe_runs
+        from ..execution.dryrun import describe_runs
 
         described = describe_runs(runs, execution)
         if as_json:

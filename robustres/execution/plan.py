@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .datasets import data_key, train_examples
-from .spec import RunSpec
+from ..datasets import data_key, train_examples
+from ..spec import RunSpec
 
 PER_MODEL_FIELDS = ("h", "seed", "train_noise")  # what may differ inside a pack
 # `--pack-size auto` where nothing measures the device the packs will run on (Ray workers, several

@@ -1,87 +1,22 @@
-"""Train a list of runs with the executor the user chose, or plan them without training.
+"""The dry run: the plan the drivers would make, priced, without training or writing anything.
 
-`train_runs` loads every dataset first (missing data is bad input, found before anything is
-written) and gives every run its data's fingerprint, which is part of its id (runs stored before
-fingerprints are matched without it), then hands the runs to the local executor, the local worker
-processes (one per GPU) or Ray, and comes back for runs that another process sharing the store was
-training. `dry_run` makes the same plan the executors make (plan.py) and prices it, writing
-nothing; without the data it says what it cannot know.
+`dry_run` (sweep --dry-run) makes the same packs the drivers make (plan.py) from what the store
+holds (session.survey, which reads and never writes) and prices them with the engine's measured
+rates; `describe_runs` (train --dry-run) lists every run's resolved config, size and cost. Without
+the data, each says what it cannot know (the run ids cover the data's fingerprint).
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Callable
-
-from . import data as D
-from . import engine, executor
-from .datasets import DATASETS, data_key, family_of, train_examples
-from .devices import resolve_device, use_threads, worker_devices
-from .hardware import estimate, wall_time
-from .models import init_model
+from .. import data as D
+from .. import engine
+from ..datasets import data_key, family_of, train_examples
+from ..devices import resolve_device
+from ..hardware import estimate, wall_time
+from ..spec import Execution, RunSpec
 from .plan import by_data, pack_size, plan_group
-from .spec import Execution, RunSpec, SpecError
-from .units import weight_layers
-
-OnWait = Callable[[int, list[dict]], None]
-
-
-def check_tracked_layers(runs: list[RunSpec], execution: Execution) -> None:
-    """--track-layers must name layers every model has: checked before anything is written."""
-    if not execution.track_layers:
-        return
-    seen = set()
-    for spec in runs:
-        key = (spec.model, spec.depth, spec.width, spec.hidden, spec.bn)
-        if key in seen:
-            continue
-        seen.add(key)
-        shape, classes = D.peek(spec, execution.data_dir)
-        try:
-            weight_layers(init_model(spec, classes, shape), execution.track_layers)
-        except ValueError as exc:
-            raise SpecError(f"--track-layers: {exc} (depth {spec.depth})") from None
-
-
-def train_runs(runs: list[RunSpec], execution: Execution, reporter: executor.Reporter,
-               on_wait: OnWait | None = None) -> list[dict]:
-    """Train (or reuse) every run; one store row per run, in the order given. The runs get their
-    data's fingerprint first (it is part of their ids), before the store is asked about them."""
-    check_tracked_layers(runs, execution)
-    use_threads(execution)
-    datasets = executor.load_all(runs, execution)
-    runs = [spec.with_(data_fingerprint=datasets[data_key(spec)].fingerprint) for spec in runs]
-    runs = executor.match_unfingerprinted(runs, execution)
-    warn_class_gaps(runs, datasets)
-    if execution.executor == "ray":
-        from .ray_executor import execute_ray
-
-        def run_some(some, ex):
-            return execute_ray(some, ex, datasets, reporter, execution.ray_address)
-    else:
-        devices = worker_devices(execution)
-
-        def run_some(some, ex):
-            if len(devices) > 1:
-                from .workers import execute_workers
-
-                return execute_workers(some, ex, datasets, devices, reporter)
-            return executor.execute(some, ex, datasets, reporter)
-    return executor.until_done(run_some, runs, execution, on_wait)
-
-
-def warn_class_gaps(runs: list[RunSpec], datasets: dict[tuple, D.Data]) -> None:
-    """One warning line per dataset read from files with a class that has no training or no test
-    examples (generated data are what their spec says)."""
-    seen = set()
-    for spec in runs:
-        key = data_key(spec)
-        if DATASETS[spec.dataset].generated or key in seen:
-            continue
-        seen.add(key)
-        gap = D.class_gaps(datasets[key])
-        if gap:
-            print(f"warning: {gap}", file=sys.stderr)
+from .runner import flops_per_image
+from .session import Survey, match_unfingerprinted, survey
 
 
 def plan_sources(runs: list[RunSpec], execution: Execution) -> tuple[list[RunSpec], dict[tuple, D.Source]]:
@@ -92,14 +27,14 @@ def plan_sources(runs: list[RunSpec], execution: Execution) -> tuple[list[RunSpe
         if data_key(spec, limited=False) not in sources:
             sources[data_key(spec, limited=False)] = D.describe_source(spec, execution.data_dir)
     runs = [spec.with_(data_fingerprint=sources[data_key(spec, limited=False)].fingerprint) for spec in runs]
-    return executor.match_unfingerprinted(runs, execution), sources
+    return match_unfingerprinted(runs, execution), sources
 
 
 def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
-    """The plan: runs total / done / to do, and the packs the executors would train, with K,
+    """The plan: runs total / done / to do, and the packs the drivers would train, with K,
     device and estimated cost. A plan can be made without the data; training cannot."""
     runs, sources = plan_sources(runs, execution)
-    work = executor.survey(runs, execution)
+    work = survey(runs, execution)
     device = resolve_device(execution.device)
     packs, warnings = [], []
     todo = {spec.run_id for spec in work.todo}
@@ -114,8 +49,7 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
             "wall_time": wall_time([p["estimate"] for p in packs]), "warnings": warnings}
 
 
-
-def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, execution: Execution,
+def plan_packs(group: list[RunSpec], source: D.Source, work: Survey, execution: Execution,
                device) -> list[dict]:
     """The packs of one data group (of its runs still to train) as the dry run prints them (the
     family's shape and classes stand in for an image folder that is missing, see datasets.py)."""
@@ -123,11 +57,11 @@ def plan_packs(group: list[RunSpec], source: D.Source, work: executor.Survey, ex
     shape, classes = source.input_shape or family.input_shape, source.num_classes or family.classes
     measured = None
     if execution.pack_size is None and device.type == "cpu":
-        from .tuning import estimated_cpu_fit
+        from ..tuning import estimated_cpu_fit
 
         measured = estimated_cpu_fit(group, shape, classes)
     size = pack_size(execution.pack_size, group, measured)
-    flops = lambda spec: executor.flops_per_image(spec, shape, classes)  # noqa: E731
+    flops = lambda spec: flops_per_image(spec, shape, classes)  # noqa: E731
     images = train_examples(group[0], source.n_train)
     packs = []
     for pack, cost in plan_group(group, size, work.epochs_done, flops, source.n_train, todo=work.todo):
