@@ -35,6 +35,12 @@ def shown(value) -> str:
     return _SHORT.repr(value)
 
 
+# The interrupting signals this command received (the CLI's handler appends; cleared as each command
+# starts): an exception raised after Ctrl-C is the interrupt's doing (an import cut short, a
+# callback left half-way), not a failure of the run it surfaced in.
+SIGNALS: list[int] = []
+
+
 # Warnings said this command (cleared as each command starts): a damaged file is read by several
 # readers of one command (a survey, the claims' second look, the pack runner), and each would warn.
 WARNED: set[str] = set()

@@ -205,3 +205,19 @@ def test_help_and_bad_input_are_answered_before_torch_is_imported(tmp_path, argv
     code, heavy = done.stderr.strip().splitlines()[-1].split()
     assert heavy == "-", done.stderr
     assert int(code) == (0 if "--help" in argv else 2), done.stderr
+
+
+def test_a_command_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
+    """`cmd &` in a script and nohup start a process with SIGINT ignored: Ctrl-C at the terminal is
+    not for it, and robustres must not take it back (it exited 130 there)."""
+    env = dict(os.environ, ROBUSTRES_STORE=str(tmp_path / "store"), ROBUSTRES_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "robustres", "train", "--depth", "3", "--epochs", "40", "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "store" / "runs").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "interrupted" not in err, err
+    assert json.loads(out)["runs"][0]["status"] == "completed"

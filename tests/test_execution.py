@@ -93,3 +93,29 @@ def test_a_session_releases_its_claims_however_it_ends(tmp_path):
         session.done(Pack(tuple(runs[:1])), [])  # a pack stored: its claim goes at once
         assert [p.stem for p in claims.glob("*.json")] == [runs[1].run_id]
     assert not list(claims.glob("*.json"))
+
+
+def test_an_exception_after_ctrl_c_is_the_interrupt_and_fails_no_run(cli, tmp_path, monkeypatch):
+    """Ctrl-C can surface as another exception (an import cut short, a callback left half-way: a
+    RecursionError was seen): once the command has received a signal, the pack's runs are not stored
+    `failed`; the command ends as interrupted and a re-run resumes them."""
+    import signal
+
+    from robustres import engine, errors
+
+    store = tmp_path / "store"
+    code, out, err = cli(*SWEEP, "--dry-run", "--store", store)
+    failing = json.loads(out)["packs"][0]["run_ids"]
+    monkeypatch.setenv(FAULT_SWITCH, f"{failing[0]}:{FAILS_AFTER}")
+    epochs = engine.epochs_to_train
+
+    def signalled_then_faulty(*args):  # the CLI's handler noted a SIGINT; then the pack raises
+        errors.SIGNALS.append(signal.SIGINT)
+        yield from epochs(*args)
+
+    monkeypatch.setattr(engine, "epochs_to_train", signalled_then_faulty)
+    code, out, err = cli(*SWEEP, "--store", store)
+    assert code == 130, err
+    assert any(line.startswith("interrupted:") for line in err.splitlines()), err
+    rows = Store(store).runs()
+    assert "failed" not in set(rows.status) and set(failing) <= set(rows.run_id[rows.status == "running"])

@@ -263,3 +263,15 @@ def test_a_full_disk_under_html_is_one_line_exit_one_and_no_temporary(tmp_path, 
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot write {mnt}/report.html: No space left on device"], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_plot_dash_and_a_plot_link_to_nothing_are_refused_naming_why(cli, store, tmp_path):
+    code, out, err = cli("report", "--store", store, "--plot", "-")
+    assert code == 2 and not (tmp_path / "-").exists()  # it made a folder named "-"
+    _one_error(err)
+    assert "figures are several files and need a folder" in err
+    (tmp_path / "figs").symlink_to(tmp_path / "newplots")
+    code, out, err = cli("report", "--store", store, "--plot", "figs")
+    assert code == 2  # it said "cannot write figs: File exists"
+    _one_error(err)
+    assert f"is a symlink to {tmp_path / 'newplots'}, which does not exist" in err

@@ -19,7 +19,8 @@ def _note(signum, _frame):
 
 
 try:
-    _ORIGINAL = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _ORIGINAL = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)
+                 if signal.getsignal(sig) is not signal.SIG_IGN}  # ignored (nohup, `&` in a script): it stays so
 except ValueError:  # imported outside the main thread (a test's): signals are the main thread's
     _ORIGINAL = {}
 
@@ -27,7 +28,7 @@ import threading  # noqa: E402
 
 import typer  # noqa: E402
 
-from ..errors import WARNED, one_line, os_error_line  # noqa: E402
+from ..errors import SIGNALS, WARNED, one_line, os_error_line  # noqa: E402
 from ..spec import DataError, SpecError, StoreError  # noqa: E402
 from .interrupts import exit_interrupted, interrupted_message  # noqa: E402
 
@@ -36,6 +37,7 @@ from .interrupts import exit_interrupted, interrupted_message  # noqa: E402
 from . import train, sweep, search, noise_eval, report, doctor  # noqa: F401, E402
 # isort: on
 from .app import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, app  # noqa: E402
+from .options import check_repeats  # noqa: E402
 
 if _EARLY:  # (`_note` stays until `main` takes the signals, and `main` gives back the originals)
     print(interrupted_message(sys.argv[1:]), file=sys.stderr)
@@ -48,7 +50,7 @@ class Terminated(KeyboardInterrupt):
     the message printed), then exits 143."""
 
 
-_SIGNALS: list[int] = []  # the interrupting signals received (typer turns KeyboardInterrupt into exit 130)
+_SIGNALS = SIGNALS  # the interrupting signals received (typer turns KeyboardInterrupt into exit 130)
 
 
 def _interrupt(signum, _frame):
@@ -62,7 +64,8 @@ def _catch_signals() -> dict:
     _SIGNALS.clear()
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     return {sig: _ORIGINAL.get(sig, h) if h is _note else h for sig, h in previous.items()}
 
 
@@ -74,27 +77,6 @@ def _interrupted(argv: list[str]) -> int:
 def _is_usage_error(exc: Exception) -> bool:
     # Click's usage errors (bad flags, missing values) carry exit code 2 and format_message().
     return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
-
-
-def check_repeats(command, argv: list[str]) -> None:
-    """Refuse an option given twice (click would keep the last one without a word)."""
-    sub = command.commands.get(argv[0]) if argv else None
-    if sub is None:
-        return
-    owner = {opt: p.name for p in sub.params for opt in (*p.opts, *p.secondary_opts)
-             if not getattr(p, "multiple", False)}
-    seen: dict[str, str] = {}
-    for arg in argv[1:]:
-        if arg == "--":
-            break
-        flag = arg.split("=", 1)[0]
-        name = owner.get(flag)
-        if name is None:
-            continue
-        if name in seen:
-            raise SpecError(f"{flag} is given twice; give it once (lists are comma-separated: --h 0.1,0.5)"
-                            if seen[name] == flag else f"{seen[name]} and {flag} are both given; give one")
-        seen[name] = flag
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import SpecError
 from ..spec import (
     AXES,
     EXECUTION_FIELDS,
@@ -145,3 +146,24 @@ def grid_options() -> list[inspect.Parameter]:
     table (given ones land in `options` under config and the axes' grid keys)."""
     config = inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Config)
     return [config] + [_axis(f) for f in AXES]
+
+
+def check_repeats(command, argv: list[str]) -> None:
+    """Refuse an option given twice (click would keep the last one without a word)."""
+    sub = command.commands.get(argv[0]) if argv else None
+    if sub is None:
+        return
+    owner = {opt: p.name for p in sub.params for opt in (*p.opts, *p.secondary_opts)
+             if not getattr(p, "multiple", False)}
+    seen: dict[str, str] = {}
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        name = owner.get(flag)
+        if name is None:
+            continue
+        if name in seen:
+            raise SpecError(f"{flag} is given twice; give it once (lists are comma-separated: --h 0.1,0.5)"
+                            if seen[name] == flag else f"{seen[name]} and {flag} are both given; give one")
+        seen[name] = flag

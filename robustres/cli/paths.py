@@ -87,7 +87,12 @@ def check_plot_folder(folder: str) -> None:
     device or FIFO; anything else is bad input."""
     if not str(folder).strip():
         raise SpecError("--plot is empty; name a folder")
+    if str(folder) == STDOUT:  # as --html - means stdout, a folder named "-" would surprise
+        raise SpecError("--plot - : figures are several files and need a folder (--html - writes the page to "
+                        "stdout)")
     path = Path(folder)
+    if os.path.islink(path) and not path.exists():
+        raise SpecError(f"--plot {folder} is a symlink to {os.readlink(path)}, which does not exist; name a folder")
     found = stat_of(path, f"--plot {folder}")
     if found is not None and not stat.S_ISDIR(found.st_mode):
         raise SpecError(f"--plot {folder} is {'a file' if stat.S_ISREG(found.st_mode) else kind_of(found.st_mode)}, "

@@ -32,6 +32,7 @@ import torch
 from .. import __version__, engine, tuning
 from .. import data as D
 from ..checkpoints import load_checkpoint
+from ..errors import SIGNALS
 from ..spec import Execution, RunSpec
 from ..store import Store, StoreError, config_columns, now_iso
 from ..units import Options
@@ -248,6 +249,8 @@ class PackRunner:
             return (self.run(Pack(pack.runs[:half], pack.start_epoch), data, cpu_data)
                     + self.run(Pack(pack.runs[half:], pack.start_epoch), data, cpu_data))
         except Exception as exc:  # one broken pack must not take the others down
+            if SIGNALS:  # after Ctrl-C: the interrupt's doing, and the runs resume, not fail
+                raise KeyboardInterrupt from exc
             return self.fail(pack, failure(exc), seconds=time.perf_counter() - started)
         return self.finish(pack, outcomes)
 
