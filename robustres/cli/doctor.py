@@ -4,6 +4,7 @@ import sys
 
 import typer
 
+from ..errors import one_line
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of
@@ -29,5 +30,5 @@ def doctor(options: dict, as_json: AsJson = False) -> None:
     errors = [info["store"].get("error"),
               unreadable and f"cannot read the data folder {execution.data_dir}: {unreadable}"]
     for error in filter(None, errors):
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
     raise typer.Exit(EXIT_FAILED if any(errors) else EXIT_OK)
