@@ -302,6 +302,16 @@ def run_suite(trials: int, seed: int, workdir: Path) -> Counts:
     return counts
 
 
+# The table each suite prints: (header, the Counts fields of its row, failures last).
+SWEEP_TABLE = (["trials", "kills", "before any run", "mid-sweep", "after all finished", "finished at a kill, untouched",
+                "part-way at a kill, resumed", "mid pack save"],
+               ["trials", "kills", "kills_before_any_run", "kills_mid_sweep", "kills_after_all_finished",
+                "finished_at_kill", "resumed_mid_run", "kills_mid_save"])
+SEARCH_TABLE = (["trials", "kills", "at a run's final checkpoint", "runs left running at their last epoch",
+                 "resumed with other options"],
+                ["trials", "kills", "kills_at_final_checkpoint", "left_at_the_end", "resumed_with_other_options"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -311,38 +321,16 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="robustres-kill-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.search:
-        return search_main(args, workdir)
+    suite, (header, fields) = (run_search_suite, SEARCH_TABLE) if args.search else (run_suite, SWEEP_TABLE)
     started = time.perf_counter()
     try:
-        counts = run_suite(args.trials, args.seed, workdir)
+        counts = suite(args.trials, args.seed, workdir)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print("| trials | kills | before any run | mid-sweep | after all finished | finished at a kill, "
-          "untouched | part-way at a kill, resumed | mid pack save | failures |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {counts.trials} | {counts.kills} | {counts.kills_before_any_run} | {counts.kills_mid_sweep} | "
-          f"{counts.kills_after_all_finished} | {counts.finished_at_kill} | {counts.resumed_mid_run} | "
-          f"{counts.kills_mid_save} | {len(counts.failures)} |")
-    print(f"({time.perf_counter() - started:.0f} s)")
-    for failure in counts.failures:
-        print("FAIL", failure)
-    sys.exit(1 if counts.failures else 0)
-
-
-def search_main(args, workdir: Path) -> None:
-    started = time.perf_counter()
-    try:
-        counts = run_search_suite(args.trials, args.seed, workdir)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print("| trials | kills | at a run's final checkpoint | runs left running at their last epoch | "
-          "resumed with other options | failures |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {counts.trials} | {counts.kills} | {counts.kills_at_final_checkpoint} | {counts.left_at_the_end} | "
-          f"{counts.resumed_with_other_options} | {len(counts.failures)} |")
+    print("| " + " | ".join([*header, "failures"]) + " |")
+    print("|" + "---|" * (len(header) + 1))
+    print("| " + " | ".join([*(str(getattr(counts, f)) for f in fields), str(len(counts.failures))]) + " |")
     print(f"({time.perf_counter() - started:.0f} s)")
     for failure in counts.failures:
         print("FAIL", failure)
