@@ -66,7 +66,9 @@ def _number(name: str, value, low: float, high: float, whole: bool = False):
         if not (math.isfinite(number) and number.is_integer()):
             raise SpecError(f"search {name}: {value!r} is not a whole number")
         number = int(number)
-    if not (math.isfinite(number) and low <= number <= high):
+    if not math.isfinite(number):  # nan, inf, and 1e400 (which reads as inf)
+        raise SpecError(f"search {name}: {value!r} is not a finite number")
+    if not low <= number <= high:
         raise SpecError(f"search {name}: {value!r} must lie in [{low:g}, {high:g}]")
     return number
 

@@ -171,3 +171,9 @@ def test_train_counts_its_runs_before_making_them_and_names_its_own_seed_flag(cl
     code, _, err = cli("train", "--depth", "3", "--seed", "5..3", "--dry-run")
     assert code == 2 and err == "error: --seed: range '5..3' is empty or negative\n"
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("budget", ["nan", "1e400", "inf"])
+def test_a_budget_that_is_no_finite_number_says_so(cli, budget):
+    code, _, err = cli("search", "--depths", "3", "--h", "0.01..2", "--budget", budget)
+    assert code == 2 and err == f"error: search budget: '{budget}' is not a finite number\n"  # was "in [-inf, inf]"
