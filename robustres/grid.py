@@ -72,6 +72,8 @@ def parse_floats(name: str, text: str) -> list[float]:
             out.append(float(t))
         except ValueError:
             raise SpecError(f"{name}: {t!r} is not a number") from None
+        if out[-1] == 0 and any(c in "123456789" for c in t.lower().split("e")[0]):
+            raise SpecError(f"{name}: {t!r} is too small for a float (it would be 0); write 0 for zero")
     return out
 
 

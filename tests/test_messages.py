@@ -177,3 +177,10 @@ def test_train_counts_its_runs_before_making_them_and_names_its_own_seed_flag(cl
 def test_a_budget_that_is_no_finite_number_says_so(cli, budget):
     code, _, err = cli("search", "--depths", "3", "--h", "0.01..2", "--budget", budget)
     assert code == 2 and err == f"error: search budget: '{budget}' is not a finite number\n"  # was "in [-inf, inf]"
+
+
+def test_an_h_too_small_for_a_float_is_refused_not_trained_as_zero(cli, tmp_path):
+    code, _, err = cli("train", "--depth", "3", "--h", "1e-400", "--dry-run")
+    assert code == 2 and err == "error: --h: '1e-400' is too small for a float (it would be 0); write 0 for zero\n"
+    code, out, err = cli("train", "--depth", "3", "--h", "0", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["runs"][0]["h"] == 0.0  # zero written as zero is fine
