@@ -190,8 +190,9 @@ def cifar10(data_dir: Path) -> Data:
         parts = [CIFAR10(str(data_dir), train=t, download=False) for t in (True, False)]
     except RuntimeError:
         if cifar_archive_damage(data_dir):  # else torchvision downloads over it, or says "not found" offline
-            raise DataMissing(f"cifar10: {cifar_archive_damage(data_dir)}; delete it (robustres then downloads "
-                              "CIFAR-10) or put the real one there") from None
+            raise DataMissing(f"cifar10: {cifar_archive_damage(data_dir)}; unless another process is downloading "
+                              "it now, delete it (robustres then downloads CIFAR-10) or put the real one "
+                              "there") from None
         if os.environ.get("ROBUSTRES_OFFLINE"):
             parts = None
         else:

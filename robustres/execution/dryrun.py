@@ -14,7 +14,7 @@ from ..datasets import data_key, family_of, train_examples
 from ..devices import resolve_device
 from ..hardware import estimate, wall_time
 from ..spec import Execution, RunSpec
-from .plan import by_data, pack_size, plan_group
+from .plan import Pack, by_data, pack_cost, pack_size, plan_group
 from .runner import flops_per_image
 from .session import Survey, match_unfingerprinted, survey
 
@@ -93,7 +93,7 @@ def describe_runs(runs: list[RunSpec], execution: Execution) -> list[dict]:
         numbers = ({"params": None, "flops_per_image": None} if source.input_shape is None
                    else engine.describe(spec, source.input_shape, source.num_classes))
         cost = None if numbers["flops_per_image"] is None else \
-            3.0 * numbers["flops_per_image"] * train_examples(spec, source.n_train) * spec.epochs  # as plan.pack_cost
+            pack_cost(Pack((spec,)), numbers["flops_per_image"], source.n_train)  # a pack of one, from epoch 0
         numbers["estimate"] = estimate(spec, device.type, cost) if cost is not None else \
             {"seconds": None, "rate": "no cost without the data"}
         out.append({"run_id": None if source.missing else spec.run_id, **spec.to_dict(), **numbers,
