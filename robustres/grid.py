@@ -1,7 +1,6 @@
 """Grids of runs: list syntax, sweep presets (YAML) and the runs a sweep names.
 
-The keys a preset may hold, and their types, come from the field tables in spec.py: the grid axes
-(`depths`, `h`, `seeds`, `train_noise`), every shared run option and every execution option.
+A preset's keys and their types come from spec.py's field tables: the axes and every option.
 """
 
 from __future__ import annotations
