@@ -41,12 +41,17 @@ def _load_kill_suite():
 # ------------------------------------------------------------------ kill -9 at random moments
 
 
-@pytest.mark.slow
-def test_kill_suite_three_random_kills_lose_nothing(tmp_path):
-    suite = _load_kill_suite()
-    counts = suite.run_suite(trials=3, seed=11, workdir=tmp_path)
+def _three_trials(suite_name: str, seed: int, workdir):
+    """Three trials of one of the kill suites (sweeps or searches); their counts, with no failure."""
+    counts = getattr(_load_kill_suite(), suite_name)(trials=3, seed=seed, workdir=workdir)
     print(counts)
     assert counts.failures == []
+    return counts
+
+
+@pytest.mark.slow
+def test_kill_suite_three_random_kills_lose_nothing(tmp_path):
+    counts = _three_trials("run_suite", 11, tmp_path)
     assert counts.trials == 3 and counts.kills >= 3
     # The checks above looked at something: some kill found runs finished that then stayed untouched.
     assert counts.finished_at_kill + counts.resumed_mid_run > 0
@@ -54,10 +59,7 @@ def test_kill_suite_three_random_kills_lose_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_kill_suite_searches_killed_at_random_and_at_a_runs_final_checkpoint_answer_the_same(tmp_path):
-    suite = _load_kill_suite()
-    counts = suite.run_search_suite(trials=3, seed=7, workdir=tmp_path)
-    print(counts)
-    assert counts.failures == []
+    counts = _three_trials("run_search_suite", 7, tmp_path)
     # Kills that landed (a random one may come after the search ended: the faster machine, the more).
     assert counts.trials == 3 and counts.kills >= counts.kills_at_final_checkpoint
     # Seed 7 draws a kill at a run's final checkpoint and a resume with other options: both were looked at.
