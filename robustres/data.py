@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -75,26 +76,43 @@ def load(spec: RunSpec, data_dir: Path, write_cache: bool = True) -> Data:
     return limit(load_source(spec, data_dir, limits, write_cache), *limits)
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A data source whose size is known and whose content is not read yet (an image folder listed,
+    AG-NEWS parsed or taken from its cache): `read(write_cache)` gives the whole dataset."""
+
+    name: str  # what and where, for messages: "imagefolder /data/pets"
+    sizes: tuple[int, int]  # training and test examples, before --limit-*
+    read: Callable[[bool], Data]
+
+
+def open_source(spec: RunSpec, data_dir: Path) -> Opened:
+    """The source of `spec`, opened: its size known before its content is decoded or any cache written."""
+    if spec.dataset == "imagefolder":
+        return open_imagefolder(data_dir)
+    if spec.dataset == "ag-news":
+        return open_ag_news(data_dir)
+    sizes = sizes_before_reading(spec.dataset, spec.n_train, spec.n_test)
+    if spec.dataset == "two-moons":
+        return Opened("two-moons", sizes, lambda _: two_moons(spec.n_train, spec.n_test, spec.moons_noise))
+    if spec.dataset == "synthetic":
+        return Opened("synthetic", sizes, lambda _: synthetic(spec.synthetic_like, spec.n_train, spec.n_test))
+    if spec.dataset == "cifar10":
+        return Opened("cifar10", sizes, lambda _: cifar10(data_dir))
+    raise DataError(f"unknown dataset {spec.dataset!r}")  # pragma: no cover - make_run_spec rejects it
+
+
 def load_source(spec: RunSpec, data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
-    """The whole dataset of `spec`; `limits` are checked against its size before any cache is written."""
+    """The whole dataset of `spec`. This is where --limit-train / --limit-test meet the data's real
+    size (once, for the largest limits of every run that reads it): after the source is opened and
+    before anything is decoded or cached. (make_run_spec answers early, with the same check, where
+    the size is known without files: generated data and CIFAR-10.)"""
     try:
-        return _load_source(spec, Path(data_dir), limits, write_cache)
+        opened = open_source(spec, Path(data_dir))
+        check_limits(*limits, opened.sizes, opened.name)
+        return opened.read(write_cache)
     except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:  # a place this user may not read
         raise DataError(f"{spec.dataset}: cannot read {exc.filename or data_dir}: {exc.strerror or exc}") from None
-
-
-def _load_source(spec: RunSpec, data_dir: Path, limits: tuple, write_cache: bool) -> Data:
-    if spec.dataset == "two-moons":
-        return two_moons(spec.n_train, spec.n_test, spec.moons_noise)
-    if spec.dataset == "synthetic":
-        return synthetic(spec.synthetic_like, spec.n_train, spec.n_test)
-    if spec.dataset == "cifar10":
-        return cifar10(data_dir)
-    if spec.dataset == "imagefolder":
-        return imagefolder(data_dir, limits, write_cache)
-    if spec.dataset == "ag-news":
-        return ag_news(data_dir, limits, write_cache)
-    raise DataError(f"unknown dataset {spec.dataset!r}")  # pragma: no cover - make_run_spec rejects it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +144,7 @@ def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int = 
 
 
 def limit(data: Data, n_train: int | None, n_test: int | None) -> Data:
-    check_limits(n_train, n_test, (len(data.train_y), len(data.test_y)), data.source)
+    """The fixed subsets of --limit-train / --limit-test (checked against the size by load_source)."""
     if n_train is not None:
         idx = balanced_subset(data.train_y, n_train, data.num_classes)
         data = replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx])
@@ -338,12 +356,16 @@ def _decode_folder(classes: list[str], files: dict[str, list[Path]]) -> dict:
     return blob
 
 
-def imagefolder(root: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
-    """train/<class>/* and test/<class>/*, decoded once and cached as uint8 tensors, with the
-    fingerprint of the decoded content (computed once, kept in the cache)."""
+def open_imagefolder(root: Path) -> Opened:
+    """train/<class>/* and test/<class>/*, listed; read: decoded once and cached as uint8 tensors,
+    with the fingerprint of the decoded content (computed once, kept in the cache)."""
     root = Path(root)
     classes, files = _image_files(root)
-    check_limits(*limits, (len(files["train"]), len(files["test"])), f"imagefolder {root}")
+    return Opened(f"imagefolder {root}", (len(files["train"]), len(files["test"])),
+                  lambda write_cache: _read_imagefolder(root, classes, files, write_cache))
+
+
+def _read_imagefolder(root: Path, classes: list[str], files: dict[str, list[Path]], write_cache: bool) -> Data:
     everything = files["train"] + files["test"]
     cache = _cache_path(root, "imagefolder", _cache_key(root, everything))
     blob = _read_cache(cache)
@@ -365,9 +387,9 @@ def imagefolder(root: Path, limits: tuple = (None, None), write_cache: bool = Tr
 # AG-NEWS
 # ---------------------------------------------------------------------------------------------
 
-def ag_news(data_dir: Path, limits: tuple = (None, None), write_cache: bool = True) -> Data:
-    """classes.txt, train.csv and test.csv, parsed once and cached, with the fingerprint of the
-    files' bytes (kept in the cache)."""
+def open_ag_news(data_dir: Path) -> Opened:
+    """classes.txt, train.csv and test.csv, parsed once and cached; read: with the fingerprint of
+    the files' bytes (kept in the cache)."""
     root = agnews.find_root(Path(data_dir))
     files = [root / "classes.txt", root / "train.csv", root / "test.csv"]
     classes = agnews.read_classes(root)
@@ -375,13 +397,16 @@ def ag_news(data_dir: Path, limits: tuple = (None, None), write_cache: bool = Tr
     blob = _read_cache(cache)
     if blob is None:
         blob = {k: torch.from_numpy(v) for k, v in agnews.read_splits(root, classes).items()}
-    check_limits(*limits, (len(blob["train_y"]), len(blob["test_y"])), f"ag-news {root}")
-    if not isinstance(blob.get("fingerprint"), str):
-        blob["fingerprint"] = _content_hash("ag-news", root, files, (f.read_bytes() for f in files))
-        if write_cache:
-            _write_cache(blob, cache)
-    return Data("text", blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], classes,
-                fingerprint=blob["fingerprint"], source=f"ag-news {root}")
+
+    def read(write_cache: bool) -> Data:
+        if not isinstance(blob.get("fingerprint"), str):
+            blob["fingerprint"] = _content_hash("ag-news", root, files, (f.read_bytes() for f in files))
+            if write_cache:
+                _write_cache(blob, cache)
+        return Data("text", blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], classes,
+                    fingerprint=blob["fingerprint"], source=f"ag-news {root}")
+
+    return Opened(f"ag-news {root}", (len(blob["train_y"]), len(blob["test_y"])), read)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,17 +438,17 @@ class Source:
     missing: str | None = None  # why the data could not be read
 
 
-def describe_source(spec: RunSpec, data_dir: Path) -> Source:
+def describe_source(spec: RunSpec, data_dir: Path, limits: tuple = (None, None)) -> Source:
     """For dry runs: the data's fingerprint, shape and size. Files that are there are read (an image
-    folder decoded, unless cached) and checked as for training, and no cache is written; missing
-    files leave the numbers that depend on them unknown (AG-NEWS keeps its 1024 characters and 4
-    classes)."""
+    folder decoded, unless cached) and checked as for training (`limits` too), and no cache is
+    written; missing files leave the numbers that depend on them unknown (AG-NEWS keeps its 1024
+    characters and 4 classes)."""
     sizes = sizes_before_reading(spec.dataset, spec.n_train, spec.n_test)
-    if sizes is not None:
+    if sizes is not None:  # make_run_spec checked the limits against these
         shape, classes = peek(spec, data_dir)
         return Source(CIFAR10_FINGERPRINT if spec.dataset == "cifar10" else None, shape, classes, *sizes)
     try:
-        data = load_source(spec, data_dir, (spec.limit_train, spec.limit_test), write_cache=False)
+        data = load_source(spec, data_dir, limits, write_cache=False)
     except DataMissing as exc:
         # The official dataset's shape and classes are known without its files; a folder's are not.
         family = dataset(spec.dataset).family

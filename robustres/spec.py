@@ -360,8 +360,8 @@ def _check_sizes(v: dict, given: dict, dataset: str, family: Family) -> None:
 
 
 def check_limits(limit_train: int | None, limit_test: int | None, sizes: tuple[int, int], source: str) -> None:
-    """--limit-train / --limit-test larger than the data is refused: it would silently mean all of it
-    (and still enter the run id)."""
+    """A limit larger than the data is refused (it would mean all of it, and still enter the run id); asked
+    once the size is known: by _check_sizes without files, else by data.load_source (the pre-flight)."""
     for flag, limit, size, split in (("--limit-train", limit_train, sizes[0], "training"),
                                      ("--limit-test", limit_test, sizes[1], "test")):
         if limit is not None and limit > size:

@@ -10,6 +10,7 @@ import torch
 from robustres import agnews
 from robustres import data as D
 from robustres import transforms as T
+from robustres.datasets import data_key
 from robustres.spec import SpecError, make_run_spec
 from robustres.store import Store
 
@@ -470,3 +471,23 @@ def test_a_preset_finds_its_runs_whatever_their_data_fingerprint(cli, tmp_path):
     assert sum(g["runs"] for g in json.loads(out)["groups"]) == 2
     code, out, err = cli("noise-eval", "--config", preset, "--data-dir", tmp_path / "pets", "--levels", "0", "--json")
     assert code == 0 and sorted({r["run_id"] for r in json.loads(out)["noise_evals"]}) == trained, err
+
+
+def test_the_preflight_reads_each_source_once_and_checks_the_largest_limit_its_runs_ask(tmp_path, monkeypatch):
+    from robustres.execution.preflight import preflight
+    from robustres.spec import make_execution
+
+    write_folder(tmp_path / "pets")  # 6 training and 4 test images
+    execution = make_execution({"store": tmp_path / "store", "data_dir": tmp_path / "pets"})
+    runs = [make_run_spec(dataset="imagefolder", depth=8, limit_train=n) for n in (3, 7, 5)]
+    with pytest.raises(SpecError, match="--limit-train 7 is more than the 6 training examples"):
+        preflight(runs, execution)  # the first run's limit fits: the check takes the largest
+    assert not list((tmp_path / "pets").glob(".robustres-cache-*")) and not (tmp_path / "store").exists()
+
+    decoded = []
+    real = D._decode_images
+    monkeypatch.setattr(D, "_decode_images", lambda paths: decoded.append(len(paths)) or real(paths))
+    ready = preflight([spec.with_(limit_train=min(spec.limit_train, 6)) for spec in runs], execution)
+    assert decoded == [6, 4]  # one read of the folder for three runs and three limits
+    assert [len(ready.datasets[data_key(spec)].train_y) for spec in ready.runs] == [3, 6, 5]
+    assert len({spec.data_fingerprint for spec in ready.runs}) == 1 and ready.runs[0].data_fingerprint

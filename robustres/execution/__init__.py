@@ -1,13 +1,14 @@
 """The execution layer: from a list of RunSpecs to one store row per run, on any executor.
 
-    plan.py     runs -> packs (grouping, pack size, cost order), for every driver and the dry run
+    plan.py     runs -> packs (grouping, pack size, cost, cost order), for every driver and the dry run
+    preflight.py  what is checked and read before anything trains or is planned (data, limits, ids)
     session.py  what the store holds, the claims this process takes, the store tidied for training
     runner.py   the one pack runner, and every row a run gets
     local.py    the driver that trains in this process
     workers.py  the driver over one worker process per device
     ray.py      the driver over Ray tasks
     dryrun.py   the plan priced, writing nothing
-    train.py    `train_runs`: load the data, pick the driver, wait for runs another process holds
+    train.py    `train_runs`: the pre-flight, pick the driver, wait for runs another process holds
 
 Invariants every driver keeps, because only the runner and the session do these things:
 - Every row (running, completed, diverged, stopped at a rung, failed) is built by `runner.py` from
@@ -20,5 +21,5 @@ Invariants every driver keeps, because only the runner and the session do these 
   releases every claim when it ends, however it ends (Ctrl-C included); no driver sees the claims.
 - Nothing here prints to stdout: progress goes to the Reporter the caller passes.
 
-This package imports nothing itself, so that `execution.plan` is cheap to reach from outside.
+This package's __init__ imports nothing, so that reaching one of its modules loads only that one.
 """

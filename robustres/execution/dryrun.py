@@ -1,9 +1,10 @@
 """The dry run: the plan the drivers would make, priced, without training or writing anything.
 
-`dry_run` (sweep --dry-run) makes the same packs the drivers make (plan.py) from what the store
-holds (session.survey, which reads and never writes) and prices them with the engine's measured
-rates; `describe_runs` (train --dry-run) lists every run's resolved config, size and cost. Without
-the data, each says what it cannot know (the run ids cover the data's fingerprint).
+Its one pass: the pre-flight that training makes (preflight.py: data described, limits checked,
+runs fingerprinted), what the store holds (session.survey, which reads and never writes), then the
+packs the drivers would make (plan.py), priced with the engine's measured rates. `describe_runs`
+(train --dry-run) lists every run's resolved config, size and cost. Without the data, each says
+what it cannot know (the run ids cover the data's fingerprint).
 """
 
 from __future__ import annotations
@@ -14,26 +15,16 @@ from ..datasets import data_key, family_of, train_examples
 from ..devices import resolve_device
 from ..hardware import estimate, wall_time
 from ..spec import Execution, RunSpec
-from .plan import Pack, by_data, pack_cost, pack_size, plan_group
-from .runner import flops_per_image
-from .session import Survey, match_unfingerprinted, survey
-
-
-def plan_sources(runs: list[RunSpec], execution: Execution) -> tuple[list[RunSpec], dict[tuple, D.Source]]:
-    """For dry runs: each data source described once (read if it is there, see D.describe_source),
-    and the runs with its fingerprint, matched as training matches them."""
-    sources: dict[tuple, D.Source] = {}
-    for spec in runs:
-        if data_key(spec, limited=False) not in sources:
-            sources[data_key(spec, limited=False)] = D.describe_source(spec, execution.data_dir)
-    runs = [spec.with_(data_fingerprint=sources[data_key(spec, limited=False)].fingerprint) for spec in runs]
-    return match_unfingerprinted(runs, execution), sources
+from .plan import Pack, by_data, flops_per_image, pack_cost, pack_size, plan_group
+from .preflight import preflight
+from .session import Survey, survey
 
 
 def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
     """The plan: runs total / done / to do, and the packs the drivers would train, with K,
     device and estimated cost. A plan can be made without the data; training cannot."""
-    runs, sources = plan_sources(runs, execution)
+    ready = preflight(runs, execution, read=False)
+    runs, sources = ready.runs, ready.sources
     work = survey(runs, execution)
     device = resolve_device(execution.device)
     packs, warnings = [], []
@@ -80,8 +71,8 @@ def describe_runs(runs: list[RunSpec], execution: Execution) -> list[dict]:
     the data, what depends on it is None and named in `unknown_without_data` (the run id covers the
     data's fingerprint; an image folder's size and classes decide the FLOPs and parameters)."""
     device = resolve_device(execution.device)
-    runs, sources = plan_sources(runs, execution)
-    source = sources[data_key(runs[0], limited=False)]
+    ready = preflight(runs, execution, read=False)
+    runs, source = ready.runs, ready.sources[data_key(runs[0], limited=False)]
     unknown, note = [], None
     if source.missing is not None:
         unknown = ["run_id", "data_fingerprint"] + ([] if source.input_shape else ["params", "flops_per_image"])

@@ -10,8 +10,8 @@ from .. import data as D
 from .. import tuning
 from ..devices import resolve_device
 from ..spec import Execution
-from .plan import by_data, data_key, pack_size, plan_group
-from .runner import PackRunner, Reporter, engine_options, flops_in
+from .plan import by_data, data_key, flops_in, pack_size, plan_group
+from .runner import PackRunner, Reporter, engine_options
 from .session import Session
 
 

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import engine
 from ..datasets import data_key, train_examples
 from ..spec import RunSpec
 
@@ -81,6 +82,26 @@ def make_packs(runs: list[RunSpec], size: int | None, epochs_done: dict[str, int
                     by_start.setdefault(epochs_done.get(spec.run_id, 0), []).append(spec)
             packs.extend(Pack(tuple(pack), start) for start, pack in by_start.items())
     return packs
+
+
+_FLOPS: dict[tuple, int] = {}
+
+
+def flops_per_image(spec: RunSpec, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """Forward multiply-adds per input of the run's model (the engine counts them; cached per model)."""
+    key = (spec.model, spec.depth, spec.width, spec.hidden, spec.bn, input_shape, num_classes)
+    if key not in _FLOPS:
+        _FLOPS[key] = engine.describe(spec, input_shape, num_classes)["flops_per_image"]
+    return _FLOPS[key]
+
+
+def flops_in(datasets: dict) -> Callable[[RunSpec], int]:
+    """The planner's cost of a run: its model's FLOPs on its loaded data (data_key -> data.Data)."""
+    def flops(spec: RunSpec) -> int:
+        data = datasets[data_key(spec)]
+        return flops_per_image(spec, data.input_shape, data.num_classes)
+
+    return flops
 
 
 def pack_cost(pack: Pack, flops_per_image: int, n_train: int | None = None) -> float:

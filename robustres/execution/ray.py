@@ -25,8 +25,8 @@ import torch
 from .. import engine
 from ..checkpoints import load_checkpoint, resolved_path, save_pack, settle
 from ..spec import Execution, RunSpec
-from .plan import Pack, data_key, plan_all
-from .runner import PackRunner, Reporter, Where, engine_options, failure, flops_in, where_here
+from .plan import Pack, data_key, flops_in, plan_all
+from .runner import PackRunner, Reporter, Where, engine_options, failure, where_here
 from .session import Session
 
 

@@ -25,7 +25,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -36,7 +36,7 @@ from ..errors import SIGNALS
 from ..spec import Execution, RunSpec
 from ..store import Store, StoreError, config_columns, now_iso
 from ..units import Options
-from .plan import Pack, data_key
+from .plan import Pack
 
 
 class Reporter(Protocol):
@@ -64,25 +64,6 @@ def engine_options(execution: Execution) -> Options:
 # process kills itself (SIGKILL) right after a run's last epoch is checkpointed and its row says
 # `running` at epochs_done == epochs, before the final row: the one moment a random kill rarely hits.
 KILL_SWITCH = "ROBUSTRES_TEST_KILL"
-
-_FLOPS: dict[tuple, int] = {}
-
-
-def flops_per_image(spec: RunSpec, input_shape: tuple[int, ...], num_classes: int) -> int:
-    key = (spec.model, spec.depth, spec.width, spec.hidden, spec.bn, input_shape, num_classes)
-    if key not in _FLOPS:
-        _FLOPS[key] = engine.describe(spec, input_shape, num_classes)["flops_per_image"]
-    return _FLOPS[key]
-
-
-def flops_in(datasets: dict[tuple, D.Data]) -> Callable[[RunSpec], int]:
-    """The planner's cost of a run: its model's FLOPs on its loaded data."""
-    def flops(spec: RunSpec) -> int:
-        data = datasets[data_key(spec)]
-        return flops_per_image(spec, data.input_shape, data.num_classes)
-
-    return flops
-
 
 # ---------------------------------------------------------------------------------------------
 # Rows

@@ -20,8 +20,8 @@ import torch
 
 from ..spec import Execution, RunSpec
 from ..store import Store
-from .plan import Pack, data_key, plan_all
-from .runner import PackRunner, Reporter, engine_options, failure, flops_in
+from .plan import Pack, data_key, flops_in, plan_all
+from .runner import PackRunner, Reporter, engine_options, failure
 from .session import Session
 
 
