@@ -10,11 +10,13 @@ it cannot read; `row_problem` says what is wrong, and its kind is what `doctor` 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import pandas as pd
 
-from .spec import FIELD_TYPES, RunSpec
+from .spec import FIELD_TYPES, ID_VERSION, RunSpec
 
 # stopped: cut by a search at a rung (epochs_done says where); it resumes if asked to go on.
 STATUSES = ("running", "completed", "diverged", "failed", "stopped")
@@ -105,12 +107,23 @@ def run_id_problem(row: dict) -> str | None:
     """The id hashed from the row's config must be the row's: an edited config is another run. A
     row stored without a data fingerprint (an older store) hashes without one, as it was stored."""
     try:
-        recomputed = spec_from_row(row).run_id
+        spec = spec_from_row(row)
     except (TypeError, ValueError, OverflowError) as exc:
         return f"its config cannot be read ({type(exc).__name__}: {exc})"
-    if recomputed != row.get("run_id"):
-        return f"its config hashes to run id {recomputed}, not {row.get('run_id')} (the config was changed)"
-    return None
+    if spec.run_id == row.get("run_id"):
+        return None
+    if _is_missing(row.get("precision")) and id_before_precision(spec) == row.get("run_id"):
+        return ("its run id is of an older id scheme (stored before 2026-11-27, when precision became part "
+                "of a run's identity); train the run again to get it back")
+    return f"its config hashes to run id {spec.run_id}, not {row.get('run_id')} (the config was changed)"
+
+
+def id_before_precision(spec: RunSpec) -> str:
+    """The run id as stores before 2026-11-27 hashed it: every field of that day (precision and the
+    data fingerprint came later), so such a row is told from an edited one."""
+    fields = {k: v for k, v in spec.to_dict().items() if k not in ("precision", "data_fingerprint")}
+    payload = json.dumps({"v": ID_VERSION, **fields}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 CHECKS = (("status", status_problem), ("h", h_problem), ("accuracy", accuracy_problem),

@@ -170,6 +170,23 @@ def test_a_diverged_row_must_say_when(cli, store):
     assert sum(g["runs"] for g in strict_json(out)["groups"]) == 8
 
 
+def test_a_row_of_the_id_scheme_before_precision_is_named_as_such(cli, store):
+    from robustres.rows import id_before_precision, spec_from_row
+
+    path = run_file(store, h=1.0, seed=1)
+    old_id = id_before_precision(spec_from_row(pq.read_table(path).to_pylist()[0]))
+    # As a store of 2026-11-26 wrote it: no precision, no fingerprint, the id hashed without them.
+    edit(path, lambda t: t.drop(["precision", "data_fingerprint"]), run_id=old_id)
+    path.rename(path.with_name(f"{old_id}.parquet"))
+    code, out, err = report(cli, store, "--format", "json")
+    assert code == 0 and warnings_of(err) == [
+        f"warning: skipping damaged run row in {path.with_name(f'{old_id}.parquet')}: its run id is of an older "
+        "id scheme (stored before 2026-11-27, when precision became part of a run's identity); train the run "
+        "again to get it back"]
+    edit(path.with_name(f"{old_id}.parquet"), seed=2)  # the same row edited as well: that is what it says
+    assert "(the config was changed)" in report(cli, store, "--format", "json")[2]
+
+
 def test_a_config_edited_row_is_not_evaluated_as_another_run(cli, store):
     edit(run_file(store, h=1.0, seed=1), depth=4)
     code, out, err = cli("noise-eval", "--store", store, "--dataset", "two-moons", "--depths", "4", "--levels", "0",
