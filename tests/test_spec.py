@@ -147,3 +147,28 @@ def test_one_data_key_names_the_data_and_its_source():
     b = make_run_spec(dataset="two-moons", limit_train=200, h=0.5)
     assert data_key(a) != data_key(b) and data_key(a, limited=False) == data_key(b, limited=False)
     assert data_key(a) == data_key(a.with_(h=2.0, seed=9, train_noise=0.1))
+
+
+def test_the_docs_defaults_are_the_dataset_tables_and_the_field_tables():
+    """docs/train.md states the protocol defaults per dataset and the optimizer's; they must be what
+    a run gets (the dataset table, the field table), not a copy that drifts."""
+    import re
+    from pathlib import Path
+
+    from robustres.datasets import DATASETS
+
+    text = (Path(__file__).parent.parent / "docs" / "train.md").read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3
+    for names, _, depth, epochs, batch, schedule in rows:
+        for name in re.findall(r"`([a-z0-9-]+)`", names):
+            protocol = DATASETS[name].family.protocol if DATASETS[name].family else DATASETS["cifar10"].family.protocol
+            spec = make_run_spec(dataset=name)
+            assert (int(depth), int(epochs), int(batch)) == (protocol.depth, protocol.epochs, protocol.batch_size)
+            assert (spec.depth, spec.epochs, spec.batch_size) == (protocol.depth, protocol.epochs, protocol.batch_size)
+            lr, _, rest = schedule.strip().partition(", /10 after epoch")
+            assert float(lr.replace(" fixed", "")) == spec.lr and spec.gamma == 0.1
+            assert tuple(int(m) for m in re.findall(r"\d+", rest)) == spec.milestones
+    spec = make_run_spec()
+    sentence = f"Always {spec.optimizer.upper()} with momentum {spec.momentum:g} and no weight decay"
+    assert sentence in " ".join(text.split()) and spec.weight_decay == 0
