@@ -9,6 +9,7 @@ import re
 import pandas as pd
 
 from .atomic import write_atomic
+from .noise_stats import accuracy_table, against_plain, paired_line, propagation_table
 from .stats import LEVEL, level_label
 
 # ---------------------------------------------------------------------------------------------
@@ -147,36 +148,12 @@ def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFram
     figures = _Figures(folder)
     plt, save, colors = figures.plt, figures.save, figures.colors
     summaries = []
-    meta = runs[["run_id", "dataset", "depth", "h"]]
+    meta = runs[["run_id", "dataset", "depth", "h", "seed"]]
 
     if not noise.empty:
-        frame = noise.merge(meta, on="run_id")
-        for (dataset, depth, kind), g in frame.groupby(["dataset", "depth", "kind"]):
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            cmap = colors(g.h.unique())
-            for h, d in g.groupby("h"):
-                med = d.groupby("level").accuracy.median()
-                ax.plot(med.index, 100 * med.values, marker="o", color=cmap[h], label=f"h = {h:g}")
-            ax.set_xlabel(f"test-noise level ({kind})")
-            ax.set_ylabel("test accuracy, % (median over seeds)")
-            ax.set_title(f"{dataset}, depth {depth}: corrupted test inputs")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-            save(fig, f"noise-acc-{dataset}-depth{depth}-{kind}")
+        summaries += _noise_accuracy(figures, noise.merge(meta, on="run_id"))
     if not prop.empty:
-        frame = prop.merge(meta, on="run_id")
-        for (dataset, depth, kind, level), g in frame.groupby(["dataset", "depth", "kind", "level"]):
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            cmap = colors(g.h.unique())
-            for h, d in g.groupby("h"):
-                med = d.groupby("block").value.median()
-                ax.plot(med.index, med.values, color=cmap[h], label=f"h = {h:g}")
-            ax.set_xlabel("block n (0: the input to the first block)")
-            ax.set_ylabel("||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||")
-            ax.set_title(f"{dataset}, depth {depth}: {kind} noise {level:g} through the blocks")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-            save(fig, f"propagation-{dataset}-depth{depth}-{kind}-{level:g}")
+        _propagation(figures, prop.merge(meta, on="run_id"))
     if not stats.empty:
         frame = stats.merge(meta, on="run_id")
         for (dataset, depth, layer), g in frame.groupby(["dataset", "depth", "layer"]):
@@ -199,6 +176,49 @@ def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFram
             fig.suptitle(f"{dataset}, depth {depth}: layer {layer}")
             save(fig, f"layer-norms-{dataset}-depth{depth}-layer{layer}")
     return figures.written, summaries
+
+
+def _noise_accuracy(figures: _Figures, frame: pd.DataFrame) -> list[str]:
+    """Accuracy against the test-noise level per h, with intervals (noise_stats); returns each h
+    against h = 1, in words."""
+    plt, save, colors = figures.plt, figures.save, figures.colors
+    table = pd.DataFrame(accuracy_table(frame))
+    summaries = [f"{r['dataset']} depth {r['depth']} {r['kind']} {r['level']:g}: {paired_line(r)}"
+                 for r in against_plain(frame)]
+    for (dataset, depth, kind), g in table.groupby(["dataset", "depth", "kind"]):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        cmap = colors(g.h.unique())
+        for h, d in g.groupby("h"):
+            d = d.sort_values("level")
+            ax.errorbar(d.level, 100 * d["median"], yerr=_ci(d), marker="o", capsize=3, color=cmap[h],
+                        label=f"h = {h:g}")
+        ax.set_xlabel(f"test-noise level ({kind})")
+        ax.set_ylabel(f"test accuracy, % (median over seeds, {level_label(LEVEL)} % CI)")
+        ax.set_title(f"{dataset}, depth {depth}: corrupted test inputs")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        save(fig, f"noise-acc-{dataset}-depth{depth}-{kind}")
+    return summaries
+
+
+def _propagation(figures: _Figures, frame: pd.DataFrame) -> None:
+    """Prop. 2: the relative perturbation against block per h, median over seeds with its band."""
+    plt, save, colors = figures.plt, figures.save, figures.colors
+    table = pd.DataFrame(propagation_table(frame))
+    for (dataset, depth, kind, level), g in table.groupby(["dataset", "depth", "kind", "level"]):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        cmap = colors(g.h.unique())
+        for h, d in g.groupby("h"):
+            d = d.sort_values("block")
+            ax.plot(d.block, d["median"], color=cmap[h], label=f"h = {h:g}")
+            ax.fill_between(d.block, d.ci_low, d.ci_high, color=cmap[h], alpha=0.2, linewidth=0)
+        ax.set_xlabel("block n (0: the input to the first block)")
+        ax.set_ylabel("||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||")
+        ax.set_title(f"{dataset}, depth {depth}: {kind} noise {level:g} through the blocks "
+                     f"(median over seeds, {level_label(LEVEL)} % band)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        save(fig, f"propagation-{dataset}-depth{depth}-{kind}-{level:g}")
 
 
 def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int) -> list:

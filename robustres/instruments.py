@@ -155,7 +155,8 @@ def _evaluate_run(store: Store, spec: RunSpec, model, data: D.Data, levels: list
             acc = accuracy_under_noise(model, data, kind, level)
             evals.append({"kind": kind, "level": level, "accuracy": acc, "n_test": len(data.test_y)})
             results.append({"run_id": spec.run_id, "dataset": spec.dataset, "depth": spec.depth, "h": spec.h,
-                            "seed": spec.seed, "kind": kind, "level": level, "accuracy": acc})
+                            "seed": spec.seed, "kind": kind, "level": level, "accuracy": acc,
+                            "n_test": len(data.test_y)})
             if with_propagation and level > 0:
                 for block, value in enumerate(propagation(model, data, kind, level)):
                     props.append({"kind": kind, "level": level, "block": block, "value": value})

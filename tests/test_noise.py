@@ -184,3 +184,42 @@ def test_test_noise_takes_the_store_of_its_preset(cli, tmp_path):
     assert code == 0, err  # read from the preset's store, not $ROBUSTRES_STORE
     assert len(json.loads(out)["noise_evals"]) == 2
     assert not (tmp_path / "store").exists()
+
+
+def test_noise_eval_gives_intervals_over_seeds_and_compares_each_h_with_h1_seed_by_seed(cli, tmp_path):
+    import numpy as np
+
+    from robustres.stats import paired, seed_estimate
+
+    code, _, err = cli("train", "--depth", "8", "--h", "0.1,1", "--seeds", "3", "--epochs", "3")
+    assert code == 0, err
+    code, out, err = cli("noise-eval", "--levels", "0,0.5", "--propagation", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    raw = got["noise_evals"]
+    assert len(got["accuracy"]) == 2 * 2 and {r["seeds"] for r in got["accuracy"]} == {3}
+    for cell in got["accuracy"]:
+        mine = [r["accuracy"] for r in raw if (r["h"], r["level"]) == (cell["h"], cell["level"])]
+        expected = seed_estimate(mine, 1000)  # report's statistic: seeds and the test set's noise
+        assert (cell["median"], cell["ci_low"], cell["ci_high"]) == pytest.approx(
+            (expected.value, expected.low, expected.high)) and cell["n_test"] == 1000
+        assert cell["ci_low"] < cell["median"] < cell["ci_high"]  # never a bare median
+    assert sorted((r["h"], r["versus_h"], r["level"]) for r in got["against_plain"]) == [(0.1, 1.0, 0), (0.1, 1.0, 0.5)]
+    for row in got["against_plain"]:
+        acc = {(r["h"], r["seed"]): r["accuracy"] for r in raw if r["level"] == row["level"]}
+        expected = paired([acc[(0.1, s)] for s in range(3)], [acc[(1.0, s)] for s in range(3)])
+        assert (row["seeds"], row["median_diff"], row["p_improvement"]) == pytest.approx(
+            (3, expected.median_diff, expected.p_improvement))
+    prop = Store(tmp_path / "store").propagation()
+    blocks = [r for r in got["propagation"] if (r["h"], r["level"], r["block"]) == (0.1, 0.5, 8)]
+    assert len(blocks) == 1 and blocks[0]["seeds"] == 3
+    runs = Store(tmp_path / "store").runs().set_index("run_id")
+    values = prop[(prop.block == 8) & (prop.level == 0.5) & prop.run_id.map(runs.h).eq(0.1)].value
+    assert blocks[0]["median"] == pytest.approx(np.median(values))
+    assert blocks[0]["ci_low"] <= blocks[0]["median"] <= blocks[0]["ci_high"]
+    assert any(r["ci_high"] > r["ci_low"] for r in got["propagation"])
+    code, out, err = cli("noise-eval", "--levels", "0.5", "--propagation")
+    assert code == 0, err
+    assert "h=0.1 against h=1:" in out and "P(h=0.1 better)" in out and "] over 3 seed(s)" in out
+    code, out, err = cli("report", "--plot", tmp_path / "figs")
+    assert code == 0 and "two-moons depth 8 gaussian 0.5: h=0.1 against h=1:" in out, err

@@ -108,17 +108,21 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
         print(f"error: none of the {len(result.specs)} matching runs has a usable checkpoint",
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
-    if as_json:
-        print(render.dumps({"noise_evals": result.results}))
-        raise typer.Exit(EXIT_OK)
     prop = None
     if with_propagation:
         import pandas as pd
 
         prop = store.propagation()
-        prop = prop[prop.run_id.isin([s.run_id for s in result.specs])].merge(
-            pd.DataFrame([{"run_id": s.run_id, "depth": s.depth, "h": s.h} for s in result.specs]), on="run_id")
-    render.print_noise_table(result.results, result.evaluated, store.root, prop)
+        prop = prop[prop.run_id.isin([s.run_id for s in result.specs])].merge(pd.DataFrame(
+            [{"run_id": s.run_id, "dataset": s.dataset, "depth": s.depth, "h": s.h} for s in result.specs]),
+            on="run_id")
+    from ..noise_stats import summarize
+
+    summary = summarize(result.results, prop)
+    if as_json:
+        print(render.dumps({"noise_evals": result.results, **summary}))
+        raise typer.Exit(EXIT_OK)
+    render.print_noise_table(summary, result.evaluated, store.root)
     raise typer.Exit(EXIT_OK)
 
 

@@ -315,27 +315,44 @@ LITTER_TEXT = {
 }
 
 
-def print_noise_table(results: list[dict], evaluated: int, store_root, propagation=None) -> None:
-    """Accuracy on corrupted test inputs, median over seeds, per (dataset, depth, h, kind) and level;
-    with `propagation` (rows of the store's table for these runs, with depth and h), the median
-    relative perturbation at the last block."""
-    import pandas as pd
+def print_noise_table(summary: dict, evaluated: int, store_root) -> None:
+    """Accuracy on corrupted test inputs per (dataset, depth, h, kind) and level: the median over
+    seeds with its interval (noise_stats.accuracy_table); then each h against h = 1 per level, seed
+    by seed; with --propagation, the relative perturbation at the last block with its interval."""
+    from ..noise_stats import paired_line
 
-    frame = pd.DataFrame(results)
-    table = Table(title=f"robustres noise-eval: {evaluated} run(s), accuracy on corrupted test inputs "
-                        f"(median over seeds), store {store_root}")
-    levels = sorted(frame.level.unique())
+    rows = summary["accuracy"]
+    level = level_label(rows[0]["level_of_ci"]) if rows else "95"
+    table = Table(title=f"robustres noise-eval: {evaluated} run(s), accuracy on corrupted test inputs, % "
+                        f"(median over seeds [{level} % interval: seeds and test-set noise]), store {store_root}")
+    levels = sorted({r["level"] for r in rows})
     for col in ["dataset", "depth", "h", "kind"] + [f"{lv:g}" for lv in levels]:
         table.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
-    for (ds, dp, hv, kind), g in frame.groupby(["dataset", "depth", "h", "kind"]):
-        med = g.groupby("level").accuracy.median()
-        table.add_row(ds, str(dp), f"{hv:g}", kind, *[pct(med.get(lv)) for lv in levels])
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["depth"], r["h"], r["kind"]), {})[r["level"]] = r
+    for (ds, dp, hv, kind), by_level in cells.items():
+        table.add_row(ds, str(dp), f"{hv:g}", kind, *[_with_interval(by_level.get(lv)) for lv in levels])
     console().print(table)
-    if propagation is not None and not propagation.empty:
-        last = propagation[propagation.block == propagation.groupby("run_id").block.transform("max")]
-        for (dp, hv, kind, lv), g in last.groupby(["depth", "h", "kind", "level"]):
-            print(f"depth {dp} h {hv:g} {kind} {lv:g}: relative perturbation at the last block, median "
-                  f"{g.value.median():.3f}")
+    for r in summary["against_plain"]:
+        print(f"{r['dataset']} depth {r['depth']} {r['kind']} {r['level']:g}: {paired_line(r)}")
+    if not summary["against_plain"] and rows:
+        print("no h = 1 runs among these: nothing to compare the other h with seed by seed")
+    last: dict[tuple, dict] = {}
+    for r in summary.get("propagation", []):
+        key = (r["dataset"], r["depth"], r["h"], r["kind"], r["level"])
+        if key not in last or r["block"] > last[key]["block"]:
+            last[key] = r
+    for (ds, dp, hv, kind, lv), r in last.items():
+        print(f"{ds} depth {dp} h {hv:g} {kind} {lv:g}: relative perturbation at the last block, median "
+              f"{r['median']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] over {r['seeds']} seed(s)"
+              + (f" ({r['why_no_interval']})" if r["why_no_interval"] else ""))
+
+
+def _with_interval(r: dict | None) -> str:
+    if r is None:
+        return "-"
+    return f"{pct(r['median'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
 
 
 def print_presets(presets: list[tuple[str, str]]) -> None:
