@@ -17,7 +17,7 @@ fi
 echo "data: $DATA"
 
 # 1. correctness on the device
-timeout 45 python3 -m benchmarks.gpu_checks 2>&1 | tee "$OUT/checks.txt"
+timeout 60 python3 -m benchmarks.gpu_checks 2>&1 | tee "$OUT/checks.txt"
 
 # 1b. can custom kernels beat cuDNN + separate passes here? One block, forward + backward, in Triton
 #     kernels that fold BN into the convolutions (63 bytes per element against ~82 compiled), at the

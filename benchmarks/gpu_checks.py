@@ -5,6 +5,9 @@
 2. Divergence isolation: an MLP ResNet at h = 20 packed beside h = 0.1; the h = 0.1 model's
    per-step losses against its run alone.
 3. bf16 autocast: a pack of four ResNet-20s (h = 0.1, 0.5, 1, 2) against each alone, 20 steps.
+4. Per-model hyperparameters (optimizers.py) under CUDA graphs: a pack of three learning rates,
+   momenta and weight decays (SGD, then Adam) replayed across an lr change against eager steps, and
+   a diverged model's slices and optimizer state zeroed in channels_last.
 """
 
 from __future__ import annotations
@@ -167,7 +170,40 @@ def main() -> None:
     drift = ((packed - alone).abs() / alone.abs()).max(0).values.tolist()
     print("bf16 pack of 4 vs alone, max relative loss drift over 20 steps per h (0.1, 0.5, 1, 2): "
           + ", ".join(f"{d:.1e}" for d in drift))
+    ok &= per_model_hyperparameters()
     print("gpu checks:", "all ok" if ok else "SOME FAILED")
+
+
+def per_model_hyperparameters() -> bool:
+    """Learning rates are device tensors the captured graph reads: after set_lr the replayed steps
+    must follow the eager ones (a graph that kept the old lr would drift by ~the lr ratio)."""
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    ok = True
+    for optimizer, lrs in (("sgd", (0.02, 0.1, 0.3)), ("adam", (0.001, 0.003, 0.01))):
+        specs = [make_run_spec(dataset="synthetic", depth=8, n_train=1280, n_test=16, h=0.5, seed=0, lr=lr,
+                               momentum=mu, weight_decay=wd, optimizer=optimizer, milestones=(1,))
+                 for lr, mu, wd in zip(lrs, (0.9, 0.5, 0.0), (0.0, 1e-3, 5e-3))]
+        data = D.load(specs[0], ".").to(DEV)
+        rows = []
+        for graphs in (True, False):
+            unit = units.Unit([0, 1, 2], specs, data, DEV, units.Options(cuda_graphs=graphs))
+            unit.set_lr(0)
+            first = losses([unit], data, specs, 6, 128)
+            unit.set_lr(1)  # past the milestone: each lr / 10, in place
+            rows.append(torch.cat([first, losses([unit], data, specs, 6, 128)]))
+        diff = ((rows[0] - rows[1]).abs() / rows[1].abs()).max().item()
+        good = diff <= 1e-4
+        ok &= good
+        print(f"per-model hyperparameters, {optimizer}, graphed vs eager over an lr change (12 steps): "
+              f"relative loss difference {diff:.1e} {'ok' if good else 'FAIL'}")
+    unit.freeze([0])
+    zeroed = all(t[0].abs().sum().item() == 0 for ts in unit.optimizer.tensors().values() for t in ts) and all(
+        p.detach().unflatten(0, (3, -1))[0].abs().sum().item() == 0 for p in unit.model.parameters())
+    ok &= zeroed
+    print(f"freeze in channels_last={unit.channels_last}: slices and optimizer state zeroed {zeroed} "
+          f"{'ok' if zeroed else 'FAIL'}")
+    torch.backends.cudnn.deterministic = False
+    return ok
 
 
 if __name__ == "__main__":

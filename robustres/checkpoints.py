@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from .atomic import write_atomic, write_bytes_atomic
-from .models import split_state, stack_states
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -105,12 +104,3 @@ def load_checkpoint(path: Path | None, run_id: str | None = None) -> dict | None
         return None
     return state
 
-
-def split_optimizer(state: dict, k: int, count: int) -> dict:
-    return {"state": {i: split_state(s, k, count) for i, s in state["state"].items()},
-            "param_groups": state["param_groups"]}
-
-
-def stack_optimizers(states: list[dict]) -> dict:
-    return {"state": {i: stack_states([s["state"][i] for s in states]) for i in states[0]["state"]},
-            "param_groups": states[0]["param_groups"]}

@@ -37,6 +37,7 @@ from . import data as D
 from . import transforms as T
 from .checkpoints import load_checkpoint, save_pack, settle
 from .models import count_flops, count_params, init_model, steps_per_epoch
+from .optimizers import lr_at
 from .spec import RunSpec
 from .tuning import choose_fuse
 from .units import Options, Unit, make_streams, step_all
@@ -98,11 +99,6 @@ def describe(spec: RunSpec, input_shape: tuple[int, ...], num_classes: int) -> d
     return {"params": count_params(model), "flops_per_image": count_flops(model, example)}
 
 
-def lr_at(spec: RunSpec, epoch: int) -> float:
-    """Step schedule: lr * gamma^(number of milestones passed); `epoch` is 0-based."""
-    return spec.lr * spec.gamma ** sum(1 for m in spec.milestones if epoch >= m)
-
-
 # ---------------------------------------------------------------------------------------------
 # The training loop, read top to bottom
 # ---------------------------------------------------------------------------------------------
@@ -113,8 +109,9 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
           on_step: OnStep | None = None, options: Options = Options()) -> list[Outcome]:
     """Train a pack of runs on `data` (already on `device`); one Outcome per run, in order.
 
-    The runs must share everything but h, seed and training noise, and their checkpoints (if any)
-    must be at the same epoch: resume works per pack.
+    The runs must share everything but h, seed, training noise, lr, momentum and weight decay (each
+    model steps with its own; the schedule's milestones and gamma are shared), and their
+    checkpoints (if any) must be at the same epoch: resume works per pack.
     """
     specs, first = list(specs), specs[0]
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(specs)
@@ -139,10 +136,9 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
     for epoch in epochs_to_train(specs, start_epoch, last_epoch):
         # One pass over the data: each run in its own order, every unit one step at a time.
         started = time.perf_counter()
-        lr = lr_at(first, epoch)
         order = T.order(seeds, epoch, n)  # [K, n]
         for unit in units:
-            unit.set_lr(lr)
+            unit.set_lr(epoch)
             unit.start_epoch()
         for step in range(steps):
             step_all(units, data, order, epoch, step, first.batch_size, streams)
@@ -160,7 +156,7 @@ def train(specs: Sequence[RunSpec], data: D.Data, device: torch.device,
         # Evaluate, record the epoch, and checkpoint every living run when it is time: all of them
         # or (killed meanwhile) none.
         save = epoch + 1 == last_epoch or time.perf_counter() - last_save >= options.checkpoint_seconds
-        save_pack([item for unit in units for item in record_epoch(unit, data, specs, outcomes, dead, epoch, lr,
+        save_pack([item for unit in units for item in record_epoch(unit, data, specs, outcomes, dead, epoch,
                                                                    started, checkpoints if save else None, fuse)])
         last_save = time.perf_counter() if save else last_save
         for i in (i for i, _ in enumerate(outcomes) if on_epoch is not None and i not in dead):
@@ -261,7 +257,7 @@ def mark_diverged(unit: Unit, outcomes: list[Outcome], dead: set[int], epoch: in
 
 
 def record_epoch(unit: Unit, data: D.Data, specs: list[RunSpec], outcomes: list[Outcome], dead: set[int],
-                 epoch: int, lr: float, started: float, checkpoints: list[Path | None] | None,
+                 epoch: int, started: float, checkpoints: list[Path | None] | None,
                  fused: bool) -> list[tuple[Path, dict]]:
     """Test the unit's models and append each living run's EpochRecord; returns the (path, state)
     checkpoints to save when asked for them."""
@@ -274,7 +270,7 @@ def record_epoch(unit: Unit, data: D.Data, specs: list[RunSpec], outcomes: list[
             continue
         seconds = (time.perf_counter() - started) / len(specs)  # a pack's time, shared out
         outcomes[i].history.append(EpochRecord(epoch + 1, train_loss[j], train_acc[j], test_loss[j], test_acc[j],
-                                               lr, seconds))
+                                               lr_at(specs[i], epoch), seconds))
         outcomes[i].seconds += seconds
         if checkpoints is not None and checkpoints[i] is not None:
             model_state, optimizer_state = unit.checkpoint_state(j)

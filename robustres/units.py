@@ -1,11 +1,12 @@
-"""Units: some models of a pack as one network with one optimizer, and one SGD step of them.
+"""Units: some models of a pack as one network with one optimizer, and one training step of them.
 
 A unit holds K models fused along the channel axis (grouped convolutions, per-model h; see
 models.py and docs/train.md, "Packs: many runs, one network"), or a single model. Each model sees
 its own minibatch, augmentation and noise (every random choice is a hash of seed, epoch and step,
 see transforms.py) and gets the gradient of its own loss. A model whose loss turns non-finite is
 masked out of the sum at once, on the device, and frozen by the host at the end of the epoch
-(`freeze`). On CUDA a step is captured once as a CUDA graph and replayed.
+(`freeze`). Each model keeps its own lr, momentum and weight decay (optimizers.py). On CUDA a step
+is captured once as a CUDA graph and replayed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 
 from . import data as D
 from . import transforms as T
-from .checkpoints import split_optimizer, stack_optimizers
 from .models import build_pack, split_state, stack_states, steps_per_epoch
+from .optimizers import PackOptimizer, lr_at
 from .spec import RunSpec
 
 log = logging.getLogger("robustres")
@@ -56,16 +57,8 @@ class Options:
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimizers and precision
+# Precision
 # ---------------------------------------------------------------------------------------------
-
-
-def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
-    params = list(params)
-    if spec.optimizer == "adam":
-        # capturable: Adam keeps its step count on the device, so a CUDA graph can replay it.
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, capturable=params[0].is_cuda)
-    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
 def autocast(device: torch.device, precision: str):
@@ -112,9 +105,9 @@ class Unit:
         model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.model = model
         self.forward = torch.compile(model) if options.compile else model
-        self.optimizer = make_optimizer(first, model.parameters())
-        if states is not None and all(s["optimizer"]["state"] for s in states):
-            self.optimizer.load_state_dict(stack_optimizers([s["optimizer"] for s in states]))
+        self.optimizer = PackOptimizer(model.parameters(), self.specs)
+        if states is not None:
+            self.optimizer.load([s["optimizer"] for s in states])
         k = len(members)
         self.k = k
         self.index = torch.tensor(members, device=device)
@@ -141,9 +134,9 @@ class Unit:
         steps = steps_per_epoch(first, len(data.train_y))
         self.track_buf = torch.zeros((steps, len(self.tracked), 2, k), device=device) if self.tracked else None
 
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def set_lr(self, epoch: int) -> None:
+        """Each model's own lr for this epoch (0-based) of the pack's shared schedule."""
+        self.optimizer.set_lr([lr_at(spec, epoch) for spec in self.specs])
 
     def start_epoch(self) -> None:
         self.loss_sum.zero_()
@@ -191,7 +184,8 @@ class Unit:
         """One SGD step of every model of the unit; returns their losses [K] (on the device).
 
         On CUDA a full-size batch replays a captured graph of `_step` after a few eager warm-up
-        steps; the graph is captured again when the learning rate or the frozen set changes.
+        steps; the graph is captured again when the frozen set changes (the learning rates are
+        device tensors that the graph reads).
         """
         idx = order[self.index, step * batch_size:(step + 1) * batch_size]  # [K, b]
         self.epoch_t.fill_(epoch)
@@ -202,7 +196,7 @@ class Unit:
         if self.eager_steps < 3:  # warm-up: cuDNN picks its algorithms, momentum buffers appear
             self.eager_steps += 1
             return self._step(data, self.idx).clone()
-        key = (self.optimizer.param_groups[0]["lr"], tuple(self.frozen), id(data))
+        key = (tuple(self.frozen), id(data))
         if self.graph is None or self.graph[0] != key:
             self.graph = None
             try:
@@ -228,14 +222,14 @@ class Unit:
         self.alive &= finite
         # Only the living contribute; where() (not a product) keeps a NaN loss out of the sum.
         loss = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         if self.frozen:
             for p in self.model.parameters():
-                p.grad.view(self.k, -1).index_fill_(0, self.frozen_t, 0)
+                p.grad.unflatten(0, (self.k, -1)).index_fill_(0, self.frozen_t, 0)
         if self.tracked:
-            stats = torch.stack([torch.stack([p.detach().view(self.k, -1).norm(dim=1),
-                                              p.grad.view(self.k, -1).norm(dim=1)]) for _, p in self.tracked])
+            stats = torch.stack([torch.stack([p.detach().reshape(self.k, -1).norm(dim=1),
+                                              p.grad.reshape(self.k, -1).norm(dim=1)]) for _, p in self.tracked])
             self.track_buf.index_copy_(0, self.step_t.view(1), stats.unsqueeze(0))
         self.optimizer.step()
         self.loss_sum += torch.where(self.alive, losses.detach(), 0.0) * y.shape[0]
@@ -246,12 +240,9 @@ class Unit:
         """Zero and freeze diverged models' slices (parameters, buffers, optimizer state)."""
         with torch.no_grad():
             for t in list(self.model.parameters()) + list(self.model.buffers()):
-                if t.dim() > 0 and t.shape[0] % self.k == 0:
-                    t.view(self.k, -1)[positions] = 0
-            for state in self.optimizer.state.values():
-                for t in state.values():
-                    if torch.is_tensor(t) and t.dim() > 0:
-                        t.view(self.k, -1)[positions] = 0
+                if t.dim() > 0 and t.shape[0] % self.k == 0:  # unflatten: a view in any memory format
+                    t.unflatten(0, (self.k, -1))[positions] = 0
+        self.optimizer.freeze(positions)
         self.frozen = sorted(set(self.frozen) | set(positions))
         self.frozen_t = torch.tensor(self.frozen, device=self.alive.device)
 
@@ -274,8 +265,7 @@ class Unit:
 
     def checkpoint_state(self, position: int) -> tuple[dict, dict]:
         model = split_state(self.model.state_dict(), position, self.k)
-        optimizer = split_optimizer(self.optimizer.state_dict(), position, self.k)
-        return model, optimizer
+        return model, self.optimizer.state_for(position)
 
 
 def step_all(units: list[Unit], data: D.Data, order: torch.Tensor, epoch: int, step: int, batch_size: int,

@@ -15,7 +15,7 @@ from ..datasets import data_key, family_of, train_examples
 from ..devices import resolve_device
 from ..hardware import estimate, wall_time
 from ..spec import Execution, RunSpec
-from .plan import Pack, by_data, flops_per_image, pack_cost, pack_size, plan_group
+from .plan import PER_MODEL_FIELDS, Pack, by_data, flops_per_image, pack_cost, pack_size, plan_group, split_fields
 from .preflight import preflight
 from .session import Survey, survey
 
@@ -27,7 +27,7 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
     runs, sources = ready.runs, ready.sources
     work = survey(runs, execution)
     device = resolve_device(execution.device)
-    packs, warnings = [], []
+    packs, warnings, splits = [], [], []
     todo = {spec.run_id for spec in work.todo}
     for group in (g for g in by_data(runs) if any(spec.run_id in todo for spec in g)):
         source = sources[data_key(group[0], limited=False)]
@@ -35,9 +35,30 @@ def dry_run(runs: list[RunSpec], execution: Execution) -> dict:
             warnings.append(f"{source.missing} (training would stop here); without the data the run ids "
                             f"lack its fingerprint (run_ids null) and the cost is an estimate")
         packs += plan_packs(group, source, work, execution, device)
+        splits += [split_line(group)] if split_fields(group) else []
     return {"runs_total": len(runs), "runs_done": len(work.finished), "runs_todo": len(work.todo),
             "pack_size": execution.pack_size or "auto", "store": str(execution.store), "packs": packs,
-            "wall_time": wall_time([p["estimate"] for p in packs]), "warnings": warnings}
+            "splits": splits, "wall_time": wall_time([p["estimate"] for p in packs]), "warnings": warnings}
+
+
+def split_line(group: list[RunSpec]) -> str:
+    """Why one data group's runs train in separate packs, in one line."""
+    parts = [f"{name} ({', '.join(value_text(v) for v in sorted({getattr(spec, name) for spec in group}))})"
+             for name in split_fields(group)]
+    return (f"{group[0].dataset}: runs that differ in {' or '.join(parts)} train in separate packs (a pack's "
+            f"runs differ only in {', '.join(PER_MODEL_FIELDS)})")
+
+
+def value_text(value) -> str:
+    """A RunSpec value as the flags write it: true/false, milestones 40,60 (or none)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def json_value(value):
+    """A RunSpec value for JSON (milestones as a list)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def plan_packs(group: list[RunSpec], source: D.Source, work: Survey, execution: Execution,
@@ -54,13 +75,17 @@ def plan_packs(group: list[RunSpec], source: D.Source, work: Survey, execution: 
     size = pack_size(execution.pack_size, group, measured)
     flops = lambda spec: flops_per_image(spec, shape, classes)  # noqa: E731
     images = train_examples(group[0], source.n_train)
-    packs = []
+    split, packs = split_fields(group), []
     for pack, cost in plan_group(group, size, work.epochs_done, flops, source.n_train, todo=work.todo):
         first = pack.runs[0]
         packs.append({"dataset": first.dataset, "depth": first.depth, "k": pack.k, "epochs": first.epochs,
                       "start_epoch": pack.start_epoch, "train_images": images,
                       "h": sorted({s.h for s in pack.runs}), "seeds": sorted({s.seed for s in pack.runs}),
-                      "train_noise": sorted({s.train_noise for s in pack.runs}), "device": str(device),
+                      "train_noise": sorted({s.train_noise for s in pack.runs}),
+                      **{name: sorted({getattr(s, name) for s in pack.runs})
+                         for name in ("lr", "momentum", "weight_decay")},
+                      "split_by": {name: json_value(getattr(first, name)) for name in split},
+                      "device": str(device),
                       "tflop": cost / 1e12, "estimate": estimate(first, device.type, cost),
                       "run_ids": None if source.missing else [s.run_id for s in pack.runs]})
     return packs

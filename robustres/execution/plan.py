@@ -1,7 +1,8 @@
 """From runs to packs, for every executor and for the dry run: grouping, pack size and order.
 
-A pack holds runs that differ only in h, seed and training-noise level (the architecture, the
-schedule and the data are shared) and that stand at the same epoch, since a pack resumes together.
+A pack holds runs that differ only in h, seed, training-noise level, lr, momentum and weight decay
+(each model steps with its own, optimizers.py; the architecture, batch norm, optimizer, batch size,
+schedule and data are shared) and that stand at the same epoch, since a pack resumes together.
 Runs are grouped by their data first (one dataset on the device at a time); each group is cut into
 packs of at most the pack size, as evenly as possible, and the packs are ordered most expensive
 first, so that the long ones do not start last.
@@ -15,9 +16,10 @@ from typing import Callable
 
 from .. import engine
 from ..datasets import data_key, train_examples
-from ..spec import RunSpec
+from ..spec import RUN_FIELDS, RunSpec
 
-PER_MODEL_FIELDS = ("h", "seed", "train_noise")  # what may differ inside a pack
+# What may differ inside a pack: per-model tensors of the fused network and of its optimizer.
+PER_MODEL_FIELDS = ("h", "seed", "train_noise", "lr", "momentum", "weight_decay")
 # `--pack-size auto` where nothing measures the device the packs will run on (Ray workers, several
 # local workers, a dry run on CUDA): at most this many runs per pack. The local executor measures.
 AUTO_PACK_CAP = 16
@@ -36,6 +38,13 @@ class Pack:
 def pack_key(spec: RunSpec) -> RunSpec:
     """Runs with equal keys may share a pack."""
     return spec.with_(**{name: 0 for name in PER_MODEL_FIELDS})
+
+
+def split_fields(runs: list[RunSpec]) -> tuple[str, ...]:
+    """The fields that put these runs into separate packs: those outside PER_MODEL_FIELDS whose
+    values differ among them (depth, optimizer, bn, batch_size, epochs, ...), in field order."""
+    keys = {pack_key(spec) for spec in runs}
+    return tuple(f.name for f in RUN_FIELDS if len({getattr(key, f.name) for key in keys}) > 1)
 
 
 def by_data(runs: list[RunSpec]) -> list[list[RunSpec]]:
