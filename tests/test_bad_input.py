@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustres.grid import parse_h_grid, parse_ints, parse_seeds
+from robustres.axes import parse_h_grid, parse_ints, parse_seeds
 from robustres.spec import SpecError
 
 CUDA = torch.cuda.is_available()
@@ -185,7 +185,7 @@ CASES = [
      "key 'batch_size' is given twice (line 5, and before as 'batch-size')"),
     (["sweep", "--config", "{yaml}"], "depths: [3]\nh: {start: 0.1}\n",
      "key 'h' takes a value or a list, not a mapping"),
-    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: fast\n", "key 'lr' must be float, got 'fast'"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: fast\n", "--lr: 'fast' is not a number"),
     (["sweep", "--config", "{yaml}"], b"depths: [3]\nh: 0.1\n# caf\xe9\n",
      "not a UTF-8 text file (byte 0xe9 on line 3)"),
     (["sweep", "--config", "{yaml}"], bytes(range(256)), "not a UTF-8 text file"),

@@ -1,6 +1,6 @@
 import pytest
 
-from robustres.grid import parse_floats, parse_ints
+from robustres.axes import parse_floats, parse_ints
 from robustres.spec import RunSpec, SpecError, make_run_spec
 
 

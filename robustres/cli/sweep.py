@@ -10,14 +10,14 @@ from ..grid import merge_preset, sweep_runs
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
-from .options import AsJson, Force, execution_options, grid_options, run_options, with_options
+from .options import AsJson, AxisCommand, Force, execution_options, grid_options, run_options, with_options
 
 HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record. Runs already completed or "
         "diverged in the store are skipped; an interrupted sweep resumes where it stopped when the same command "
         "runs again.")
 
 
-@app.command(help=HELP, short_help="Train a depth x h x seed grid: plan, pack, resume, record.",
+@app.command(help=HELP, short_help="Train a depth x h x seed grid: plan, pack, resume, record.", cls=AxisCommand,
              epilog=examples("robustres sweep --config quick-moons",
                              "robustres sweep --dataset two-moons --depths 4,30 --h 0.01..2 --seeds 3 --epochs 30",
                              "robustres sweep --config fig6-cifar10 --dry-run"))
