@@ -144,6 +144,10 @@ def test_train_takes_each_axis_as_a_list_and_bn_bare_negated_or_listed(cli, tmp_
     assert planned("--bn") == [(0.1, True, "sgd", 64)]
     assert planned("--no-bn", "--optimizer", "adam") == [(0.1, False, "adam", 64)]
     assert planned("--bn", "--h", "0.5") == [(0.5, True, "sgd", 64)]  # bare, followed by another flag
+    for args, bn in (((), [True]), (("--no-bn",), [False]), (("--bn", "off"), [False]),
+                     (("--bn=on,off",), [True, False])):
+        code, out, err = cli("train", "--dataset", "synthetic", "--depth", "8", *args, "--dry-run", "--json")
+        assert code == 0 and [r["bn"] for r in json.loads(out)["runs"]] == bn, (args, err)  # CIFAR-like: BN by default
     assert sorted(planned("--bn", "on,off", "--optimizer", "sgd,adam", "--batch-size", "32,64", "--h", "0.1,1")) \
         == sorted((h, bn, o, b) for h in (0.1, 1.0) for bn in (True, False) for o in ("sgd", "adam") for b in (32, 64))
     code, _, err = cli("train", "--depth", "3", *SMALL, "--momentum", "0,0.9", "--weight-decay", "0,5e-4",
