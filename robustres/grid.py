@@ -8,10 +8,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .axes import axis_values, parse_floats, parse_h_grid, parse_ints, real, whole
 from .datasets import DATASETS
 from .spec import (
     AXES,
@@ -21,13 +21,11 @@ from .spec import (
     GRID_FIELDS,
     MAX_DEPTH,
     MAX_RUNS,
-    MAX_SEED,
     MIN_SEEDS,
     PRECISIONS,
     RUN_OPTIONS,
     RunSpec,
     SpecError,
-    checked_count,
     make_execution,
     make_run_spec,
     meta,
@@ -58,38 +56,6 @@ LIST_KEYS = GRID_KEYS + tuple(k for k in RUN_KEYS if FIELD_TYPES[k] is tuple) + 
     k for k in EXECUTION_KEYS if EXECUTION_TYPES[k] is tuple)
 
 
-# ---------------------------------------------------------------------------------------------
-# Parsing of list-valued options
-# ---------------------------------------------------------------------------------------------
-def parse_floats(name: str, text: str) -> list[float]:
-    items = [t.strip() for t in str(text).split(",")]
-    if not items or any(t == "" for t in items):
-        raise SpecError(f"{name} must be a comma-separated list of numbers, got {text!r}")
-    out = []
-    for t in items:
-        try:
-            out.append(float(t))
-        except ValueError:
-            raise SpecError(f"{name}: {t!r} is not a number") from None
-        if out[-1] == 0 and any(c in "123456789" for c in t.lower().split("e")[0]):
-            raise SpecError(f"{name}: {t!r} is too small for a float (it would be 0); write 0 for zero")
-    return out
-
-
-def parse_ints(name: str, text: str, *, allow_empty: bool = False) -> list[int]:
-    text = str(text).strip()
-    if allow_empty and text in ("", "none"):
-        return []
-    items = [t.strip() for t in text.split(",")]
-    out = []
-    for t in items:
-        try:
-            out.append(int(t))
-        except ValueError:
-            raise SpecError(f"{name}: {t!r} is not a whole number") from None
-    return out
-
-
 def parse_filters(dataset: str | None, depths: str | None, h: str | None, train_noise: str | None,
                   depth_flag: str = "--depths") -> dict:
     """report's and noise-eval's filters (report.Filters' fields). A value no run can ever have (an
@@ -110,147 +76,8 @@ def parse_filters(dataset: str | None, depths: str | None, h: str | None, train_
 
 
 # ---------------------------------------------------------------------------------------------
-# Sweeps: grids of depth x h x seed x training noise, from flags and/or a YAML file
+# Sweeps: grids over the table's axes (depth x h x seed x training noise x lr ...), from flags and/or YAML
 # ---------------------------------------------------------------------------------------------
-
-
-def _number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SpecError(f"{name}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SpecError(f"{name}: {text!r} is not finite")
-    return value
-
-
-def decade_grid(a: float, b: float) -> list[float]:
-    """The 1-2-5 values of every decade from a to b, with a and b themselves always included."""
-    values = {a, b}
-    for exponent in range(math.floor(math.log10(a)) - 1, math.ceil(math.log10(b)) + 1):
-        for mantissa in (1, 2, 5):
-            v = float(f"{mantissa}e{exponent}")  # exact decimal, no 0.30000000000000004
-            if a <= v <= b:
-                values.add(v)
-    return sorted(values)
-
-
-def log_grid(a: float, b: float, n: int) -> list[float]:
-    """n log-spaced points from a to b inclusive, rounded to 4 significant digits (ends exact), or to
-    as many more (up to 12) as keep the n points distinct."""
-    for digits in range(4, 13):
-        inner = [float(f"{a * (b / a) ** (i / (n - 1)):.{digits}g}") for i in range(1, n - 1)]
-        values = [a, *inner, b]
-        if len(set(values)) == n:
-            break
-    return values
-
-
-def parse_h_grid(text: str, name: str = "--h", limit: int = MAX_RUNS) -> list[float]:
-    """'0.1,0.5,1' (a list), 'A..B' (the decade grid of 1-2-5 steps) or 'A..B:N' (N log-spaced)."""
-    text = str(text).strip()
-    if ".." not in text:
-        values = parse_floats(name, text)
-    else:
-        bounds, colon, count = text.partition(":")
-        lo, _, hi = bounds.partition("..")
-        if lo.endswith(".") or hi.startswith(".") or ".." in hi:
-            raise SpecError(f"{name}: {shown(text)} is not a range; write A..B or A..B:N (two dots)")
-        if colon and not count.strip():
-            raise SpecError(f"{name}: nothing after ':' in {shown(text)}; write A..B:N, N the number of points")
-        a, b = _number(name, lo.strip()), _number(name, hi.strip())
-        if a <= 0 or b <= 0:
-            raise SpecError(f"{name}: a range needs A and B > 0 (a log grid), got {text!r}")
-        if a >= b:
-            raise SpecError(f"{name}: range {text!r} is empty or reversed; write A..B with A < B")
-        if count:
-            try:
-                n = int(count)
-            except ValueError:
-                raise SpecError(f"{name}: {count!r} after ':' is not a whole number") from None
-            if n < 2:
-                raise SpecError(f"{name}: a range needs at least 2 points, got {n}")
-            if n > limit:
-                raise SpecError(f"{name}: {n:,} points is more than a grid may hold ({limit:,} runs; --max-runs N "
-                                "allows more)")
-            values = log_grid(a, b, n)
-            if len(set(values)) < n:
-                print(f"warning: {name} {text}: {n - len(set(values)):,} of the {n:,} points coincide at 12 "
-                      f"significant digits and merge; the grid has {len(set(values)):,}", file=sys.stderr)
-        else:
-            values = decade_grid(a, b)
-    for v in values:
-        if not math.isfinite(v):
-            raise SpecError(f"{name}: h must be finite, got {v:g}")
-        if v < 0:
-            raise SpecError(f"{name}: h must be >= 0, got {v:g}")
-    return list(dict.fromkeys(values))
-
-
-def _too_many(count: int, limit: int, name: str = "--seeds") -> None:
-    if count > limit:
-        raise SpecError(f"{name}: {count:,} seeds is more than a grid may hold ({limit:,} runs; --max-runs N "
-                        "allows more)")
-
-
-def parse_seeds(value, limit: int | None = None, name: str = "--seeds") -> list[int]:
-    """5 -> seeds 0..4; '7,8,9' -> those; '3..6' -> 3, 4, 5, 6. More than `limit` seeds are refused
-    before any is listed (default: MAX_RUNS)."""
-    limit = MAX_RUNS if limit is None else limit
-    if isinstance(value, bool):
-        raise SpecError(f"{name}: {value!r} is not a count or a list of seeds")
-    if isinstance(value, int):
-        if value < 1:
-            raise SpecError(f"{name}: a count of seeds must be >= 1, got {value}")
-        _too_many(value, limit, name)
-        return list(range(value))
-    if isinstance(value, (list, tuple)):
-        _too_many(len(value), limit, name)
-        return list(dict.fromkeys(checked_count("seed", whole("seeds", v), minimum=0, maximum=MAX_SEED) for v in value))
-    text = str(value).strip()
-    if ".." in text:
-        lo, _, hi = text.partition("..")
-        a, b = parse_ints(name, lo)[0], parse_ints(name, hi)[0]
-        if a < 0 or b < a:
-            raise SpecError(f"{name}: range {shown(text)} is empty or negative")
-        _too_many(b - a + 1, limit, name)
-        checked_count("seed", b, minimum=0, maximum=MAX_SEED)
-        return list(range(a, b + 1))
-    items = parse_ints(name, text)
-    if len(items) == 1 and "," not in text:
-        return parse_seeds(items[0], limit, name)
-    _too_many(len(items), limit, name)
-    for s in items:
-        checked_count("seed", s, minimum=0, maximum=MAX_SEED)
-    return list(dict.fromkeys(items))
-
-
-def parse_seed_names(name: str, text: str) -> list[int]:
-    """`train --seed`: seeds by name, never a count: '3' is seed 3; '3,4' and '3..6' as in --seeds."""
-    text = str(text).strip()
-    if "," in text or ".." in text:
-        return parse_seeds(text, name=name)
-    seed = parse_ints(name, text)[0]
-    return [checked_count("seed", seed, minimum=0, maximum=MAX_SEED)]
-
-
-def whole(name: str, value) -> int:
-    """A YAML list item that must be a whole number: an int or a numeric string, never 3.7 or true."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{name}: {shown(value)} is not a whole number")
-    return value
-
-
-def real(name: str, value) -> float:
-    """A YAML list item that must be a number: an int, a float or a numeric string such as '1e-3'."""
-    if isinstance(value, str):
-        return _number(name, value.strip())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{name}: {shown(value)} is not a number")
-    return float(value)
-
 
 # The axes nest in field order, but h (the study's axis) and the seed (its repeats) innermost: runs
 # that differ only there follow each other, and one spec per point is made and copied per seed.
@@ -403,32 +230,22 @@ def _search_section(path: Path, value) -> dict:
     return section
 
 
-def _items(name: str, value, item, parse) -> list:
-    """A grid axis: a YAML list (each item checked by `item`) or a string for `parse`."""
-    if isinstance(value, (list, tuple)):
-        return [item(name, v) for v in value]
-    return parse(name, str(value))
+def flag_of(f) -> str:
+    """An axis's flag, named by its sweep key (--depths, --h, --lr, --weight-decay)."""
+    return "--" + meta(f).grid.replace("_", "-")
 
 
 def _axis_values(f, values: dict, max_runs: int) -> tuple:
-    """One axis's distinct values from merged sweep values, by its syntax (Meta.grid_syntax): a list
-    of the field's type, h's ranges too, or seeds (a count too); not given, its default."""
+    """One axis's distinct values from merged sweep values (axes.py's grammar); not given, its
+    default: one value, make_run_spec's, or a required axis refused."""
     m, key = meta(f), meta(f).grid
     given = values.get(key)
     if given is None and m.grid_required:
         noun = f"{key} grid" if m.grid_syntax == "range" else key
-        raise SpecError(f"no {noun} given (--{key.replace('_', '-')} {m.metavar} or '{key}:' in the config)")
-    if m.grid_syntax == "seeds":
-        return tuple(parse_seeds(MIN_SEEDS if given is None else given, max_runs))  # the fewest report answers from
-    if given is None:
-        return (None,)  # one value: make_run_spec's default
-    if m.grid_syntax == "range":
-        listed = _items(key, given, real, lambda _name, text: parse_h_grid(text, limit=max_runs))
-    elif FIELD_TYPES[f.name] is int:
-        listed = _items(key, given, whole, parse_ints)
-    else:
-        listed = _items(key, given, real, parse_floats)
-    return tuple(dict.fromkeys(listed))
+        raise SpecError(f"no {noun} given ({flag_of(f)} {m.metavar} or '{key}:' in the config)")
+    if given is None:  # the fewest seeds report answers from; for any other axis, the run's default
+        return axis_values(f, MIN_SEEDS, flag_of(f), max_runs) if m.grid_syntax == "seeds" else (None,)
+    return axis_values(f, given, flag_of(f), max_runs)
 
 
 def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUNS) -> SweepSpec:
@@ -442,8 +259,9 @@ def make_sweep_spec(values: dict, source: str = "flags", max_runs: int = MAX_RUN
         axes = tuple((name, _axis_values(by_name[name], values, max_runs)) for name in NESTING)
         options = {k: values[k] for k in RUN_KEYS if values.get(k) is not None}
         if "milestones" in options:
-            options["milestones"] = tuple(_items("milestones", options["milestones"], whole,
-                                                 lambda name, text: parse_ints(name, text, allow_empty=True)))
+            given = options["milestones"]
+            options["milestones"] = tuple(whole("milestones", m) for m in given) if isinstance(given, list) \
+                else tuple(parse_ints("milestones", str(given), allow_empty=True))
         spec = SweepSpec(axes, tuple(sorted(options.items())), source)
         if any(not listed for _, listed in axes):
             raise SpecError("the grid is empty")

@@ -41,7 +41,6 @@ from .hardware import check_device
 # Bump when the meaning of a RunSpec field changes, so old run ids do not collide with new ones.
 ID_VERSION = 1
 
-
 # Bounds on whole-number fields, so that no input can ask for more than a machine could ever do.
 MAX_SEED = 2**63 - 1  # seeds are int64 on the device
 MAX_EPOCHS = 100_000
@@ -49,7 +48,6 @@ MAX_SIZE = 100_000_000  # batch size, training/test set sizes, limits
 MAX_WIDTH = 100_000  # the MLP's width and hidden size
 MAX_RUNS = 10_000  # runs a sweep's grid may hold unless --max-runs says more
 MAX_DEPTH = 10_000  # the deepest ResNet in the literature has 1202 layers
-
 
 # Completed runs an h needs before report recommends it (report --min-seeds); here, not in report.py,
 # so that the CLI's help text can show it without importing pandas.
@@ -103,9 +101,9 @@ class Meta:
     # dataclass default (or no default worth saying).
     default: object = None
     grid: str | None = None  # the sweep key that lists this field's values (depths, h, seeds, ...): an axis
-    grid_syntax: str = "list"  # an axis's values: list (comma-separated), range (h's: A..B too), seeds (a count too)
+    grid_syntax: str = "list"  # list (of the field's type), range (h's: A..B too) or seeds (a count too): axes.py
     grid_required: bool = False  # a sweep must list this axis (else: one value, the default)
-    noise_eval: str = ""  # an option of noise-eval too: in "train-noise" mode only, or in "both" modes
+    noise_eval: str = ""  # noise-eval's option too: in "train-noise" mode (as every axis) or in "both" modes
     metavar: str = ""  # what the flag takes, shown in --help
     cli_type: type | None = None  # what the flag and YAML key take where not the field's type (pack_size: N|auto)
     sweep_only: bool = False  # execution options that only sweeps have
@@ -133,22 +131,26 @@ class RunSpec:
                           noise_eval="both", metavar="NAME")
     model: str = _field("resnet, vdcnn or mlp: follows from the dataset.", option=False)
     depth: int = _field("Depths, comma-separated, e.g. 20,110,218.", fill=BY_PROTOCOL, grid="depths",
-                        grid_required=True, metavar="LIST")
+                        grid_required=True, noise_eval="both", metavar="LIST")
     h: float = _field("h values: 0.1,0.5,1 (a list), 0.001..20 (1-2-5 steps per decade) or 0.001..1:7 (7 "
-                      "log-spaced).", fill=0.1, grid="h", grid_syntax="range", grid_required=True, metavar="GRID")
+                      "log-spaced).", fill=0.1, grid="h", grid_syntax="range", grid_required=True, noise_eval="both",
+                      metavar="GRID")
     seed: int = _field("5 (a count: seeds 0..4), 7,8,9 (those) or 3..6 (a range).", fill=0, grid="seeds",
                        grid_syntax="seeds", metavar="SEEDS")
-    bn: bool = _field("BatchNorm in every block.", fill=BY_PROTOCOL, flag="--bn/--no-bn")
+    bn: bool = _field("BatchNorm in every block: --bn alone is on; --bn on,off trains both.", fill=BY_PROTOCOL,
+                      flag="--bn/--no-bn", grid="bn", metavar="on,off")
     epochs: int = _field("Epochs.", fill=BY_PROTOCOL, noise_eval="train-noise", metavar="N")
-    batch_size: int = _field("Batch size.", fill=BY_PROTOCOL, metavar="N")
-    lr: float = _field("Initial learning rate.", fill=BY_PROTOCOL, noise_eval="train-noise", metavar="X")
-    momentum: float = _field("SGD momentum.", fill=0.9, metavar="X")
+    batch_size: int = _field("Batch sizes, e.g. 128 or 64,128.", fill=BY_PROTOCOL, grid="batch_size", metavar="LIST")
+    lr: float = _field("Initial learning rates: 0.1, 0.05,0.5 (a list) or 0.01..1 (a range, as --h).", fill=BY_PROTOCOL,
+                       grid="lr", grid_syntax="range", metavar="GRID")
+    momentum: float = _field("SGD momentum, e.g. 0.9 or 0,0.9.", fill=0.9, grid="momentum", metavar="LIST")
     milestones: tuple[int, ...] = _field(
         "Epochs after which lr is multiplied by gamma, e.g. 40,60; 'none' for a fixed lr.", fill=BY_PROTOCOL,
         noise_eval="train-noise", metavar="LIST", cli_type=str)
     gamma: float = _field("Learning-rate factor at each milestone.", fill=0.1, metavar="X")
-    weight_decay: float = _field("Weight decay: the paper uses none.", fill=0.0, metavar="X")
-    optimizer: str = _field("sgd or adam.", fill="sgd", metavar="NAME")
+    weight_decay: float = _field("Weight decay (the paper: none), e.g. 5e-4, 0,5e-4 or 1e-5..1e-3.", fill=0.0,
+                                 grid="weight_decay", grid_syntax="range", metavar="GRID")
+    optimizer: str = _field("sgd or adam; both: sgd,adam.", fill="sgd", grid="optimizer", metavar="LIST")
     train_noise: float = _field("Training-noise levels, comma-separated, e.g. 0,0.1,0.2 (a search searches each on "
                                 "its own).", fill=0.0, grid="train_noise", metavar="LIST")
     noise_kind: str = _field("gaussian, salt-pepper or mosaic (images), char-swap (text), gaussian (points).",
@@ -222,8 +224,6 @@ GRID_FIELDS = {meta(f).grid: f.name for f in RUN_FIELDS if meta(f).grid}  # swee
 # h) and the seed. A sweep axis added later (lr) is in it: each of its values is a block of its own.
 PROTOCOL_FIELDS = tuple(f.name for f in RUN_FIELDS if f.name not in ("dataset", "depth", "h", "seed", "train_noise"))
 AXES = tuple(f for f in RUN_FIELDS if meta(f).grid)  # the sweep axes, in field order
-
-
 
 # ---------------------------------------------------------------------------------------------
 # make_run_spec: the paper's protocol defaults, then every check

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustres.grid import parse_h_grid, parse_ints, parse_seeds
+from robustres.axes import parse_h_grid, parse_ints, parse_seeds
 from robustres.spec import SpecError
 
 CUDA = torch.cuda.is_available()
@@ -185,7 +185,7 @@ CASES = [
      "key 'batch_size' is given twice (line 5, and before as 'batch-size')"),
     (["sweep", "--config", "{yaml}"], "depths: [3]\nh: {start: 0.1}\n",
      "key 'h' takes a value or a list, not a mapping"),
-    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: fast\n", "key 'lr' must be float, got 'fast'"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: fast\n", "--lr: 'fast' is not a number"),
     (["sweep", "--config", "{yaml}"], b"depths: [3]\nh: 0.1\n# caf\xe9\n",
      "not a UTF-8 text file (byte 0xe9 on line 3)"),
     (["sweep", "--config", "{yaml}"], bytes(range(256)), "not a UTF-8 text file"),
@@ -224,6 +224,48 @@ CASES = [
     (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch: 0.3\n", "key 'search' takes a mapping"),
     (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch:\n  budjet: 0.3\n", "unknown key 'budjet'"),
     (["sweep", "--config", "{yaml}"], YAML_OK + "search:\n  rungs: [4, 2]\n", "strictly increasing"),
+    # issue 24: the protocol fields as axes: a value out of range, an unknown optimizer, an odd boolean
+    (S + ["--lr", "0.1,0"], None, "lr must be > 0, got 0"),
+    (S + ["--lr", "0..1"], None, "--lr: a range needs A and B > 0"),
+    (S + ["--momentum", "0,1"], None, "momentum must be < 1, got 1"),
+    (S + ["--weight-decay", "-1"], None, "--weight-decay: weight decay must be >= 0, got -1"),
+    (S + ["--batch-size", "64,0"], None, "batch size must be >= 1, got 0"),
+    (S + ["--batch-size", "64.5"], None, "--batch-size: '64.5' is not a whole number"),
+    (S + ["--optimizer", "sgd,adamw"], None, "unknown optimizer 'adamw'; choose one of: sgd, adam"),
+    (S + ["--optimizer", "sgd,,adam"], None, "--optimizer must be a comma-separated list"),
+    (S + ["--bn", "maybe"], None, "--bn: 'maybe' is neither on nor off (write on, off, true or false)"),
+    (S + ["--bn", "on", "--no-bn"], None, "--bn and --no-bn are both given; give one"),
+    (S + ["--no-bn", "--bn"], None, "--no-bn and --bn are both given; give one"),
+    (S + ["--lr", "0.1", "--lr", "0.2"], None, "--lr is given twice"),
+    (["train", "--lr", "0.05,0"], None, "lr must be > 0, got 0"),
+    (["train", "--momentum", "0.9,1"], None, "momentum must be < 1, got 1"),
+    (["train", "--weight-decay", "0,-5e-4"], None, "weight decay must be >= 0, got -0.0005"),
+    (["train", "--optimizer", "sgd,adamw"], None, "unknown optimizer 'adamw'"),
+    (["train", "--bn", "1"], None, "--bn: '1' is neither on nor off"),
+    (["train", "--bn", "--no-bn"], None, "--bn and --no-bn are both given; give one"),
+    (["train", "--batch-size", "0,64"], None, "batch size must be >= 1, got 0"),
+    (Q + ["--lr", "0.1,-1"], None, "--lr: lr must be >= 0, got -1"),
+    (Q + ["--optimizer", "adamw"], None, "unknown optimizer 'adamw'"),
+    (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--bn", "maybe"], None,
+     "--bn: 'maybe' is neither on nor off"),
+    (["noise-eval", "--mode", "train-noise", "--depth", "5", "--h", "0.1", "--lr", "0"], None, "lr must be > 0"),
+    (["noise-eval", "--optimizer", "adam"], None, "--optimizer goes with --mode train-noise"),
+    (["noise-eval", "--no-bn"], None, "--bn goes with --mode train-noise"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "lr: [0.1, 0]\n", "lr must be > 0, got 0"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "momentum: [0.9, 1]\n", "momentum must be < 1, got 1"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "weight_decay: -0.1\n", "weight decay must be >= 0, got -0.1"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "batch_size: [0]\n", "batch size must be >= 1, got 0"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "optimizer: [sgd, adamw]\n", "unknown optimizer 'adamw'"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "bn: [true, maybe]\n", "--bn: 'maybe' is neither on nor off"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "bn: [1]\n", "--bn: 1 is neither on nor off"),
+    (["sweep", "--config", "{yaml}"], YAML_OK + "optimizer: {sgd: 1}\n", "key 'optimizer' takes a value or a list"),
+    # the product of every axis is counted before a run is listed: 9,000^3 x 36 x 3 seeds, refused at once
+    (["sweep", "--depths", "3", "--h", "0.001..1:9000", "--lr", "0.001..1:9000", "--weight-decay", "1e-6..1e-2:9000",
+      "--momentum", "0,0.5,0.9", "--batch-size", "32,64,128", "--optimizer", "sgd,adam", "--bn", "on,off",
+      "--dry-run"], None, "the grid has 78,732,000,000,000 runs, more than the 10,000 allowed (--max-runs N"),
+    (["train", "--h", "0.001..1:9000", "--lr", "0.001..1:9000", "--optimizer", "sgd,adam", "--seeds", "3"], None,
+     "--h, --lr, --optimizer and the seeds make 486,000,000 runs, more than the 10,000 allowed"),
+    (S + ["--lr", "0.001..1:20000"], None, "--lr: 20,000 points is more than a grid may hold"),
 ]
 if not CUDA:
     CASES.append((["train", "--device", "cuda"], None, "CUDA is not available"))

@@ -1,6 +1,6 @@
 import pytest
 
-from robustres.grid import parse_floats, parse_ints
+from robustres.axes import parse_floats, parse_ints
 from robustres.spec import RunSpec, SpecError, make_run_spec
 
 
@@ -172,3 +172,34 @@ def test_the_docs_defaults_are_the_dataset_tables_and_the_field_tables():
     spec = make_run_spec()
     sentence = f"Always {spec.optimizer.upper()} with momentum {spec.momentum:g} and no weight decay"
     assert sentence in " ".join(text.split()) and spec.weight_decay == 0
+
+
+# The ids these specs had before lr, optimizer, bn, momentum, weight decay and batch size became
+# sweep axes (issue 24), and a digest of every run of the presets of that day, in sweep order: a
+# change of the field table must never move the id of a run a store already holds.
+RECORDED_IDS = [
+    (dict(dataset="two-moons", depth=4, h=0.1, seed=0), "bc9eeaca722a53ec"),
+    (dict(dataset="two-moons", depth=10, h=1.0, seed=2, lr=0.2, epochs=2), "723ab3348f290f39"),
+    (dict(dataset="two-moons", depth=3, h=0.5, seed=1, optimizer="adam", momentum=0.0, weight_decay=5e-4,
+          batch_size=64, bn=True), "9c06af060760cf28"),
+    (dict(dataset="cifar10", depth=110, h=0.1, seed=4), "878847313dd2e065"),
+    (dict(dataset="cifar10", depth=20, h=0.01, seed=0, bn=False, lr=0.05, train_noise=0.2, precision="bf16"),
+     "b22f66663219d340"),
+    (dict(dataset="ag-news", depth=49, h=0.3, seed=1, lr=0.01, limit_train=1000), "a2257aa83de8352d"),
+]
+RECORDED_PRESETS = {"ci-smoke": (8, "a2dd773e9d359fec"), "fig3-cifar10": (50, "c46f59b4b11ddc48"),
+                    "fig5-noise-agnews": (40, "c19c963771684eb8"), "fig5-noise-cifar10": (40, "e037fa10a6ca26f3"),
+                    "fig6-agnews": (100, "73cd0d277f67e8a8"), "fig6-cifar10": (210, "7c58d2d3e0f21dcc"),
+                    "quick-moons": (72, "b97e93071ee9ace5")}
+
+
+def test_the_run_ids_of_todays_runs_are_the_ids_they_always_had():
+    import hashlib
+
+    from robustres.grid import merge_preset, sweep_runs
+
+    assert [make_run_spec(**values).run_id for values, _ in RECORDED_IDS] == [run_id for _, run_id in RECORDED_IDS]
+    for name, (count, digest) in RECORDED_PRESETS.items():
+        runs = sweep_runs(merge_preset(name, {}), name, "fp32")
+        assert (len(runs), hashlib.sha256(",".join(r.run_id for r in runs).encode()).hexdigest()[:16]) == \
+            (count, digest), name

@@ -5,27 +5,34 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..grid import EXECUTION_KEYS, merge_preset, parse_filters, parse_floats, preset_slots
-from ..spec import EXECUTION_FIELDS, NOISE_KINDS, RUN_OPTIONS, SpecError, meta, modality_of
+from ..axes import parse_floats
+from ..grid import EXECUTION_KEYS, merge_preset, parse_filters, preset_slots
+from ..spec import AXES, EXECUTION_FIELDS, NOISE_KINDS, RUN_OPTIONS, SpecError, meta, modality_of
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import check_store, execution_of
-from .options import AsJson, Config, HGrid, Seeds, execution_options, run_options, with_options
+from .options import AsJson, AxisCommand, axis_flag, execution_options, grid_options, run_options, with_options
 from .sweep import run_sweep
 
-# train-noise mode is a sweep; test-noise trains nothing and refuses the options only training has
-TRAINING_ONLY = {f.name: meta(f).flag or "--" + f.name.replace("_", "-") for f in RUN_OPTIONS + EXECUTION_FIELDS
-                 if meta(f).noise_eval == "train-noise"}
+# train-noise mode is a sweep over every axis of the table but the one --levels lists; test-noise
+# trains nothing: it takes the axes that filter trained runs (noise_eval "both": depth, h) and
+# refuses the options only training has.
+LEVELS = next(f for f in AXES if f.name == "train_noise")
+SWEPT = tuple(f for f in AXES if f is not LEVELS)
+TRAINING_ONLY = {**{f.name: meta(f).flag or "--" + f.name.replace("_", "-") for f in RUN_OPTIONS + EXECUTION_FIELDS
+                    if meta(f).noise_eval == "train-noise"},
+                 **{meta(f).grid: axis_flag(f) for f in SWEPT if meta(f).noise_eval != "both"}}
 HELP = ("The paper's robustness instruments: training on noisy inputs (--mode train-noise, Fig. 5), accuracy of "
         "trained runs on corrupted test inputs (--mode test-noise), and how input noise grows through the blocks "
         "(--propagation, Prop. 2).")
 
 
 @app.command("noise-eval", help=HELP, short_help="Robustness: noisy training (Fig. 5), corrupted test inputs, Prop. 2.",
+             cls=AxisCommand,
              epilog=examples("robustres noise-eval --mode train-noise --dataset two-moons --depth 10 --h 0.1,1 "
                              "--levels 0,0.1,0.2 --seeds 3",
                              "robustres noise-eval --depth 10 --levels 0,0.2,0.4 --propagation"))
-@with_options(run_options(noise_eval=True), execution_options(noise_eval=True))
+@with_options(run_options(noise_eval=True), execution_options(noise_eval=True), lead=grid_options(SWEPT))
 def noise_eval(
     options: dict,
     mode: Annotated[str, typer.Option(
@@ -41,13 +48,11 @@ def noise_eval(
     propagation: Annotated[bool, typer.Option(
         "--propagation",
         help="test-noise: also record, per block, ||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||.")] = False,
-    config: Config = None,
-    depth: Annotated[Optional[str], typer.Option(
+    depths: Annotated[Optional[str], typer.Option(
         "--depth", "--depths", metavar="LIST", show_default=False, help="Depth(s), comma-separated.")] = None,
-    h: HGrid = None,
-    seeds: Seeds = None,
     as_json: AsJson = False,
 ) -> None:
+    config = options.pop("config", None)
     if mode not in ("train-noise", "test-noise"):  # first: the other checks depend on the mode
         raise SpecError(f"unknown mode {mode!r}; choose train-noise or test-noise")
     level_list = parse_floats("--levels", levels)
@@ -64,16 +69,15 @@ def noise_eval(
             raise SpecError("--propagation goes with --mode test-noise (it reads trained checkpoints)")
         if len(kind_list) > 1:
             raise SpecError("--mode train-noise trains with one noise kind at a time")
-        flags = {**options, "depths": depth, "h": h, "seeds": seeds, "train_noise": level_list,
+        flags = {**options, "depths": depths, meta(LEVELS).grid: level_list,
                  "noise_kind": kind_list[0] if kind_list else None}
         raise typer.Exit(run_sweep(merge_preset(config, flags), config, False, as_json, False))
-    given = options if seeds is None else {**options, "seeds": seeds}
-    for name, flag in {"seeds": "--seeds", **TRAINING_ONLY}.items():
-        if name in given:
+    for name, flag in TRAINING_ONLY.items():
+        if name in options:
             raise SpecError(f"{flag} goes with --mode train-noise (test-noise trains nothing)")
     if options.get("limit_test") is not None and options["limit_test"] < 1:
         raise SpecError(f"--limit-test must be >= 1, got {options['limit_test']}")
-    test_noise(options, level_list, kind_list, propagation, config, depth, h, as_json)
+    test_noise(options, level_list, kind_list, propagation, config, depths, options.pop("h", None), as_json)
 
 
 def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_json) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from ..errors import SpecError
 from ..spec import (
@@ -58,8 +59,6 @@ def help_text(f) -> str:
     return f"{m.help[:-1]} ({said})." if m.help.endswith(".") else f"{m.help} ({said})"
 
 
-
-
 def _option(f, types: dict) -> inspect.Parameter:
     m = meta(f)
     py_type = m.cli_type or types[f.name]  # cli_type: a list or a path is text here (an empty path is refused)
@@ -72,9 +71,9 @@ def _option(f, types: dict) -> inspect.Parameter:
 
 def run_options(*, noise_eval: bool = False, axes: bool = False) -> list[inspect.Parameter]:
     """The shared run options (all of them; or those of `noise-eval`); with `axes`, also each sweep
-    axis as a one-value option (train's, where the command does not declare its own)."""
-    chosen = RUN_OPTIONS + (AXES if axes else ())
-    return [_option(f, FIELD_TYPES) for f in chosen if meta(f).noise_eval or not noise_eval]
+    axis under its field's flag (train's: --lr 0.05,0.5, --bn on,off; train declares its own --h, ...)."""
+    chosen = [_option(f, FIELD_TYPES) for f in RUN_OPTIONS if meta(f).noise_eval or not noise_eval]
+    return ([p for f in AXES for p in _axis(f, train=True)] if axes else []) + chosen
 
 
 def execution_options(*, sweep: bool = False, noise_eval: bool = False,
@@ -94,15 +93,17 @@ def with_options(*groups: list[inspect.Parameter], lead: list[inspect.Parameter]
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
         # A command's own parameter replaces the derived option of that name (train's --h is a grid).
         added = [p for group in groups for p in group if p.name not in {q.name for q in own}]
-        names = [p.name for p in lead + added]
+        lead_kept = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in lead  # before own's
+                     if p.name not in {q.name for q in own}]
+        names = [p.name for p in lead_kept + added]
 
         @functools.wraps(command)
         def wrapper(**kwargs):
-            given = {n: kwargs.pop(n) for n in names if n in kwargs}
+            given = fold_negated({n: kwargs.pop(n) for n in names if n in kwargs})
             return command(options={k: v for k, v in given.items() if v is not None}, **kwargs)
 
-        wrapper.__signature__ = inspect.Signature(lead + own + added)
-        wrapper.__annotations__ = {p.name: p.annotation for p in lead + own + added}
+        wrapper.__signature__ = inspect.Signature(lead_kept + own + added)
+        wrapper.__annotations__ = {p.name: p.annotation for p in lead_kept + own + added}
         del wrapper.__wrapped__  # typer must see the new signature, not the command's
         return wrapper
 
@@ -115,37 +116,85 @@ Config = Annotated[Optional[Path], typer.Option(
     "--config", metavar="PRESET", show_default=False,
     help="A sweep preset: a YAML file, or a packaged preset by name (e.g. quick-moons; robustres sweep "
          "--list-presets lists them). Flags override its keys.")]
-_H_HELP = meta(next(f for f in AXES if f.name == "h")).help[:-1]
-_SEEDS_HELP = meta(next(f for f in AXES if f.name == "seed")).help[:-1]
-HGrid = Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False, help=_H_HELP + ".")]
+# The seeds' axis: a count by default (not the one seed a run has), said in its help.
+_SEEDS = next(f for f in AXES if meta(f).grid_syntax == "seeds")
+SEEDS_HELP = meta(_SEEDS).help[:-1]
 Seeds = Annotated[Optional[str], typer.Option(
-    "--seeds", metavar="SEEDS", show_default=False,
-    help=f"{_SEEDS_HELP}. Default {MIN_SEEDS} (seeds 0..{MIN_SEEDS - 1}): the fewest that report recommends from.")]
-# train's: the same grammar, train's defaults (one run, h 0.1)
-TrainH = Annotated[Optional[str], typer.Option("--h", metavar="GRID", show_default=False,
-                                               help=help_text(next(f for f in AXES if f.name == "h")))]
-TrainSeeds = Annotated[Optional[str], typer.Option(
-    "--seeds", metavar="SEEDS", show_default=False, help=f"As in sweep: {_SEEDS_HELP}. Default: --seed 0.")]
+    "--" + meta(_SEEDS).grid, metavar=meta(_SEEDS).metavar, show_default=False,
+    help=f"{SEEDS_HELP}. Default {MIN_SEEDS} (seeds 0..{MIN_SEEDS - 1}): the fewest that report recommends from.")]
 
 
-def _axis(f) -> inspect.Parameter:
-    """A sweep axis as a flag named by its grid key (--depths, --h, --seeds, --train-noise): a list of
-    values as text, parsed by grid.py. Its help says the default only where a sweep has one."""
+def _flags(f) -> dict[bool, tuple[str, str]]:
+    """An axis's (parameter name, flag): a sweep's by its grid key (--depths, --h, --seeds, --lr), train's
+    (True) by its field's flag (--depth, --lr); for --bn/--no-bn, --bn."""
     m = meta(f)
-    if m.grid_syntax == "seeds":
-        annotation = Seeds  # a count by default, not the one seed a run has
+    return {False: (m.grid, "--" + m.grid.replace("_", "-")),
+            True: (f.name, (m.flag or "--" + f.name.replace("_", "-")).split("/")[0])}
+
+
+def axis_flag(f, *, train: bool = False) -> str:
+    return _flags(f)[train][1]
+
+
+# Boolean axes: --bn (on), --bn on,off (both) and --no-bn (off), a flag of its own that `with_options`
+# folds into the axis: {"no_bn": ("bn", "--bn", "--no-bn")}.
+NEGATED = {f"no_{name}": (name, flag, "--no-" + flag[2:]) for f in AXES if FIELD_TYPES[f.name] is bool
+           for name, flag in set(_flags(f).values())}
+SWITCHES = {name for name, _, _ in NEGATED.values()}
+
+
+def _axis(f, *, train: bool = False) -> list[inspect.Parameter]:
+    """A sweep axis as a flag that takes a list as text, parsed by axes.py (see _flags); a boolean
+    axis has its --no-x too. Its help says the default only where a sweep has one."""
+    m = meta(f)
+    name, flag = _flags(f)[train]
+    if m.grid_syntax == "seeds" and not train:
+        annotation = Seeds
     else:
-        words = m.help if m.grid_required else help_text(f)
-        annotation = Annotated[Optional[str], typer.Option("--" + m.grid.replace("_", "-"), metavar=m.metavar,
-                                                           show_default=False, help=words)]
-    return inspect.Parameter(m.grid, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=annotation)
+        words = m.help if m.grid_required and not train else help_text(f)  # train has a default for each
+        annotation = Annotated[Optional[str], typer.Option(flag, metavar=m.metavar, show_default=False, help=words)]
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)]
+    for neg, (_, positive, flag_off) in NEGATED.items():
+        if positive == flag and neg == f"no_{name}":
+            off = typer.Option(flag_off, show_default=False, help=f"The same as {positive} off.")
+            params.append(inspect.Parameter(neg, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[Optional[bool], off]))
+    return params
 
 
-def grid_options() -> list[inspect.Parameter]:
-    """The grid's options, shared by sweep and search: --config, then one per sweep axis of the field
-    table (given ones land in `options` under config and the axes' grid keys)."""
-    config = inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Config)
-    return [config] + [_axis(f) for f in AXES]
+def grid_options(axes=AXES) -> list[inspect.Parameter]:
+    """The grid's options, shared by sweep and search (and noise-eval, with its `axes`): --config,
+    then one per sweep axis of the field table (given ones land in `options` under config and the
+    axes' grid keys)."""
+    config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Config)
+    return [config] + [p for f in axes for p in _axis(f)]
+
+
+def fold_negated(given: dict) -> dict:
+    """--no-bn given: the axis bn is off (with --bn too: refused, as click would keep the last)."""
+    for neg, (name, flag, flag_off) in NEGATED.items():
+        if given.pop(neg, None):
+            if given.get(name) is not None:
+                raise SpecError(f"{flag} and {flag_off} are both given; give one")
+            given[name] = "off"
+    return given
+
+
+class AxisCommand(TyperCommand):
+    """A command whose boolean axes take a list (--bn on,off) or nothing: a bare --bn is --bn on.
+    (Typer's parser has no option with an optional value, so the bare flag gets its word here.)"""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        switches = {opt for p in self.params if p.name in SWITCHES for opt in p.opts}
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out.extend(args[i:])
+                break
+            out.append(arg)
+            if arg in switches and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                out.append("on")
+        return super().parse_args(ctx, out)
 
 
 def check_repeats(command, argv: list[str]) -> None:
@@ -153,7 +202,7 @@ def check_repeats(command, argv: list[str]) -> None:
     sub = command.commands.get(argv[0]) if argv else None
     if sub is None:
         return
-    owner = {opt: p.name for p in sub.params for opt in (*p.opts, *p.secondary_opts)
+    owner = {opt: NEGATED.get(p.name, (p.name,))[0] for p in sub.params for opt in (*p.opts, *p.secondary_opts)
              if not getattr(p, "multiple", False)}
     seen: dict[str, str] = {}
     for arg in argv[1:]:

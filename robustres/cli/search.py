@@ -11,7 +11,7 @@ from ..spec import SpecError
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_quietly
-from .options import AsJson, execution_options, grid_options, run_options, with_options
+from .options import AsJson, AxisCommand, execution_options, grid_options, run_options, with_options
 
 HELP = ("Find the h to use at each depth without training the whole grid: start from every other h of the grid, "
         "compare them seed by seed at rungs of the schedule, cut only those that diverged or are worse with "
@@ -25,6 +25,7 @@ def _option(help_text: str, metavar: str):
 
 
 @app.command(help=HELP, short_help="Find h per depth at a fraction of the grid's cost (successive halving).",
+             cls=AxisCommand,
              epilog=examples("robustres search --dataset two-moons --depths 10,30 --h 0.01..2 --seeds 5",
                              "robustres search --config fig6-cifar10 --budget 0.25",
                              "robustres search --dataset two-moons --depths 30 --h 0.001..10 --seeds 5 --json"))

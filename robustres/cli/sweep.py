@@ -1,4 +1,4 @@
-"""robustres sweep: a depth x h x seed (x training-noise) grid from a preset and/or flags."""
+"""robustres sweep: a depth x h x seed (x training noise, lr, optimizer, ...) grid from a preset and/or flags."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,16 +10,18 @@ from ..grid import merge_preset, sweep_runs
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
-from .options import AsJson, Force, execution_options, grid_options, run_options, with_options
+from .options import AsJson, AxisCommand, Force, execution_options, grid_options, run_options, with_options
 
-HELP = ("Train a depth x h x seed (x training-noise) grid: plan, pack, resume, record. Runs already completed or "
-        "diverged in the store are skipped; an interrupted sweep resumes where it stopped when the same command "
-        "runs again.")
+HELP = ("Train a depth x h x seed grid (x training noise, lr, optimizer, BN, momentum, weight decay, batch size: "
+        "each of them an axis when given a list): plan, pack, resume, record. Runs already completed or diverged "
+        "in the store are skipped; an interrupted sweep resumes where it stopped when the same command runs again.")
 
 
-@app.command(help=HELP, short_help="Train a depth x h x seed grid: plan, pack, resume, record.",
+@app.command(help=HELP, short_help="Train a depth x h x seed grid: plan, pack, resume, record.", cls=AxisCommand,
              epilog=examples("robustres sweep --config quick-moons",
                              "robustres sweep --dataset two-moons --depths 4,30 --h 0.01..2 --seeds 3 --epochs 30",
+                             "robustres sweep --dataset two-moons --depths 10,30 --h 0.05,0.2,1 --lr 0.02,0.2,1 "
+                             "--optimizer sgd,adam --bn on,off",
                              "robustres sweep --config fig6-cifar10 --dry-run"))
 @with_options(run_options(), execution_options(sweep=True), lead=grid_options())
 def sweep(

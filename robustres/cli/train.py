@@ -1,31 +1,36 @@
-"""robustres train: one run per value of --h x --seed, recorded in the store."""
+"""robustres train: one run per value of --h x --seed (x every other axis given: --lr, --bn, ...),
+recorded in the store."""
 
+import itertools
+import math
 from typing import Annotated, Optional
 
 import typer
 
-from ..grid import parse_h_grid, parse_ints, parse_seed_names, parse_seeds
-from ..spec import FIELD_TYPES, SpecError, default_of, make_run_spec
+from ..axes import axis_values, parse_ints, parse_seed_names, parse_seeds
+from ..spec import AXES, FIELD_TYPES, SpecError, default_of, make_run_spec
 from . import render
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_with_progress
-from .options import AsJson, Force, TrainH, TrainSeeds, execution_options, run_options, with_options
+from .options import SEEDS_HELP, AsJson, AxisCommand, Force, axis_flag, execution_options, run_options, with_options
 
-HELP = ("Train runs (one per h x seed) and record them in the store. Defaults follow the paper's protocol for "
-        "the dataset. Runs that differ only in h, seed and training noise train together as one fused network "
-        "(a pack); each is stored as its own run.")
+TrainSeeds = Annotated[Optional[str], typer.Option(
+    "--seeds", metavar="SEEDS", show_default=False, help=f"As in sweep: {SEEDS_HELP}. Default: --seed 0.")]
+
+HELP = ("Train runs (one per h x seed, and per value of every other list given: --lr 0.05,0.5, --bn on,off, ...) "
+        "and record them in the store. Defaults follow the paper's protocol for the dataset. Runs that differ only "
+        "in h, seed and training noise train together as one fused network (a pack); each is stored as its own run.")
 
 
-@app.command(help=HELP, short_help="Train runs (one per h x seed) and record them in the store.",
+@app.command(help=HELP, short_help="Train runs (one per h x seed) and record them in the store.", cls=AxisCommand,
              epilog=examples("robustres train --dataset two-moons --depth 10 --h 0.1,0.5 --seed 0,1 --epochs 20",
-                             "robustres train --dataset cifar10 --depth 110 --h 0.1,1 --dry-run",
+                             "robustres train --dataset cifar10 --depth 110 --h 0.1,1 --lr 0.05,0.1 --dry-run",
                              "robustres train --dataset two-moons --h 0.1 --json | jq .runs"))
 @with_options(run_options(axes=True), execution_options())
 def train(
     options: dict,
     depth: Annotated[Optional[int], typer.Option(
         metavar="N", show_default=False, help="Depth: 6n+2 (images), 9/17/29/49 (text), blocks (two-moons).")] = None,
-    h: TrainH = None,
     seed: Annotated[Optional[str], typer.Option(
         metavar="LIST", show_default=False,
         help="Seeds by name: 3 is seed 3; 3,4 or 3..6 (default 0: one run per h). --seeds 3 is seeds 0..2.")] = None,
@@ -41,19 +46,24 @@ def train(
 ) -> None:
     if seed is not None and seeds is not None:
         raise SpecError("give --seed (seeds by name) or --seeds (a count, or names), not both")
-    hs = parse_h_grid(h) if h is not None else [default_of("h")]
     seeds = parse_seeds(seeds) if seeds is not None else \
         parse_seed_names("--seed", seed) if seed is not None else [default_of("seed")]
     execution = execution_of(options, force)
-    if len(hs) * len(seeds) > execution.max_runs:  # counted before a run is made, as sweep counts its grid
-        raise SpecError(f"--h and the seeds make {len(hs) * len(seeds):,} runs, more than the {execution.max_runs:,} "
-                        "allowed (--max-runs N allows more)")
+    # h and every other axis given (lr, bn, ...): their values, by the sweep's grammar, under train's flags.
+    axes = {f.name: axis_values(f, options.pop(f.name), axis_flag(f, train=True), execution.max_runs)
+            for f in AXES if f.name in options}
+    hs = axes.pop("h", (default_of("h"),))
+    count = math.prod(map(len, axes.values())) * len(hs) * len(seeds)
+    if count > execution.max_runs:  # counted before a run is made, as sweep counts its grid
+        named = ["--h"] + [axis_flag(f, train=True) for f in AXES if f.name in axes] + ["the seeds"]
+        raise SpecError(f"{', '.join(named[:-1])} and {named[-1]} make {count:,} runs, more than the "
+                        f"{execution.max_runs:,} allowed (--max-runs N allows more)")
     run_values = {k: v for k, v in options.items() if k in FIELD_TYPES}
     if "milestones" in run_values:
         run_values["milestones"] = parse_ints("--milestones", run_values["milestones"], allow_empty=True)
     run_values["precision"] = given_precision(options)
-    runs = [make_run_spec(**run_values, depth=depth, h=hv, seed=sv, train_noise=train_noise)
-            for sv in seeds for hv in hs]
+    runs = [make_run_spec(**run_values, **dict(zip(axes, point)), depth=depth, h=hv, seed=sv, train_noise=train_noise)
+            for point in itertools.product(*axes.values()) for sv in seeds for hv in hs]
     runs = resolve_precisions(runs, options, execution)
     runs = list({spec.run_id: spec for spec in runs}.values())  # the same config twice is one run
 
