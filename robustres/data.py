@@ -26,8 +26,8 @@ import torch
 from . import agnews
 from .agnews import UNKNOWN_CODE
 from .atomic import write_atomic
-from .datasets import AG_NEWS, OFFICIAL, TWO_MOONS, dataset, family_of, sizes_before_reading
-from .spec import DataError, DataMissing, RunSpec, check_limits
+from .datasets import AG_NEWS, OFFICIAL, TWO_MOONS, check_limits, dataset, family_of, sizes_before_reading
+from .spec import DataError, DataMissing, RunSpec
 
 DATA_SEED = 0  # generated data and --limit subsets are the same for every run seed
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the paper's normalisation constants

@@ -111,6 +111,25 @@ def check_depth(family: str, depth: int) -> None:
         raise SpecError(f"depth {depth} is not valid for the MLP ResNet: it counts blocks, >= 1")
 
 
+def residual_blocks(model: str, depth: int) -> int:
+    """L, the residual blocks of a network (what h rules divide by): 3n for the CIFAR ResNet of depth
+    6n+2 (9 for ResNet-20, 54 for ResNet-110, 108 for ResNet-218), the text ResNet's blocks per stage
+    summed, the MLP's depth (it counts blocks)."""
+    if model == "resnet":
+        return 3 * ((depth - 2) // 6)
+    return sum(TEXT_DEPTHS[depth]) if model == "vdcnn" else depth
+
+
+# How h follows depth (issue 25): h as given; c / sqrt(L) (depth-muP); c / L (CompleteP); a learned
+# scale per block, initialised at the grid's value (ReZero at 0, SkipInit small).
+H_RULES = ("fixed", "sqrt", "linear", "learned")
+
+
+def effective_h(c: float, rule: str, blocks: int) -> float:
+    """The h every block starts with, under `rule`, for the grid's value `c` and L = `blocks`."""
+    return c / blocks ** 0.5 if rule == "sqrt" else c / blocks if rule == "linear" else c
+
+
 SYNTHETIC_LIKE = tuple(f.reference for f in FAMILIES.values())
 SYNTHETIC_DEFAULT = CIFAR10  # what synthetic data imitates unless --like says otherwise
 GENERATED_DATASETS = tuple(name for name, d in DATASETS.items() if d.generated)
@@ -140,6 +159,15 @@ def sizes_before_reading(name: str, n_train: int | None, n_test: int | None) -> 
     if d.generated:
         return n_train, n_test
     return d.family.sizes if d.sized == VERIFIED else None
+
+
+def check_limits(limit_train: int | None, limit_test: int | None, sizes: tuple[int, int], source: str) -> None:
+    """A limit larger than the data is refused (it would mean all of it, and still enter the run id); asked
+    once the size is known: by spec._check_sizes without files, else by data.load_source (the pre-flight)."""
+    for flag, limit, size, split in (("--limit-train", limit_train, sizes[0], "training"),
+                                     ("--limit-test", limit_test, sizes[1], "test")):
+        if limit is not None and limit > size:
+            raise SpecError(f"{flag} {limit} is more than the {size:,} {split} examples of {source}")
 
 
 def official_sizes(name: str) -> tuple[int, int] | None:

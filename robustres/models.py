@@ -315,7 +315,7 @@ def build_model(spec: RunSpec, num_classes: int, input_shape: tuple[int, ...],
                 hs: Sequence[float] | None = None) -> nn.Module:
     """The model of `spec` (or K such models with step factors `hs`), initialised from torch's
     current random state."""
-    h = list(hs) if hs is not None else spec.h
+    h = list(hs) if hs is not None else spec.effective_h
     if spec.model == "resnet":
         return CifarResNet(spec.depth, h, spec.bn, num_classes, in_channels=input_shape[0])
     if spec.model == "vdcnn":
@@ -353,7 +353,7 @@ def build_pack(specs: Sequence[RunSpec], num_classes: int, input_shape: tuple[in
     if len(specs) == 1:
         return singles[0]
     with torch.random.fork_rng(devices=[]):  # the fused model's own draws are overwritten
-        pack = build_model(specs[0], num_classes, input_shape, hs=[s.h for s in specs])
+        pack = build_model(specs[0], num_classes, input_shape, hs=[s.effective_h for s in specs])
     pack.load_state_dict(stack_states([m.state_dict() for m in singles]))
     return pack
 

@@ -26,20 +26,21 @@ from pathlib import Path
 from .datasets import (  # noqa: F401  (TEXT_DEPTHS, check_depth: named here too, for models.py)
     FAMILIES,
     GENERATED_DATASETS,
+    H_RULES,
     SYNTHETIC_DEFAULT,
     TEXT_DEPTHS,
     Family,
     check_depth,
+    check_limits,
+    effective_h,
     family_of,
+    residual_blocks,
     sizes_before_reading,
 )
-
-# The error types live in errors.py; they are named here too, where every caller finds them.
-from .errors import DataError, DataMissing, SpecError, StoreError, shown  # noqa: F401
+from .errors import DataError, DataMissing, SpecError, StoreError, shown  # noqa: F401  (named here for callers)
 from .hardware import check_device
 
-# Bump when the meaning of a RunSpec field changes, so old run ids do not collide with new ones.
-ID_VERSION = 1
+ID_VERSION = 1  # bumped when the meaning of a RunSpec field changes, so old run ids do not collide
 
 # Bounds on whole-number fields, so that no input can ask for more than a machine could ever do.
 MAX_SEED = 2**63 - 1  # seeds are int64 on the device
@@ -49,14 +50,7 @@ MAX_WIDTH = 100_000  # the MLP's width and hidden size
 MAX_RUNS = 10_000  # runs a sweep's grid may hold unless --max-runs says more
 MAX_DEPTH = 10_000  # the deepest ResNet in the literature has 1202 layers
 
-# Completed runs an h needs before report recommends it (report --min-seeds); here, not in report.py,
-# so that the CLI's help text can show it without importing pandas.
-MIN_SEEDS = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# Datasets and model families: the facts are in datasets.py; here, what follows from them
-# ---------------------------------------------------------------------------------------------
+MIN_SEEDS = 3  # completed runs an h needs before report recommends it (here: --help shows it, no pandas)
 
 NOISE_KINDS = {modality: family.noise_kinds for modality, family in FAMILIES.items()}
 OPTIMIZERS = ("sgd", "adam")
@@ -175,6 +169,9 @@ class RunSpec:
     # Only for the MLP ResNet.
     width: int | None = _field("MLP ResNet: feature width.", default=None, fill=2, metavar="N")
     hidden: int | None = _field("MLP ResNet: hidden width inside a block.", default=None, fill=16, metavar="N")
+    h_rule: str = _field("How h follows depth: fixed (h as given), sqrt (h / sqrt(L)), linear (h / L) or learned (a "
+                         "trainable scale per block from h); L: residual blocks. E.g. fixed,sqrt.", default="fixed",
+                         fill="fixed", grid="h_rule", metavar="LIST", hash_if_set=True)
     # A hash of the dataset's content (data.py), set when the runs are planned; None for generated
     # data, whose spec fields say everything. Added later: runs stored before it keep their ids.
     data_fingerprint: str | None = _field("The data's content hash (set from the data, not an option).",
@@ -184,10 +181,15 @@ class RunSpec:
     def modality(self) -> str:
         return modality_of(self.dataset, self.synthetic_like)
 
+    @property
+    def effective_h(self) -> float:
+        """The h of x + h * F(x) each block starts with: h, or h / sqrt(L) or h / L by its h_rule."""
+        return effective_h(self.h, self.h_rule or "fixed", residual_blocks(self.model, self.depth))
+
     @functools.cached_property  # a frozen spec's id never changes; plans of 10,000 runs ask often
     def run_id(self) -> str:
-        hashed = {f.name: getattr(self, f.name) for f in fields(self)
-                  if getattr(self, f.name) is not None or not meta(f).hash_if_set}
+        hashed = {f.name: getattr(self, f.name) for f in fields(self)  # hash_if_set: not when unset or its fill
+                  if not meta(f).hash_if_set or getattr(self, f.name) not in (None, meta(f).default)}
         hashed["milestones"] = list(self.milestones)
         payload = json.dumps({"v": ID_VERSION, **hashed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -201,7 +203,8 @@ class RunSpec:
     def from_dict(cls, d: dict) -> RunSpec:
         kwargs = {k: v for k, v in d.items() if k in FIELD_TYPES}
         kwargs["milestones"] = tuple(int(m) for m in kwargs.get("milestones") or ())
-        return cls(**kwargs)
+        return cls(**{**kwargs, **{f.name: meta(f).default for f in RUN_FIELDS  # a later field, absent: its fill
+                                   if meta(f).hash_if_set and kwargs.get(f.name) is None and meta(f).default}})
 
     def with_(self, **changes) -> RunSpec:
         return replace(self, **changes)
@@ -310,6 +313,12 @@ def _check_schedule(v: dict) -> None:
         raise SpecError(f"milestones must be strictly increasing, got {','.join(map(str, milestones))}")
     v["gamma"] = _finite("gamma", v["gamma"], positive=True)
     v["weight_decay"] = _finite("weight decay", v["weight_decay"], minimum=0.0)
+    if v["h_rule"] not in H_RULES:
+        raise SpecError(f"unknown h rule {v['h_rule']!r}; choose one of: {', '.join(H_RULES)}")
+    if v["h_rule"] == "learned":  # until the engine trains the scales (models.StepScale)
+        raise SpecError("--h-rule learned is not built yet; choose fixed, sqrt or linear")
+    if v["h"] == 0 and v["h_rule"] in ("sqrt", "linear"):
+        raise SpecError(f"h = 0 with --h-rule {v['h_rule']} is h = 0 at every depth: give h > 0 (0 starts learned)")
     if v["optimizer"] not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer {v['optimizer']!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
@@ -357,15 +366,6 @@ def _check_sizes(v: dict, given: dict, dataset: str, family: Family) -> None:
     sizes = sizes_before_reading(dataset, v["n_train"], v["n_test"])
     if sizes is not None:
         check_limits(v.get("limit_train"), v.get("limit_test"), sizes, dataset)
-
-
-def check_limits(limit_train: int | None, limit_test: int | None, sizes: tuple[int, int], source: str) -> None:
-    """A limit larger than the data is refused (it would mean all of it, and still enter the run id); asked
-    once the size is known: by _check_sizes without files, else by data.load_source (the pre-flight)."""
-    for flag, limit, size, split in (("--limit-train", limit_train, sizes[0], "training"),
-                                     ("--limit-test", limit_test, sizes[1], "test")):
-        if limit is not None and limit > size:
-            raise SpecError(f"{flag} {limit} is more than the {size:,} {split} examples of {source}")
 
 
 def resolve_precision(precision: str | None, device_type: str) -> str:

@@ -31,7 +31,7 @@ from .atomic import HOST, write_atomic, writer_of
 from .errors import first_time
 from .processes import alive
 from .rows import latest, row_problem
-from .spec import FIELD_TYPES, RunSpec, StoreError
+from .spec import FIELD_TYPES, RUN_FIELDS, RunSpec, StoreError, meta
 
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("completed", "diverged")  # results: re-running them reports, not retrains
@@ -39,6 +39,9 @@ FINAL_STATUSES = ("completed", "diverged")  # results: re-running them reports, 
 # The config columns, one per RunSpec field (milestones as text, e.g. "40,60").
 _ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string(), tuple: pa.string()}
 _CONFIG_TYPES = {name: _ARROW[t] for name, t in FIELD_TYPES.items()}
+# A field added after stores existed, with a value that means "as before" (h_rule: fixed): its column
+# in an older file reads as that value, so that old and new runs of one protocol are grouped together.
+ABSENT_MEANS = {f.name: meta(f).default for f in RUN_FIELDS if meta(f).hash_if_set and meta(f).default is not None}
 
 RUNS_SCHEMA = pa.schema(
     [("run_id", pa.string())]
@@ -132,6 +135,10 @@ def read_run_file(path: Path, schema: pa.Schema) -> pa.Table:
     if missing:
         raise ForeignFile(f"no column {missing[0]}")
     table = pq.read_table(path, schema=schema)
+    for name, value in ABSENT_MEANS.items():
+        if name in schema.names:
+            index = schema.get_field_index(name)
+            table = table.set_column(index, name, pa.compute.fill_null(table.column(index), value))
     stem = path.name[: -len(".parquet")]
     if any(r != stem for r in table.column("run_id").to_pylist()):
         raise ForeignFile("rows of another run")

@@ -37,7 +37,8 @@ class Pack:
 
 def pack_key(spec: RunSpec) -> RunSpec:
     """Runs with equal keys may share a pack."""
-    return spec.with_(**{name: 0 for name in PER_MODEL_FIELDS})
+    # h rules fixed, sqrt and linear only set each model's h; learned scales are parameters of their own
+    return spec.with_(**{name: 0 for name in PER_MODEL_FIELDS}, h_rule="learned" if spec.h_rule == "learned" else "")
 
 
 def split_fields(runs: list[RunSpec]) -> tuple[str, ...]:
