@@ -333,3 +333,14 @@ def test_the_readmes_and_faults_exit_code_tables_list_the_tools_codes():
         table = text[text.index("| code | meaning |"):].split("\n\n")[0]
         listed = {int(line.split("|")[1]) for line in table.splitlines()[2:]}
         assert listed == codes, doc.name
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists its packages by hand: a subpackage missing there works in an editable install
+    and is absent from a wheel (robustres.execution was, for a while)."""
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "robustres").rglob("__init__.py")}
+    assert found == listed
