@@ -27,7 +27,7 @@ import pandas as pd
 from . import halving as H
 from .atomic import write_bytes_atomic
 from .errors import StoreError
-from .spec import Execution, RunSpec
+from .spec import AXES, Execution, RunSpec
 from .store import Store
 
 Train = Callable[[list[RunSpec], Execution], list[dict]]  # the runs -> their store rows, in order
@@ -60,13 +60,14 @@ class Block:
     least: int  # candidates always kept alive
     candidates: dict[float, Candidate] = field(default_factory=dict)
     rows: dict[tuple[float, int], dict] = field(default_factory=dict)  # (h, seed) -> its latest store row
+    axes: dict = field(default_factory=dict)  # the other sweep axes that vary between blocks: {"lr": 0.2}
 
     @property
     def seeds(self) -> int:
         return len(next(iter(self.runs.values())))
 
     def tag(self) -> dict:
-        return {"depth": self.depth, "train_noise": self.train_noise}
+        return {"depth": self.depth, "train_noise": self.train_noise, **({"axes": self.axes} if self.axes else {})}
 
     def spent(self) -> int:
         """Model-epochs its runs took (a diverged run up to its divergence)."""
@@ -101,6 +102,8 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
     budget in model-epochs). A budget too small is refused first (H.check_budget)."""
     grid_epochs, budget = H.check_budget(runs, options)
     grouped = H.grid_blocks(runs)
+    varying = [f.name for f in AXES if f.name not in ("depth", "h", "seed", "train_noise")
+               and len({getattr(key, f.name) for key in grouped}) > 1]
     blocks = []
     for key, by_h in grouped.items():
         start = H.coarse(list(by_h), options.stride)
@@ -108,6 +111,7 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
                       key.epochs, H.rungs_for(options, key.epochs, key.milestones), budget // len(grouped),
                       H.least_kept(len(start), options.keep))
         block.candidates = {h: Candidate(h, "coarse") for h in start}
+        block.axes = {name: getattr(key, name) for name in varying}
         blocks.append(block)
     return blocks, grid_epochs, budget
 

@@ -163,6 +163,12 @@ def test_search_and_noise_eval_take_the_axes_and_pass_them_to_their_runs(cli, tm
                          "--lr", "0.02,0.2", "--budget", "1", "--json", "--store", tmp_path / "search")
     assert code == 0, err
     assert sorted(r["protocol"] for r in json.loads(out)["recommendations"]) == ["lr=0.02", "lr=0.2"]
+    # each combination is searched on its own, and its decisions say which it is
+    decisions = json.loads(out)["decisions"]
+    assert {d["axes"]["lr"] for d in decisions} == {0.02, 0.2} and all(set(d["axes"]) == {"lr"} for d in decisions)
+    code, out, err = cli("search", "--depths", "3", "--h", "0.1,1", "--seeds", "3", *SMALL, "--milestones", "",
+                         "--lr", "0.02,0.2", "--budget", "1", "--store", tmp_path / "text")
+    assert code == 0 and "depth 3, lr 0.02, rung epoch 1: " in out and "depth 3, lr 0.2, rung epoch 1: " in out, err
     assert sorted({r["lr"] for r in _rows(tmp_path / "search").values()}) == [0.02, 0.2]
     code, _, err = cli("noise-eval", "--mode", "train-noise", "--depth", "3", "--h", "0.1", "--seeds", "1",
                        "--levels", "0,0.1", "--epochs", "1", "--lr", "0.02,0.2", "--bn", "on,off",

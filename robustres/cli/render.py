@@ -399,7 +399,14 @@ def decision_text(d: dict) -> str:
 
 def _where(d: dict) -> str:
     noise = f", training noise {d['train_noise']:g}" if d.get("train_noise") else ""
-    return f"depth {d['depth']}{noise}, " + ("refine" if d["epoch"] == 0 else f"rung epoch {d['epoch']}")
+    axes = "".join(f", {name} {_axis_value(value)}" for name, value in (d.get("axes") or {}).items())
+    return f"depth {d['depth']}{noise}{axes}, " + ("refine" if d["epoch"] == 0 else f"rung epoch {d['epoch']}")
+
+
+def _axis_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def print_decision_lines(decisions: list[dict], stream) -> None:
