@@ -187,3 +187,11 @@ def test_help_gives_an_example_of_each_new_axis(cli):
                         "--no-bn", "--momentum LIST", "0,0.9", "--weight-decay GRID", "0,5e-4",
                         "--batch-size LIST", "64,128"):
             assert example in text, (command, example)
+
+
+def test_the_dry_runs_table_shows_the_lrs_of_each_pack_and_why_packs_split(cli):
+    code, out, err = cli("sweep", *GRID, "--lr", "0.02,0.2", "--optimizer", "sgd,adam", "--dry-run")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if "two-moons" in line and "│" in line]
+    assert len(rows) == 2 and all("0.02,0.2" in r for r in rows) and "sgd" in rows[0] and "adam" in rows[1]
+    assert "runs that differ in optimizer (adam, sgd) train in separate packs" in " ".join(out.split())

@@ -62,13 +62,22 @@ def print_plan(plan: dict) -> None:
     out = console()
     table = Table(title=f"robustres sweep --dry-run: {plan['runs_total']} runs, {plan['runs_done']} done, "
                         f"{plan['runs_todo']} to do, in {len(plan['packs'])} pack(s); nothing trained")
-    for col in ("#", "dataset", "depth", "K", "h", "seeds", "noise", "epochs", "device", "cost"):
+    # the per-model hyperparameters and the fields that split packs, where they vary: a column each
+    packs = plan["packs"]
+    extra = [name for name in ("lr", "momentum", "weight_decay")
+             if any(len(p.get(name) or ()) > 1 for p in packs) or len({tuple(p.get(name) or ()) for p in packs}) > 1]
+    split = sorted({name for p in plan["packs"] for name in p.get("split_by") or {} if name != "depth"})
+    for col in ("#", "dataset", "depth", "K", "h", "seeds", "noise", *extra, *split, "epochs", "device", "cost"):
         table.add_column(col, justify="left" if col in ("dataset", "h", "seeds", "noise", "device") else "right")
     for i, p in enumerate(plan["packs"], 1):
         epochs = f"{p['start_epoch']}->{p['epochs']}" if p["start_epoch"] else str(p["epochs"])
         table.add_row(str(i), p["dataset"], str(p["depth"]), str(p["k"]), short_list(p["h"]), short_list(p["seeds"]),
-                      short_list(p["train_noise"]), epochs, p["device"], flop_text(p["tflop"] * 1e12))
+                      short_list(p["train_noise"]), *[short_list(p[name]) for name in extra],
+                      *[_axis_value(p["split_by"].get(name, "")) for name in split], epochs, p["device"],
+                      flop_text(p["tflop"] * 1e12))
     out.print(table)
+    for line in plan.get("splits") or []:
+        out.print(line, soft_wrap=True)
     total = sum(p["tflop"] for p in plan["packs"])
     out.print(f"estimated training cost {flop_text(total * 1e12)} (3x forward multiply-adds per image and epoch); "
                   f"pack size {plan['pack_size']}; store {plan['store']}")
