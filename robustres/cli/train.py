@@ -19,7 +19,8 @@ TrainSeeds = Annotated[Optional[str], typer.Option(
 
 HELP = ("Train runs (one per h x seed, and per value of every other list given: --lr 0.05,0.5, --bn on,off, ...) "
         "and record them in the store. Defaults follow the paper's protocol for the dataset. Runs that differ only "
-        "in h, seed and training noise train together as one fused network (a pack); each is stored as its own run.")
+        "in h, seed, training noise, lr, momentum and weight decay train together as one fused network (a pack); "
+        "each is stored as its own run.")
 
 
 @app.command(help=HELP, short_help="Train runs (one per h x seed) and record them in the store.", cls=AxisCommand,
