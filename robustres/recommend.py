@@ -202,8 +202,9 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
     groups["p_vs_best"] = np.nan  # P(this h > the recommended h), seed by seed
     groups["p_vs_h1"] = np.nan  # P(this h > h = 1), seed by seed
     recommendations = []
-    for block, rows in groups.groupby(BLOCK, sort=True):
-        labels, columns, entry = _block(dict(zip(BLOCK, block)), rows, runs, min_seeds)
+    for block, rows in groups.groupby(BLOCK, sort=False):  # in the groups' order: axis values sorted as numbers
+        key = {**dict(zip(BLOCK, block)), "axes": rows["axes"].iloc[0] if "axes" in rows else {}}
+        labels, columns, entry = _block(key, rows, runs, min_seeds)
         groups.loc[list(labels), "label"] = list(labels.values())
         for i, (vs_best, vs_h1) in columns.items():
             groups.loc[i, ["p_vs_best", "p_vs_h1"]] = [vs_best, vs_h1]
