@@ -136,47 +136,59 @@ def _with_axis(groups: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 def _heatmaps(figures: _Figures, groups: pd.DataFrame) -> None:
     """Per depth and ordered axis: h (rows) against the axis (columns), the median of the metric in
-    each cell, cells with diverged runs hatched and marked x k/n (k of n finished runs diverged)."""
+    each cell, cells with diverged runs hatched and marked x k/n (k of n finished runs diverged), a
+    thick line at each h's edge (before the first value at which a run diverged)."""
     import matplotlib
-    import numpy as np
 
-    plt = figures.plt
     metric = str(groups.metric.iloc[0])
     for axis in varying_axes(groups, ORDERED):
         for (dataset, noise, rest, depth), g in _with_axis(groups, axis).groupby(
                 ["dataset", "train_noise", "axis_rest", "depth"], sort=False):
-            hs, values = sorted(g.h.unique()), sorted(g.axis_value.unique())
-            grid = np.full((len(hs), len(values)), np.nan)
-            for r in g.itertuples():
-                if r.completed > 0:
-                    grid[hs.index(r.h), values.index(r.axis_value)] = 100 * r.median
-            fig, ax = plt.subplots(figsize=(2.4 + 1.1 * len(values), 1.6 + 0.5 * len(hs)))
-            cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")  # grey: no completed run
-            image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
-            middle = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
-            for r in g.itertuples():
-                i, j, finished = hs.index(r.h), values.index(r.axis_value), int(r.completed + r.diverged)
-                text = f"{grid[i, j]:.1f}" if r.completed > 0 else ""
-                if r.diverged > 0:
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx",
-                                               edgecolor="#c62828", linewidth=0))
-                    text += f"\n\u00d7 {int(r.diverged)}/{finished}"
-                dark = r.completed > 0 and grid[i, j] < middle and not r.diverged
-                box = dict(boxstyle="round,pad=0.2", facecolor="white", alpha=0.8, linewidth=0) if r.diverged else None
-                ax.text(j, i, text.strip(), ha="center", va="center", fontsize=8, color="white" if dark else "black",
-                        bbox=box)  # a diverged cell's text on a plate: readable over the hatching
-            ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
-            ax.set_yticks(range(len(hs)), [f"{h:g}" for h in hs])
-            ax.set_xlabel(axis)
-            ax.set_ylabel("step factor h")
-            fig.colorbar(image, ax=ax, label=f"median {metric} test accuracy, %")
+            fig, ax = _heatmap(figures.plt, g, axis, metric)
             where = _where(rest, noise)
             ax.set_title(f"{dataset}, depth {depth}: h against {axis}" + (f" ({where})" if where else "")
-                         + "\n\u00d7 k/n: k of n finished runs diverged", fontsize=10)
+                         + "\n\u00d7 k/n: k of n finished runs diverged; line: the edge", fontsize=10)
             stem = heatmap_stem(axis, dataset, noise, dict(rest), depth)
             ax.set_gid(stem)
             with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: searchable in the page
                 figures.save(fig, stem)
+
+
+def _heatmap(plt, g: pd.DataFrame, axis: str, metric: str):
+    """One heatmap's figure and axes from the groups of one depth (and one value of the other axes)."""
+    import matplotlib
+    import numpy as np
+
+    hs, values = sorted(g.h.unique()), sorted(g.axis_value.unique())
+    grid = np.full((len(hs), len(values)), np.nan)
+    for r in g[g.completed > 0].itertuples():
+        grid[hs.index(r.h), values.index(r.axis_value)] = 100 * r.median
+    fig, ax = plt.subplots(figsize=(2.4 + 1.1 * len(values), 1.6 + 0.5 * len(hs)))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")  # grey: no completed run
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
+    middle = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
+    first = {}  # per row: the column of the first value at which a run diverged
+    for r in g.sort_values("axis_value").itertuples():
+        i, j, finished = hs.index(r.h), values.index(r.axis_value), int(r.completed + r.diverged)
+        text = f"{grid[i, j]:.1f}" if r.completed > 0 else ""
+        if r.diverged > 0:
+            first.setdefault(i, j)
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", edgecolor="#c62828",
+                                       linewidth=0))
+            text += f"\n\u00d7 {int(r.diverged)}/{finished}"
+        dark = r.completed > 0 and grid[i, j] < middle and not r.diverged
+        box = dict(boxstyle="round,pad=0.2", facecolor="white", alpha=0.8, linewidth=0) if r.diverged else None
+        ax.text(j, i, text.strip(), ha="center", va="center", fontsize=8, color="white" if dark else "black",
+                bbox=box)  # a diverged cell's text on a plate: readable over the hatching
+    for i, j in first.items():
+        ax.plot([j - 0.5, j - 0.5], [i - 0.5, i + 0.5], color="black", linewidth=3)
+    ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
+    ax.set_yticks(range(len(hs)), [f"{h:g}" for h in hs])
+    ax.set_xlim(-0.5, len(values) - 0.5)
+    ax.set_xlabel(axis)
+    ax.set_ylabel("step factor h")
+    fig.colorbar(image, ax=ax, label=f"median {metric} test accuracy, %")
+    return fig, ax
 
 
 def _side_by_side(figures: _Figures, done: pd.DataFrame, y_label: str) -> None:

@@ -1,6 +1,8 @@
 """The answer per depth: which h, as a set the evidence cannot tell apart, and one point in it.
 
-Per block (dataset, protocol, depth, training noise), over the groups of `report.aggregate`:
+Per block (dataset, protocol, depth, training noise), over the groups of `report.aggregate`; the
+protocol is one value of every extra axis (lr, optimizer, ...: the block's `axes`), so each
+combination gets its own answer:
 
 1. Eligible h: at least `min_seeds` completed runs and no divergence or failure.
 2. The best: the eligible h with the highest median of the metric (ties: the smaller h).

@@ -200,3 +200,31 @@ def test_real_sweeps_one_per_lr_give_a_heatmap_and_an_edge(cli, tmp_path):
     edge = next(e for e in doc["edges"] if e["h"] == 1.0)
     assert (edge["edge"], edge["first_unstable"]) == (0.05, 20.0)
     assert (tmp_path / "figs" / "heatmap-h-vs-lr-two-moons-depth10.svg").exists()
+
+
+def test_the_heatmap_marks_each_edge_and_the_panels_are_one_per_optimizer(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robustres import figures
+
+    store = Store(tmp_path / "store")
+    for optimizer in ("sgd", "adam"):
+        fill(store, GROWS, optimizer=optimizer)
+    groups = analyse(store)[0]
+    drawn = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (drawn.append(fig), real_close(fig)))
+    figures.plot(groups, None, None, tmp_path / "figs")
+    heat = next(f for f in drawn if f.axes[0].get_gid() == "heatmap-h-vs-lr-two-moons-optimizer=sgd-depth10")
+    ax = heat.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0.05", "0.2", "1"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.02", "0.2", "2", "10"]
+    # the edge lines: before lr=0.2 (column 1) for h=1 (row 2), before lr=2 (column 2) for h=0.2; none for 0.05
+    edges = sorted((line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines())
+    assert edges == [(0.5, 1.5), (1.5, 0.5)]
+    panels = next(f for f in drawn if "per optimizer (lr=0.2)" in f.get_suptitle())
+    assert [a.get_title() for a in panels.axes] == ["optimizer=adam", "optimizer=sgd"]
+    assert all(a.get_xscale() == "log" for a in panels.axes)
