@@ -32,6 +32,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .region import axes_text
 from .stats import level_label, paired, rate_interval, seeds_to_separate, test_noise_half_width
 
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
@@ -223,7 +224,8 @@ def guideline_warnings(recommendations: list[dict]) -> list[str]:
         return warnings
     for (dataset, protocol, noise), block in recs.groupby(["dataset", "protocol", "train_noise"]):
         block = block.sort_values("depth").to_dict(orient="records")
-        where = ", ".join(x for x in (protocol, f"noise {noise:g}" if noise else "") if x)
+        axes = axes_text(block[0]["axes"]) if "axes" in block[0] else protocol  # the extra axes, as headings say them
+        where = ", ".join(x for x in (axes, f"noise {noise:g}" if noise else "") if x)
         name = f"{dataset}{f' ({where})' if where else ''}"
         for a, b in zip(block, block[1:]):
             edge_a, edge_b = a["stability_edge"], b["stability_edge"]
