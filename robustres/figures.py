@@ -10,6 +10,7 @@ import pandas as pd
 
 from .atomic import write_atomic
 from .noise_stats import accuracy_table, against_plain, paired_line, propagation_table
+from .region import CATEGORICAL, ORDERED, axes_text, varying_axes
 from .stats import LEVEL, level_label
 
 # ---------------------------------------------------------------------------------------------
@@ -62,10 +63,6 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
     """The paper's figures for these runs, as PNG and SVG files in `folder`; returns the paths."""
     figures = _Figures(folder)
     plt, save = figures.plt, figures.save
-
-    def slug(*parts) -> str:
-        return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
-
     done = groups[groups.completed > 0]
     y_label, ci = _y_label(done), _ci
     for (dataset, protocol, noise), g in done.groupby(["dataset", "protocol", "train_noise"]):
@@ -112,9 +109,118 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
         save(fig, f"fig5-acc-vs-noise-{slug(dataset, protocol)}")
+    if "axes" in groups:  # the extra axes: h against an ordered one, the categorical ones side by side
+        _heatmaps(figures, groups)
+        _side_by_side(figures, done, y_label)
     if epochs is not None and not epochs.empty:
         _learning_curves(figures, epochs, runs, slug)
     return figures.written
+
+
+def slug(*parts) -> str:
+    """A file name's part from labels: what is not a letter, digit or ._=- becomes _."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(str(p) for p in parts if p))
+
+
+def heatmap_stem(axis: str, dataset: str, noise: float, rest: dict, depth: int) -> str:
+    """The heatmap's file name (without extension) and its SVG id: page.py finds it by this name."""
+    return "heatmap-h-vs-" + slug(axis, dataset, axes_text(rest), f"noise{noise:g}" if noise else "", f"depth{depth}")
+
+
+def _with_axis(groups: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The groups with a value of `axis`; that value (`axis_value`) and the other axes (`axis_rest`) as columns."""
+    g = groups[[a.get(axis) is not None for a in groups["axes"]]].copy()
+    g["axis_value"] = [a[axis] for a in g["axes"]]
+    g["axis_rest"] = [tuple((k, v) for k, v in a.items() if k != axis) for a in g["axes"]]
+    return g
+
+
+def _heatmaps(figures: _Figures, groups: pd.DataFrame) -> None:
+    """Per depth and ordered axis: h (rows) against the axis (columns), the median of the metric in
+    each cell, cells with diverged runs hatched and marked x k/n (k of n finished runs diverged), a
+    thick line at each h's edge (before the first value at which a run diverged)."""
+    import matplotlib
+
+    metric = str(groups.metric.iloc[0])
+    for axis in varying_axes(groups, ORDERED):
+        for (dataset, noise, rest, depth), g in _with_axis(groups, axis).groupby(
+                ["dataset", "train_noise", "axis_rest", "depth"], sort=False):
+            fig, ax = _heatmap(figures.plt, g, axis, metric)
+            where = _where(rest, noise)
+            ax.set_title(f"{dataset}, depth {depth}: h against {axis}" + (f" ({where})" if where else "")
+                         + "\n\u00d7 k/n: k of n finished runs diverged; line: the edge", fontsize=10)
+            stem = heatmap_stem(axis, dataset, noise, dict(rest), depth)
+            ax.set_gid(stem)
+            with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: searchable in the page
+                figures.save(fig, stem)
+
+
+def _heatmap(plt, g: pd.DataFrame, axis: str, metric: str):
+    """One heatmap's figure and axes from the groups of one depth (and one value of the other axes)."""
+    import matplotlib
+    import numpy as np
+
+    hs, values = sorted(g.h.unique()), sorted(g.axis_value.unique())
+    grid = np.full((len(hs), len(values)), np.nan)
+    for r in g[g.completed > 0].itertuples():
+        grid[hs.index(r.h), values.index(r.axis_value)] = 100 * r.median
+    fig, ax = plt.subplots(figsize=(2.4 + 1.1 * len(values), 1.6 + 0.5 * len(hs)))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")  # grey: no completed run
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
+    middle = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
+    first = {}  # per row: the column of the first value at which a run diverged
+    for r in g.sort_values("axis_value").itertuples():
+        i, j, finished = hs.index(r.h), values.index(r.axis_value), int(r.completed + r.diverged)
+        text = f"{grid[i, j]:.1f}" if r.completed > 0 else ""
+        if r.diverged > 0:
+            first.setdefault(i, j)
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", edgecolor="#c62828",
+                                       linewidth=0))
+            text += f"\n\u00d7 {int(r.diverged)}/{finished}"
+        dark = r.completed > 0 and grid[i, j] < middle and not r.diverged
+        box = dict(boxstyle="round,pad=0.2", facecolor="white", alpha=0.8, linewidth=0) if r.diverged else None
+        ax.text(j, i, text.strip(), ha="center", va="center", fontsize=8, color="white" if dark else "black",
+                bbox=box)  # a diverged cell's text on a plate: readable over the hatching
+    for i, j in first.items():
+        ax.plot([j - 0.5, j - 0.5], [i - 0.5, i + 0.5], color="black", linewidth=3)
+    ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
+    ax.set_yticks(range(len(hs)), [f"{h:g}" for h in hs])
+    ax.set_xlim(-0.5, len(values) - 0.5)
+    ax.set_xlabel(axis)
+    ax.set_ylabel("step factor h")
+    fig.colorbar(image, ax=ax, label=f"median {metric} test accuracy, %")
+    return fig, ax
+
+
+def _side_by_side(figures: _Figures, done: pd.DataFrame, y_label: str) -> None:
+    """Per categorical axis (optimizer, BN): accuracy against h, one panel per value, a curve per depth."""
+    plt = figures.plt
+    for axis in varying_axes(done, CATEGORICAL):
+        for (dataset, noise, rest), g in _with_axis(done, axis).groupby(["dataset", "train_noise", "axis_rest"],
+                                                                          sort=False):
+            values = sorted(g.axis_value.unique(), key=str)
+            fig, panels = plt.subplots(1, len(values), figsize=(4.4 * len(values), 3.8), squeeze=False, sharey=True)
+            for ax, value in zip(panels[0], values):
+                for depth, d in g[g.axis_value == value].groupby("depth"):
+                    d = d.sort_values("h")
+                    (line,) = ax.plot(d.h, 100 * d["median"], marker="o", label=f"depth {depth}")
+                    ax.fill_between(d.h, 100 * d.ci_low, 100 * d.ci_high, color=line.get_color(), alpha=0.2,
+                                    linewidth=0)
+                ax.set_xscale("log")
+                ax.set_xlabel("step factor h (log scale)")
+                ax.set_title(axes_text({axis: value}))
+                ax.grid(True, which="both", alpha=0.3)
+                ax.legend(title="ResNet", fontsize="small")
+            panels[0][0].set_ylabel(y_label)
+            where = _where(rest, noise)
+            fig.suptitle(f"{dataset}: accuracy against h per {axis}" + (f" ({where})" if where else ""), y=1.02)
+            figures.save(fig, "fig6-acc-vs-h-by-" + slug(axis, dataset, axes_text(dict(rest)),
+                                                         f"noise{noise:g}" if noise else ""))
+
+
+def _where(rest: tuple, noise: float) -> str:
+    """The other axes and the training noise, as a title names them."""
+    return ", ".join(x for x in (axes_text(dict(rest)), f"training noise {noise:g}" if noise else "") if x)
 
 
 def _learning_curves(figures: _Figures, epochs: pd.DataFrame, runs: pd.DataFrame, slug) -> None:

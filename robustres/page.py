@@ -1,9 +1,11 @@
 """`report --html FILE`: the report as one self-contained page.
 
 Everything is inline: the figures as SVG, the styles in a <style> block, no script and no network
-reference (the only URLs are the SVG namespace names). It holds, per block, the recommendation
-(the point, the set, the reason), the table with intervals and divergence rates, and the figures
-report draws: Fig. 6 (accuracy against h with interval bands), Fig. 3 when there are several
+reference (the only URLs are the SVG namespace names). It holds the stable region when an ordered
+axis such as lr varies (per depth the verdict on "the edge grows as h shrinks" and the heatmap of h
+against the axis), per block the recommendation (the point, the set, the reason), the table with
+intervals and divergence rates, and the figures report draws: Fig. 6 (accuracy against h with
+interval bands; side by side per value of a categorical axis), Fig. 3 when there are several
 depths, and the learning curves. Sized for a laptop screen: one column, at most 1100 px wide.
 """
 
@@ -15,6 +17,8 @@ import re
 from pathlib import Path
 
 from .atomic import write_atomic
+from .figures import heatmap_stem
+from .region import axes_text
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; margin: 0 auto; max-width: 1100px; padding: 24px; }
@@ -58,19 +62,39 @@ def _svg(path: Path) -> str:
     return text[text.index("<svg"):] if "<svg" in text else ""
 
 
-def render(groups, recommendations: list[dict], warnings: list[str], figures: list[Path], title: str) -> str:
-    """The page's HTML."""
+def _region(verdicts: list[dict], figures: list[Path]) -> list[str]:
+    """The stable region per depth: the verdict's sentence, then the heatmap of h against the axis."""
+    if not verdicts:
+        return []
+    svgs = {Path(p).stem: Path(p) for p in figures if Path(p).suffix == ".svg"}
+    parts = ["<h2>Stable region</h2>", "<p class=\"note\">Per depth and h, the edge: the largest value of the "
+             "axis below the first at which a run diverged. Does the edge grow as h shrinks? Yes or no only "
+             "where the divergence rates of neighbouring h (Wilson intervals) are told apart.</p>"]
+    for v in verdicts:
+        parts.append(f"<p class=\"answer\">{html.escape(v['text'])}</p>")
+        stem = heatmap_stem(v["axis"], v["dataset"], v["train_noise"], v["axes"], v["depth"])
+        if stem in svgs:
+            parts.append(f"<figure>{_svg(svgs[stem])}<figcaption class=\"note\">{html.escape(stem)}</figcaption>"
+                         "</figure>")
+    return parts
+
+
+def render(groups, recommendations: list[dict], warnings: list[str], figures: list[Path], title: str,
+           verdicts: list[dict] | None = None) -> str:
+    """The page's HTML; `verdicts` (region.verdicts) open it with the stable region and its heatmaps."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              "<p class=\"note\">The answer per depth is the set of h the evidence cannot tell from the best "
              "(intervals over seeds with the test set's binomial noise) and one point in it: the smallest h of "
              "the set whose interval holds the best's median.</p>"]
     parts += [f"<p class=\"warning\">warning: {html.escape(w)}</p>" for w in warnings]
+    parts += _region(verdicts or [], figures)
     by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recommendations}
-    for block, rows in groups.groupby(["dataset", "protocol", "depth", "train_noise"], sort=True):
+    for block, rows in groups.groupby(["dataset", "protocol", "depth", "train_noise"], sort=False):
         dataset, protocol, depth, noise = block
         rec = by_block.get(block, {})
+        axes = rows["axes"].iloc[0] if "axes" in rows else {}
         name = f"{dataset}, depth {depth}" + (f", training noise {noise:g}" if noise else "") + \
-            (f" ({protocol})" if protocol else "")
+            (f", {axes_text(axes)}" if axes else "")
         answer = "no h qualifies" if rec.get("h") is None else \
             f"h = {rec['h']:g}; indistinguishable: {{{', '.join(f'{h:g}' for h in rec['indistinguishable'])}}}"
         parts += [f"<h2>{html.escape(name)}</h2>",

@@ -1,6 +1,8 @@
 """The answer per depth: which h, as a set the evidence cannot tell apart, and one point in it.
 
-Per block (dataset, protocol, depth, training noise), over the groups of `report.aggregate`:
+Per block (dataset, protocol, depth, training noise), over the groups of `report.aggregate`; the
+protocol is one value of every extra axis (lr, optimizer, ...: the block's `axes`), so each
+combination gets its own answer:
 
 1. Eligible h: at least `min_seeds` completed runs and no divergence or failure.
 2. The best: the eligible h with the highest median of the metric (ties: the smaller h).
@@ -30,6 +32,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .region import axes_text
 from .stats import level_label, paired, rate_interval, seeds_to_separate, test_noise_half_width
 
 BLOCK = ["dataset", "protocol", "depth", "train_noise"]  # one recommendation per block
@@ -202,8 +205,9 @@ def recommend(groups: pd.DataFrame, runs: pd.DataFrame, min_seeds: int) -> tuple
     groups["p_vs_best"] = np.nan  # P(this h > the recommended h), seed by seed
     groups["p_vs_h1"] = np.nan  # P(this h > h = 1), seed by seed
     recommendations = []
-    for block, rows in groups.groupby(BLOCK, sort=True):
-        labels, columns, entry = _block(dict(zip(BLOCK, block)), rows, runs, min_seeds)
+    for block, rows in groups.groupby(BLOCK, sort=False):  # in the groups' order: axis values sorted as numbers
+        key = {**dict(zip(BLOCK, block)), "axes": rows["axes"].iloc[0] if "axes" in rows else {}}
+        labels, columns, entry = _block(key, rows, runs, min_seeds)
         groups.loc[list(labels), "label"] = list(labels.values())
         for i, (vs_best, vs_h1) in columns.items():
             groups.loc[i, ["p_vs_best", "p_vs_h1"]] = [vs_best, vs_h1]
@@ -220,7 +224,8 @@ def guideline_warnings(recommendations: list[dict]) -> list[str]:
         return warnings
     for (dataset, protocol, noise), block in recs.groupby(["dataset", "protocol", "train_noise"]):
         block = block.sort_values("depth").to_dict(orient="records")
-        where = ", ".join(x for x in (protocol, f"noise {noise:g}" if noise else "") if x)
+        axes = axes_text(block[0]["axes"]) if "axes" in block[0] else protocol  # the extra axes, as headings say them
+        where = ", ".join(x for x in (axes, f"noise {noise:g}" if noise else "") if x)
         name = f"{dataset}{f' ({where})' if where else ''}"
         for a, b in zip(block, block[1:]):
             edge_a, edge_b = a["stability_edge"], b["stability_edge"]

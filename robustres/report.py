@@ -9,10 +9,12 @@ percentages in what is printed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import pandas as pd
 
+from . import region
 from .datasets import official_sizes
 from .recommend import BLOCK, LABELS, recommend  # noqa: F401  (report.recommend, report.LABELS)
 from .rows import spec_from_row
@@ -35,16 +37,39 @@ class Filters:
     run_ids: frozenset[str] | None = None  # the runs of a sweep config
 
 
+def varying(runs: pd.DataFrame) -> list[str]:
+    """The protocol fields whose values differ among these runs: the report's extra axes."""
+    return [c for c in PROTOCOL if c in runs and runs[c].astype(str).nunique(dropna=False) > 1]
+
+
 def with_protocol(runs: pd.DataFrame) -> pd.DataFrame:
     """Add `protocol`: the config fields in which these runs differ ("" when they all agree)."""
     runs = runs.copy()
-    varying = [c for c in PROTOCOL if c in runs and runs[c].astype(str).nunique(dropna=False) > 1]
-    if not varying:
+    fields = varying(runs)
+    if not fields:
         runs["protocol"] = ""
         return runs
-    runs["protocol"] = runs[varying].astype(str).apply(
-        lambda row: " ".join(f"{c}={v}" for c, v in zip(varying, row)), axis=1)
+    runs["protocol"] = runs[fields].astype(str).apply(
+        lambda row: " ".join(f"{c}={v}" for c, v in zip(fields, row)), axis=1)
     return runs
+
+
+def _plain(value):
+    """A store value as JSON and comparisons take it: a Python scalar, None for a missing one."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def axes_of(runs: pd.DataFrame) -> tuple[dict[str, dict], dict[str, int]]:
+    """Per protocol string: its `axes` (the varying fields' values, typed), and its rank when the
+    combinations are sorted by those values (numerically: lr=10 after lr=2, which the strings'
+    order would not give). The fields are found among one run per protocol: every combination of
+    varying values is a protocol of its own, so they vary there exactly when they vary at all."""
+    one = runs.drop_duplicates("protocol")
+    fields = varying(one)
+    axes = {p: {c: _plain(row[c]) for c in fields} for p, row in zip(one.protocol, one.to_dict(orient="records"))}
+    key = lambda p: tuple((v is None, "" if v is None else v) for v in axes[p].values())  # noqa: E731
+    return axes, {p: i for i, p in enumerate(sorted(axes, key=key))}
 
 
 def select(runs: pd.DataFrame, f: Filters) -> pd.DataFrame:
@@ -127,7 +152,12 @@ def aggregate(runs: pd.DataFrame, metric: str = "final", level: float = LEVEL) -
     out = out.rename(columns={"median": "final_median", "mean": "final_mean", "std": "final_std",
                               "min": "final_min", "max": "final_max"})
     out = out.reset_index().merge(intervals(runs, keys, metric, level), on=keys, how="left")
-    return out.sort_values(keys).reset_index(drop=True)
+    # Each group's extra axes (report JSON v3), the combinations in the order of their values.
+    axes, rank = axes_of(runs)
+    out["axes"] = [axes[p] for p in out.protocol]
+    out["_rank"] = out.protocol.map(rank)
+    order = ["dataset", "_rank", "depth", "train_noise", "h"]
+    return out.sort_values(order).drop(columns="_rank").reset_index(drop=True)
 
 
 def summarize(rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
@@ -164,6 +194,8 @@ class Report:
     failures: list[str]  # gates that failed
     figures: list
     summaries: list[str]
+    edges: list[dict] = field(default_factory=list)  # the stable region along ordered axes (region.py)
+    verdicts: list[dict] = field(default_factory=list)  # "the edge grows as h shrinks?" per depth
 
 
 def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, source: str | None = None,
@@ -187,17 +219,19 @@ def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, sour
     short = groups[(groups.completed < min_seeds) & (groups.stopped == 0)]
     if not short.empty and gates.min_seeds is not None:
         cut = int(((groups.completed < min_seeds) & (groups.stopped > 0)).sum())
-        failures.append(f"{len(short)} (depth, h) groups have fewer than {min_seeds} completed runs"
+        names = ", ".join(["depth", *varying(runs), "h"])  # a group is one value of every extra axis too
+        failures.append(f"{len(short)} ({names}) groups have fewer than {min_seeds} completed runs"
                         + (f" ({cut} more were cut by a search: their runs are stopped)" if cut else ""))
+    edges, verdicts = region.edges(groups), region.verdicts(groups)
     figures, summaries = [], []
     if plot_dir is not None:
         figures, summaries = draw(store, groups, runs, plot_dir)
     if html_path is not None:
-        write_html(html_path, store, groups, recs, warnings + failures, runs, figures, source)
-    return Report(groups, recs, warnings, failures, figures, summaries)
+        write_html(html_path, store, groups, recs, warnings + failures, runs, figures, source, verdicts)
+    return Report(groups, recs, warnings, failures, figures, summaries, edges, verdicts)
 
 
-def write_html(path, store, groups, recs, warnings, runs, figures, source) -> None:
+def write_html(path, store, groups, recs, warnings, runs, figures, source, verdicts=()) -> None:
     """report --html: one self-contained page (page.py), its figures drawn for it unless --plot drew them."""
     import tempfile
 
@@ -205,11 +239,11 @@ def write_html(path, store, groups, recs, warnings, runs, figures, source) -> No
 
     title = "robustres report" + (f": {source}" if source else "")
     if figures:
-        write_page(path, render(groups, recs, warnings, figures, title))
+        write_page(path, render(groups, recs, warnings, figures, title, list(verdicts)))
         return
     with tempfile.TemporaryDirectory() as folder:
         drawn, _ = draw(store, groups, runs, folder)
-        write_page(path, render(groups, recs, warnings, drawn, title))
+        write_page(path, render(groups, recs, warnings, drawn, title, list(verdicts)))
 
 
 def missing_slots(runs: pd.DataFrame, slots: list[tuple]) -> int:

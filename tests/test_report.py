@@ -136,15 +136,16 @@ def test_report_table_json_csv_markdown(cli, quick_store):
     assert "metric: final" in out and "depth 3:" in out and "depth 5:" in out
     code, out, _ = cli("report", "--format", "json")
     doc = json.loads(out)
-    assert set(doc) == {"schema_version", "groups", "recommendations", "warnings", "figures"}
-    assert doc["schema_version"] == 2
+    assert set(doc) == {"schema_version", "groups", "recommendations", "edges", "edge_verdicts", "warnings",
+                        "figures"}
+    assert doc["schema_version"] == 3 and doc["edges"] == [] and doc["edge_verdicts"] == []
     assert len(doc["groups"]) == 4 and len(doc["recommendations"]) == 2
     assert set(doc["groups"][0]) >= {"dataset", "depth", "train_noise", "h", "runs", "completed", "diverged",
                                      "failed", "final_median", "final_std", "best_epoch_median", "label", "metric",
                                      "median", "iqm", "ci_low", "ci_high", "diverged_rate", "diverged_low",
-                                     "diverged_high", "p_vs_best", "p_vs_h1"}
+                                     "diverged_high", "p_vs_best", "p_vs_h1", "axes"}
     assert {"dataset", "depth", "h", "reason", "median", "std", "vs_h1", "indistinguishable", "ci",
-            "p_improvement_vs_h1", "stability_edge", "metric"} <= set(doc["recommendations"][0])
+            "p_improvement_vs_h1", "stability_edge", "metric", "axes"} <= set(doc["recommendations"][0])
     code, out, _ = cli("report", "--format", "csv")
     frame = pd.read_csv(__import__("io").StringIO(out))
     assert len(frame) == 4 and "label" in frame.columns

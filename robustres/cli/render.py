@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..hardware import wall_time
+from ..region import axes_text
 from ..stats import level_label
 from .progress import status_text
 
@@ -44,8 +45,9 @@ def print_sweep_summary(out: Console, rows: list[dict], groups, recs: list[dict]
     by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
     for block, g in groups.groupby(["dataset", "protocol", "depth", "train_noise"], sort=False):
         dataset, protocol, depth, noise = block
+        axes = g["axes"].iloc[0] if "axes" in g else {}
         title = f"{dataset} depth {depth}" + (f", training noise {noise:g}" if noise else "") + \
-            (f" ({protocol})" if protocol else "")
+            (f", {axes_text(axes)}" if axes else "")
         table = Table(title=title)
         for col in ("h", "runs", "completed", "diverged", "failed", "median final test %", "95 % CI"):
             table.add_column(col, justify="right")
@@ -189,14 +191,31 @@ def interval(low, high) -> str:
     return "-" if _isna(low) else f"{100 * low:.1f}-{100 * high:.1f}"
 
 
-def report_json(groups, recs, warnings, files) -> dict:
-    """Schema version 2 (docs/json.md): groups with their intervals, recommendations as sets."""
-    return {"schema_version": 2, "groups": records(groups), "recommendations": [
-        {k: json_value(v) for k, v in r.items()} for r in recs], "warnings": warnings,
+def report_json(groups, recs, warnings, files, edges=(), verdicts=()) -> dict:
+    """Schema version 3 (docs/json.md): groups with their intervals and extra axes, recommendations
+    as sets, the stable region's edges and the verdicts on them."""
+    return {"schema_version": 3, "groups": records(groups), "recommendations": [
+        {k: json_value(v) for k, v in r.items()} for r in recs], "edges": [json_value(e) for e in edges],
+        "edge_verdicts": [json_value(v) for v in verdicts], "warnings": warnings,
         "figures": [str(f) for f in files]}
 
 
-def report_markdown(groups, recs, warnings) -> str:
+def report_csv(groups) -> str:
+    """One row per group; its extra axes as columns `axis_<field>` (empty where a group lacks one)."""
+    frame = groups.drop(columns="axes")
+    names = list(dict.fromkeys(k for axes in groups["axes"] for k in axes))
+    for name in names:
+        frame[f"axis_{name}"] = [axes.get(name) for axes in groups["axes"]]
+    return frame.to_csv(index=False)
+
+
+def _place(rec: dict) -> str:
+    """A recommendation's place: dataset, depth, the extra axes' values."""
+    axes = rec.get("axes") or {}
+    return f"{rec['dataset']}, depth {rec['depth']}" + (f", {axes_text(axes)}" if axes else "")
+
+
+def report_markdown(groups, recs, warnings, verdicts=()) -> str:
     metric = groups.metric.iloc[0] if len(groups) else "final"
     lines = [f"| dataset | protocol | depth | noise | h | runs | completed | diverged | failed | stopped | median "
              f"{metric} % | CI | IQM % | diverged rate (CI) | label |", "|---" * 15 + "|"]
@@ -206,18 +225,20 @@ def report_markdown(groups, recs, warnings) -> str:
                      f"{interval(r.ci_low, r.ci_high)} | {pct(r.iqm)} | {rate_text(r)} | {r.label} |")
     lines.append("")
     for rec in recs:
-        lines.append(f"- **{rec['dataset']}, depth {rec['depth']}**: {rec['reason']}")
+        lines.append(f"- **{_place(rec)}**: {rec['reason']}")
+    lines += [f"- stable region: {v['text']}" for v in verdicts]
     lines += [f"- warning: {w}" for w in warnings]
     return "\n".join(lines)
 
 
-def print_report(groups, recs, warnings) -> None:
+def print_report(groups, recs, warnings, verdicts=()) -> None:
     out = console()
     by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recs}
-    for (dataset, protocol), g in groups.groupby(["dataset", "protocol"], sort=True):
+    for (dataset, protocol), g in groups.groupby(["dataset", "protocol"], sort=False):  # axis values in order
         noisy = g.train_noise.nunique() > 1 or (g.train_noise != 0).any()
         metric, level = g.metric.iloc[0], level_label(g.level.iloc[0])
-        table = Table(title=f"robustres report: {dataset}" + (f" ({protocol})" if protocol else ""),
+        axes = g["axes"].iloc[0] if "axes" in g else {}
+        table = Table(title=f"robustres report: {dataset}" + (f", {axes_text(axes)}" if axes else ""),
                       caption=f"metric: {metric} ({METRIC_TEXT[metric]}); CI: {level} % over seeds, test-set noise "
                               "included; diverged: rate of finished runs, Wilson CI")
         stops = "stopped" in g and bool((g.stopped > 0).any())  # a search's store: its cut runs, counted apart
@@ -249,6 +270,8 @@ def print_report(groups, recs, warnings) -> None:
                 line += (f". Against h=1 over {vs['seeds']} paired seeds: {diff}P(better) {vs['p_improvement']:.2f} "
                          f"(permutation p={vs['permutation_p']:.2f}; a divergence scores 0)")
             out.print(line)
+    for v in verdicts:
+        out.print(f"stable region: {v['text']}")
     for w in warnings:
         out.print(f"warning: {w}")
 

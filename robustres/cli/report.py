@@ -93,14 +93,15 @@ def _filters(dataset, depths, h, train_noise, slots) -> dict:
 
 def _print(result, format_: str) -> None:
     if format_ == "json":
-        print(render.dumps(render.report_json(result.groups, result.recommendations,
-                                               result.warnings + result.failures, result.figures)))
+        print(render.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
+                                               result.figures, result.edges, result.verdicts)))
     elif format_ == "csv":
-        print(result.groups.to_csv(index=False), end="")
+        print(render.report_csv(result.groups), end="")
     elif format_ == "markdown":
-        print(render.report_markdown(result.groups, result.recommendations, result.warnings + result.failures))
+        print(render.report_markdown(result.groups, result.recommendations, result.warnings + result.failures,
+                                     result.verdicts))
     else:
-        render.print_report(result.groups, result.recommendations, result.warnings)
+        render.print_report(result.groups, result.recommendations, result.warnings, result.verdicts)
         for line in result.summaries + [f"wrote {path}" for path in result.figures]:
             print(line)
 
