@@ -228,3 +228,27 @@ def test_the_heatmap_marks_each_edge_and_the_panels_are_one_per_optimizer(tmp_pa
     panels = next(f for f in drawn if "per optimizer (lr=0.2)" in f.get_suptitle())
     assert [a.get_title() for a in panels.axes] == ["optimizer=adam", "optimizer=sgd"]
     assert all(a.get_xscale() == "log" for a in panels.axes)
+
+
+@pytest.mark.slow
+def test_the_lr_robustness_preset_shows_the_stable_region_per_depth_end_to_end(cli, tmp_path):
+    """Issue 24's done-means: the preset, then its report with a page: a heatmap per depth and, per
+    depth, what the edges say about the claim (README shows this output)."""
+    code, _, err = cli("sweep", "--config", "lr-robustness-moons")
+    assert code == 0, err
+    code, out, err = cli("report", "--config", "lr-robustness-moons", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    edges = {(e["depth"], e["h"]): e for e in doc["edges"]}
+    for depth in (10, 30):
+        # h = 1 already diverges at lr 0.2 and h = 0.05 never does: the edge grows as h shrinks
+        assert (edges[(depth, 1.0)]["edge"], edges[(depth, 1.0)]["first_unstable"]) == (0.02, 0.2)
+        assert (edges[(depth, 0.05)]["edge"], edges[(depth, 0.05)]["first_unstable"]) == (2.0, None)
+        assert edges[(depth, 0.2)]["edge"] in (0.2, 1.0)
+    verdicts = {v["depth"]: v["verdict"] for v in doc["edge_verdicts"]}
+    assert verdicts[30] == "yes" and verdicts[10] in ("yes", "not resolved by this grid")
+    code, out, err = cli("report", "--config", "lr-robustness-moons", "--html", tmp_path / "page.html")
+    assert code == 0, err
+    page = (tmp_path / "page.html").read_text()
+    assert "Stable region" in page and all(f"heatmap-h-vs-lr-two-moons-depth{d}" in page for d in (10, 30))
+    assert "stable region: two-moons, depth 30: does the lr edge grow as h shrinks? yes." in " ".join(out.split())
