@@ -254,7 +254,8 @@ def plot_instruments(noise: pd.DataFrame, prop: pd.DataFrame, stats: pd.DataFram
     figures = _Figures(folder)
     plt, save, colors = figures.plt, figures.save, figures.colors
     summaries = []
-    meta = runs[["run_id", "dataset", "depth", "h", "seed"]]
+    meta = runs[["run_id", "dataset", "depth", "h", "seed"]].assign(
+        protocol=runs["protocol"] if "protocol" in runs else "")  # runs of other lrs, ...: never pooled
 
     if not noise.empty:
         summaries += _noise_accuracy(figures, noise.merge(meta, on="run_id"))
@@ -288,10 +289,10 @@ def _noise_accuracy(figures: _Figures, frame: pd.DataFrame) -> list[str]:
     """Accuracy against the test-noise level per h, with intervals (noise_stats); returns each h
     against h = 1, in words."""
     plt, save, colors = figures.plt, figures.save, figures.colors
-    table = pd.DataFrame(accuracy_table(frame))
-    summaries = [f"{r['dataset']} depth {r['depth']} {r['kind']} {r['level']:g}: {paired_line(r)}"
-                 for r in against_plain(frame)]
-    for (dataset, depth, kind), g in table.groupby(["dataset", "depth", "kind"]):
+    table = pd.DataFrame(accuracy_table(frame, ("protocol",)))
+    summaries = [f"{_named(r['dataset'], r['protocol'])} depth {r['depth']} {r['kind']} {r['level']:g}: "
+                 f"{paired_line(r)}" for r in against_plain(frame, ("protocol",))]
+    for (dataset, protocol, depth, kind), g in table.groupby(["dataset", "protocol", "depth", "kind"]):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         cmap = colors(g.h.unique())
         for h, d in g.groupby("h"):
@@ -300,18 +301,18 @@ def _noise_accuracy(figures: _Figures, frame: pd.DataFrame) -> list[str]:
                         label=f"h = {h:g}")
         ax.set_xlabel(f"test-noise level ({kind})")
         ax.set_ylabel(f"test accuracy, % (median over seeds, {level_label(LEVEL)} % CI)")
-        ax.set_title(f"{dataset}, depth {depth}: corrupted test inputs")
+        ax.set_title(f"{_named(dataset, protocol, ', ')}, depth {depth}: corrupted test inputs")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        save(fig, f"noise-acc-{dataset}-depth{depth}-{kind}")
+        save(fig, f"noise-acc-{_named(dataset, protocol, '-')}-depth{depth}-{kind}")
     return summaries
 
 
 def _propagation(figures: _Figures, frame: pd.DataFrame) -> None:
     """Prop. 2: the relative perturbation against block per h, median over seeds with its band."""
     plt, save, colors = figures.plt, figures.save, figures.colors
-    table = pd.DataFrame(propagation_table(frame))
-    for (dataset, depth, kind, level), g in table.groupby(["dataset", "depth", "kind", "level"]):
+    table = pd.DataFrame(propagation_table(frame, ("protocol",)))
+    for (dataset, protocol, depth, kind, level), g in table.groupby(["dataset", "protocol", "depth", "kind", "level"]):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         cmap = colors(g.h.unique())
         for h, d in g.groupby("h"):
@@ -320,11 +321,16 @@ def _propagation(figures: _Figures, frame: pd.DataFrame) -> None:
             ax.fill_between(d.block, d.ci_low, d.ci_high, color=cmap[h], alpha=0.2, linewidth=0)
         ax.set_xlabel("block n (0: the input to the first block)")
         ax.set_ylabel("||x_n(noisy) - x_n(clean)|| / ||x_n(clean)||")
-        ax.set_title(f"{dataset}, depth {depth}: {kind} noise {level:g} through the blocks "
+        ax.set_title(f"{_named(dataset, protocol, ', ')}, depth {depth}: {kind} noise {level:g} through the blocks "
                      f"(median over seeds, {level_label(LEVEL)} % band)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        save(fig, f"propagation-{dataset}-depth{depth}-{kind}-{level:g}")
+        save(fig, f"propagation-{_named(dataset, protocol, '-')}-depth{depth}-{kind}-{level:g}")
+
+
+def _named(dataset: str, protocol: str, sep: str = " ") -> str:
+    """A dataset with the protocol its runs share, where protocols vary ("two-moons, lr=0.2")."""
+    return f"{dataset}{sep}{protocol}" if protocol else dataset
 
 
 def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int) -> list:

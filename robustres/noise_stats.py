@@ -113,11 +113,20 @@ def paired_line(row: dict) -> str:
             f"{row['p_improvement']:.2f}{p}")
 
 
-def summarize(results: list[dict], prop: pd.DataFrame | None = None, level: float = LEVEL) -> dict:
+def summarize(results: list[dict], prop: pd.DataFrame | None = None, protocols: dict | None = None,
+              level: float = LEVEL) -> dict:
     """noise-eval's JSON beside its raw rows: `accuracy` (per cell, with intervals), `against_plain`
-    (each h against h = 1, seed by seed) and, with --propagation, `propagation` (per block)."""
+    (each h against h = 1, seed by seed) and, with the store's propagation rows, `propagation` (per
+    block). `protocols` (run_id -> report's protocol string, "" when runs agree): runs of different
+    protocols (another lr, optimizer, ...) are grouped apart, and every row says its `protocol`."""
+    protocols = protocols or {}
+    for r in results:
+        r["protocol"] = protocols.get(r["run_id"], "")
     frame = pd.DataFrame(results)
-    out = {"accuracy": accuracy_table(frame, level=level), "against_plain": against_plain(frame)}
+    by = ("protocol",)
+    out = {"accuracy": accuracy_table(frame, by, level), "against_plain": against_plain(frame, by)}
     if prop is not None:
-        out["propagation"] = propagation_table(prop, level=level) if not prop.empty else []
+        meta = frame.drop_duplicates("run_id")[["run_id", "dataset", "depth", "h", "protocol"]]
+        prop = prop.merge(meta, on="run_id")  # the evaluated runs' rows only
+        out["propagation"] = propagation_table(prop, by, level) if not prop.empty else []
     return out

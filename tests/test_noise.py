@@ -223,3 +223,17 @@ def test_noise_eval_gives_intervals_over_seeds_and_compares_each_h_with_h1_seed_
     assert "h=0.1 against h=1:" in out and "P(h=0.1 better)" in out and "] over 3 seed(s)" in out
     code, out, err = cli("report", "--plot", tmp_path / "figs")
     assert code == 0 and "two-moons depth 8 gaussian 0.5: h=0.1 against h=1:" in out, err
+
+
+def test_noise_eval_never_pools_runs_of_other_protocols(cli, tmp_path):
+    code, _, err = cli("train", "--depth", "3", "--h", "0.1,1", "--seeds", "2", "--lr", "0.02,0.2", "--epochs", "2")
+    assert code == 0, err
+    code, out, err = cli("noise-eval", "--levels", "0.3", "--propagation", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert sorted((r["protocol"], r["h"], r["seeds"]) for r in got["accuracy"]) == [
+        ("lr=0.02", 0.1, 2), ("lr=0.02", 1.0, 2), ("lr=0.2", 0.1, 2), ("lr=0.2", 1.0, 2)]  # 2 seeds, not 4
+    assert sorted(r["protocol"] for r in got["against_plain"]) == ["lr=0.02", "lr=0.2"]
+    assert {r["seeds"] for r in got["propagation"]} == {2}
+    code, out, err = cli("noise-eval", "--levels", "0.3")
+    assert code == 0 and "protocol" in out and "two-moons lr=0.2 depth 3 gaussian 0.3: h=0.1 against h=1" in out, err

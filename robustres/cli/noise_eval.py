@@ -112,17 +112,10 @@ def test_noise(options, levels, kinds, with_propagation, config, depth, h, as_js
         print(f"error: none of the {len(result.specs)} matching runs has a usable checkpoint",
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
-    prop = None
-    if with_propagation:
-        import pandas as pd
-
-        prop = store.propagation()
-        prop = prop[prop.run_id.isin([s.run_id for s in result.specs])].merge(pd.DataFrame(
-            [{"run_id": s.run_id, "dataset": s.dataset, "depth": s.depth, "h": s.h} for s in result.specs]),
-            on="run_id")
     from ..noise_stats import summarize
 
-    summary = summarize(result.results, prop)
+    protocols = dict(zip(rows.run_id, rows.protocol))  # runs of other protocols (lr, ...) are never pooled
+    summary = summarize(result.results, store.propagation() if with_propagation else None, protocols)
     if as_json:
         print(render.dumps({"noise_evals": result.results, **summary}))
         raise typer.Exit(EXIT_OK)

@@ -358,21 +358,25 @@ def print_noise_table(summary: dict, evaluated: int, store_root) -> None:
     table = Table(title=f"robustres noise-eval: {evaluated} run(s), accuracy on corrupted test inputs, % "
                         f"(median over seeds [{level} % interval: seeds and test-set noise]), store {store_root}")
     levels = sorted({r["level"] for r in rows})
-    for col in ["dataset", "depth", "h", "kind"] + [f"{lv:g}" for lv in levels]:
-        table.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
+    protocols = any(r.get("protocol") for r in rows)  # runs of other lrs, optimizers, ...: a column
+    for col in ["dataset", *(["protocol"] if protocols else []), "depth", "h", "kind"] + [f"{lv:g}" for lv in levels]:
+        table.add_column(col, justify="left" if col in ("dataset", "protocol", "kind") else "right")
     cells: dict[tuple, dict] = {}
     for r in rows:
-        cells.setdefault((r["dataset"], r["depth"], r["h"], r["kind"]), {})[r["level"]] = r
-    for (ds, dp, hv, kind), by_level in cells.items():
-        table.add_row(ds, str(dp), f"{hv:g}", kind, *[_with_interval(by_level.get(lv)) for lv in levels])
+        cells.setdefault((r["dataset"], r.get("protocol", ""), r["depth"], r["h"], r["kind"]), {})[r["level"]] = r
+    for (ds, protocol, dp, hv, kind), by_level in cells.items():
+        table.add_row(ds, *([protocol] if protocols else []), str(dp), f"{hv:g}", kind,
+                      *[_with_interval(by_level.get(lv)) for lv in levels])
     console().print(table)
     for r in summary["against_plain"]:
-        print(f"{r['dataset']} depth {r['depth']} {r['kind']} {r['level']:g}: {paired_line(r)}")
+        where = f"{r['dataset']}{' ' + r['protocol'] if r.get('protocol') else ''} depth {r['depth']}"
+        print(f"{where} {r['kind']} {r['level']:g}: {paired_line(r)}")
     if not summary["against_plain"] and rows:
         print("no h = 1 runs among these: nothing to compare the other h with seed by seed")
     last: dict[tuple, dict] = {}
     for r in summary.get("propagation", []):
-        key = (r["dataset"], r["depth"], r["h"], r["kind"], r["level"])
+        key = (r["dataset"] + (" " + r["protocol"] if r.get("protocol") else ""), r["depth"], r["h"], r["kind"],
+               r["level"])
         if key not in last or r["block"] > last[key]["block"]:
             last[key] = r
     for (ds, dp, hv, kind, lv), r in last.items():
