@@ -62,15 +62,17 @@ class StepScale(nn.Module):
     """Holds each model's h, repeated over its channels: the `h` of  x + h * F(x).
 
     A fixed h (h rules fixed, sqrt, linear) is a buffer the spec rebuilds, so not saved. A learned h
-    (h rule learned) is a parameter, one scalar per model ([K], stacked along dim 0 like every
-    other parameter, so fusing and unfusing hold for it), trained and checkpointed with the model.
+    (h rule learned) is a parameter, one scalar per model, trained and checkpointed with the model:
+    [K, 1, ...], stacked along dim 0 like every other parameter (so fusing and unfusing hold for
+    it) and shaped to broadcast over F(x) seen as [B, K, C, ...] without a view of its own (a view
+    is an autograd node, and at two-moons' sizes every node counts: benchmarks/learned_cost.py).
     """
 
     def __init__(self, hs: list[float], channels: int, dims: int, learned: bool = False):
         super().__init__()
         self.channels, self.dims, self.learned = channels, dims, learned
         if learned:
-            self.scale = nn.Parameter(torch.tensor(hs, dtype=torch.float32))
+            self.scale = nn.Parameter(torch.tensor(hs, dtype=torch.float32).view(-1, *[1] * (dims + 1)))
         else:
             self.register_buffer("scale", torch.empty(0), persistent=False)
             self.set(hs)
@@ -78,24 +80,22 @@ class StepScale(nn.Module):
     def set(self, hs: list[float]) -> None:
         if self.learned:
             with torch.no_grad():
-                self.scale.copy_(torch.tensor(hs, dtype=self.scale.dtype))
+                self.scale.copy_(torch.tensor(hs, dtype=self.scale.dtype).view_as(self.scale))
             return
         scale = torch.tensor(hs, dtype=torch.float32).repeat_interleave(self.channels)
         self.scale = scale.view(1, -1, *([1] * self.dims)).to(self.scale.device)
 
-    def per_channel(self) -> torch.Tensor:
-        """h over the K models' channels, [K*C]."""
-        if self.learned:
-            return self.scale.view(-1, 1).expand(-1, self.channels).reshape(-1)
-        return self.scale.view(-1)
+    def times(self, t: torch.Tensor) -> torch.Tensor:
+        """t [K*C] (a BatchNorm's affine weight or bias) times each model's h, channel by channel."""
+        if self.learned:  # [K, C] * [K, 1]: no copy of h over the channels
+            return (t.view(self.scale.shape[0], -1) * self.scale.view(-1, 1)).view(-1)
+        return t * self.scale.view(-1)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         # Under bf16 autocast this promotes h * F(x), and with it the residual stream, to float32:
         # at h = 0.001 a bf16 sum x + h * F(x) would round the update away (8-bit mantissa).
-        if self.learned:  # [B, K*C, ...] as [B, K, C, ...] (a view) times h [1, K, 1, ...]
-            k = self.scale.shape[0]
-            h = self.scale.view(1, k, *([1] * (self.dims + 1)))
-            return (f.unflatten(1, (k, self.channels)) * h).flatten(1, 2)
+        if self.learned:  # [B, K*C, ...] as [B, K, C, ...] (a view) times h [K, 1, ...]
+            return (f.unflatten(1, (self.scale.shape[0], self.channels)) * self.scale).flatten(1, 2)
         return self.scale * f
 
     def step(self, x: torch.Tensor, norm: nn.Module, f: torch.Tensor) -> torch.Tensor:
@@ -109,10 +109,9 @@ class StepScale(nn.Module):
         x = x.to(torch.promote_types(x.dtype, self.scale.dtype))
         if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
             return x + self(norm(f))
-        h = self.per_channel()
         if norm.training:  # what nn.BatchNorm's forward does besides the arithmetic
             norm.num_batches_tracked.add_(1)
-        return x + F.batch_norm(f, norm.running_mean, norm.running_var, norm.weight * h, norm.bias * h,
+        return x + F.batch_norm(f, norm.running_mean, norm.running_var, self.times(norm.weight), self.times(norm.bias),
                                 norm.training, norm.momentum, norm.eps)
 
 
@@ -393,7 +392,7 @@ def unfuse(pack: nn.Module, specs: Sequence[RunSpec], k: int, num_classes: int,
 
 
 def learned_scales(model: nn.Module) -> list[nn.Parameter]:
-    """The learned step scales of a network ([K] each), one per residual block in forward order
+    """The learned step scales of a network ([K, 1, ...] each), one per residual block in forward order
     (the order the blocks are registered in); empty unless its h rule is learned."""
     return [m.scale for m in model.modules() if isinstance(m, StepScale) and m.learned]
 

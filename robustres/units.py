@@ -105,7 +105,7 @@ class Unit:
         model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.model = model
         self.forward = torch.compile(model) if options.compile else model
-        self.scales = learned_scales(model)  # [K] each, one per block; empty unless h is learned
+        self.scales = learned_scales(model)  # [K, 1, ...] each, one per block; empty unless h is learned
         self.optimizer = PackOptimizer(model.parameters(), self.specs, no_decay=self.scales)
         if states is not None:
             self.optimizer.load([s["optimizer"] for s in states])
@@ -266,7 +266,7 @@ class Unit:
 
     def scale_values(self, position: int) -> list[float]:
         """Model `position`'s learned scales now, block by block (empty unless h is learned)."""
-        return torch.stack([s.detach()[position] for s in self.scales]).tolist() if self.scales else []
+        return torch.cat([s.detach()[position].reshape(1) for s in self.scales]).tolist() if self.scales else []
 
     def checkpoint_state(self, position: int) -> tuple[dict, dict]:
         model = split_state(self.model.state_dict(), position, self.k)

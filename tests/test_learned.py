@@ -76,7 +76,7 @@ def test_learned_scales_are_parameters_starting_at_h_and_a_learned_run_is_its_ow
     assert learned.run_id != fixed.run_id
     model = init_model(learned, 2, (2,))
     scales = learned_scales(model)
-    assert [s.shape for s in scales] == [torch.Size([1])] * 4 and all(s.requires_grad for s in scales)
+    assert [s.shape for s in scales] == [torch.Size([1, 1])] * 4 and all(s.requires_grad for s in scales)
     assert [float(s.detach()) for s in scales] == pytest.approx([0.3] * 4)
     assert learned_scales(init_model(fixed, 2, (2,))) == []
     # the same initial weights as the fixed run at the same h: the scales draw no random numbers
