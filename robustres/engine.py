@@ -36,7 +36,7 @@ import torch
 from . import data as D
 from . import transforms as T
 from .checkpoints import load_checkpoint, save_pack, settle
-from .models import count_flops, count_params, init_model, steps_per_epoch
+from .models import count_flops, count_params, init_model, scales_in, steps_per_epoch
 from .optimizers import lr_at
 from .spec import RunSpec
 from .tuning import choose_fuse
@@ -69,6 +69,9 @@ class Outcome:
     seconds: float = 0.0
     layer_stats: list[dict] = field(default_factory=list)  # {step, layer, weight_norm, grad_norm}
     fused: bool | None = None  # how the pack executed: one fused network, or its models in turn
+    # h rule learned: each block's scale (forward order) after the last epoch recorded; for a
+    # diverged run, after its last finite epoch (its frozen scales are zeros, not results)
+    scales: list[float] = field(default_factory=list)
 
     epochs: int = 0  # of the run's schedule
 
@@ -203,6 +206,7 @@ def resume(specs: list[RunSpec],
         outcome.history = [EpochRecord(**r) for r in state["history"]]
         outcome.seconds = float(state["seconds"])
         outcome.layer_stats = list(state.get("layer_stats", []))
+        outcome.scales = scales_in(state["model"])
     recorded = {s.get("fused") for s in saved}
     return saved, outcomes, recorded.pop() if len(recorded) == 1 else None
 
@@ -272,6 +276,7 @@ def record_epoch(unit: Unit, data: D.Data, specs: list[RunSpec], outcomes: list[
         outcomes[i].history.append(EpochRecord(epoch + 1, train_loss[j], train_acc[j], test_loss[j], test_acc[j],
                                                lr_at(specs[i], epoch), seconds))
         outcomes[i].seconds += seconds
+        outcomes[i].scales = unit.scale_values(j)
         if checkpoints is not None and checkpoints[i] is not None:
             model_state, optimizer_state = unit.checkpoint_state(j)
             saving.append((checkpoints[i], {

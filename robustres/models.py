@@ -59,21 +59,43 @@ class GroupedLinear(nn.Module):
 
 
 class StepScale(nn.Module):
-    """Holds each model's h, repeated over its channels: the `h` of  x + h * F(x)."""
+    """Holds each model's h, repeated over its channels: the `h` of  x + h * F(x).
 
-    def __init__(self, hs: list[float], channels: int, dims: int):
+    A fixed h (h rules fixed, sqrt, linear) is a buffer the spec rebuilds, so not saved. A learned h
+    (h rule learned) is a parameter, one scalar per model, trained and checkpointed with the model:
+    [K, 1, ...], stacked along dim 0 like every other parameter (so fusing and unfusing hold for
+    it) and shaped to broadcast over F(x) seen as [B, K, C, ...] without a view of its own (a view
+    is an autograd node, and at two-moons' sizes every node counts: benchmarks/learned_cost.py).
+    """
+
+    def __init__(self, hs: list[float], channels: int, dims: int, learned: bool = False):
         super().__init__()
-        self.channels, self.dims = channels, dims
-        self.register_buffer("scale", torch.empty(0), persistent=False)
-        self.set(hs)
+        self.channels, self.dims, self.learned = channels, dims, learned
+        if learned:
+            self.scale = nn.Parameter(torch.tensor(hs, dtype=torch.float32).view(-1, *[1] * (dims + 1)))
+        else:
+            self.register_buffer("scale", torch.empty(0), persistent=False)
+            self.set(hs)
 
     def set(self, hs: list[float]) -> None:
+        if self.learned:
+            with torch.no_grad():
+                self.scale.copy_(torch.tensor(hs, dtype=self.scale.dtype).view_as(self.scale))
+            return
         scale = torch.tensor(hs, dtype=torch.float32).repeat_interleave(self.channels)
         self.scale = scale.view(1, -1, *([1] * self.dims)).to(self.scale.device)
+
+    def times(self, t: torch.Tensor) -> torch.Tensor:
+        """t [K*C] (a BatchNorm's affine weight or bias) times each model's h, channel by channel."""
+        if self.learned:  # [K, C] * [K, 1]: no copy of h over the channels
+            return (t.view(self.scale.shape[0], -1) * self.scale.view(-1, 1)).view(-1)
+        return t * self.scale.view(-1)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         # Under bf16 autocast this promotes h * F(x), and with it the residual stream, to float32:
         # at h = 0.001 a bf16 sum x + h * F(x) would round the update away (8-bit mantissa).
+        if self.learned:  # [B, K*C, ...] as [B, K, C, ...] (a view) times h [K, 1, ...]
+            return (f.unflatten(1, (self.scale.shape[0], self.channels)) * self.scale).flatten(1, 2)
         return self.scale * f
 
     def step(self, x: torch.Tensor, norm: nn.Module, f: torch.Tensor) -> torch.Tensor:
@@ -87,10 +109,9 @@ class StepScale(nn.Module):
         x = x.to(torch.promote_types(x.dtype, self.scale.dtype))
         if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
             return x + self(norm(f))
-        h = self.scale.view(-1)
         if norm.training:  # what nn.BatchNorm's forward does besides the arithmetic
             norm.num_batches_tracked.add_(1)
-        return x + F.batch_norm(f, norm.running_mean, norm.running_var, norm.weight * h, norm.bias * h,
+        return x + F.batch_norm(f, norm.running_mean, norm.running_var, self.times(norm.weight), self.times(norm.bias),
                                 norm.training, norm.momentum, norm.eps)
 
 
@@ -102,14 +123,14 @@ class StepScale(nn.Module):
 class ImageBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN = F(x); out = ReLU(shortcut(x) + h * F(x)). K models as groups."""
 
-    def __init__(self, cin: int, cout: int, stride: int, hs: list[float], bn: bool):
+    def __init__(self, cin: int, cout: int, stride: int, hs: list[float], bn: bool, learned: bool = False):
         super().__init__()
         k = len(hs)
         self.conv1 = nn.Conv2d(k * cin, k * cout, 3, stride, 1, bias=False, groups=k)
         self.bn1 = _norm(nn.BatchNorm2d, k * cout, bn)
         self.conv2 = nn.Conv2d(k * cout, k * cout, 3, 1, 1, bias=False, groups=k)
         self.bn2 = _norm(nn.BatchNorm2d, k * cout, bn)
-        self.h = StepScale(hs, cout, 2)
+        self.h = StepScale(hs, cout, 2, learned)
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
@@ -125,7 +146,7 @@ class CifarResNet(nn.Module):
     """Input [B, K*C, H, W] (model k's images in channel group k), output [B, K, classes]."""
 
     def __init__(self, depth: int, h: float | Sequence[float], bn: bool = True, num_classes: int = 10,
-                 in_channels: int = 3):
+                 in_channels: int = 3, learned: bool = False):
         super().__init__()
         hs = _hs(h)
         self.k, self.num_classes = len(hs), num_classes
@@ -139,7 +160,7 @@ class CifarResNet(nn.Module):
         for stage, cout in enumerate((16, 32, 64)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(ImageBlock(cin, cout, stride, hs, bn))
+                blocks.append(ImageBlock(cin, cout, stride, hs, bn, learned))
                 cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.head = GroupedLinear(k, 64, num_classes)
@@ -188,14 +209,14 @@ class GroupedEmbedding(nn.Module):
 class TextBlock(nn.Module):
     """conv1d-BN-ReLU-conv1d-BN = F(x); out = ReLU(shortcut(x) + h * F(x)). Convs keep biases."""
 
-    def __init__(self, cin: int, cout: int, hs: list[float], bn: bool):
+    def __init__(self, cin: int, cout: int, hs: list[float], bn: bool, learned: bool = False):
         super().__init__()
         k = len(hs)
         self.conv1 = nn.Conv1d(k * cin, k * cout, 3, padding=1, groups=k)
         self.bn1 = _norm(nn.BatchNorm1d, k * cout, bn)
         self.conv2 = nn.Conv1d(k * cout, k * cout, 3, padding=1, groups=k)
         self.bn2 = _norm(nn.BatchNorm1d, k * cout, bn)
-        self.h = StepScale(hs, cout, 1)
+        self.h = StepScale(hs, cout, 1, learned)
         self.shortcut = nn.Identity()
         if cin != cout:
             self.shortcut = nn.Sequential(nn.Conv1d(k * cin, k * cout, 1, bias=False, groups=k),
@@ -209,7 +230,8 @@ class TextBlock(nn.Module):
 class TextResNet(nn.Module):
     """Input codes [B, K, L] (or [B, L] when K = 1), output [B, K, classes]."""
 
-    def __init__(self, depth: int, h: float | Sequence[float], bn: bool = True, num_classes: int = 4):
+    def __init__(self, depth: int, h: float | Sequence[float], bn: bool = True, num_classes: int = 4,
+                 learned: bool = False):
         super().__init__()
         hs = _hs(h)
         k = len(hs)
@@ -221,7 +243,7 @@ class TextResNet(nn.Module):
         for cout, count in zip((64, 128, 256, 512), TEXT_DEPTHS[depth]):
             stage = []
             for _ in range(count):
-                stage.append(TextBlock(cin, cout, hs, bn))
+                stage.append(TextBlock(cin, cout, hs, bn, learned))
                 cin = cout
             stages.append(nn.ModuleList(stage))
         self.stages = nn.ModuleList(stages)
@@ -266,14 +288,14 @@ class MlpBlock(nn.Module):
     two moons could no longer be told apart; the residual flow itself stays the paper's Euler step.
     """
 
-    def __init__(self, width: int, hidden: int, hs: list[float], bn: bool):
+    def __init__(self, width: int, hidden: int, hs: list[float], bn: bool, learned: bool = False):
         super().__init__()
         k = len(hs)
         self.fc1 = GroupedLinear(k, width, hidden)
         self.bn1 = _norm(nn.BatchNorm1d, k * hidden, bn)
         self.fc2 = GroupedLinear(k, hidden, width)
         self.bn2 = _norm(nn.BatchNorm1d, k * width, bn)
-        self.h = StepScale(hs, width, 0)
+        self.h = StepScale(hs, width, 0, learned)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.h.step(x, self.bn2, self.fc2(F.relu(self.bn1(self.fc1(x)))))
@@ -283,13 +305,13 @@ class MlpResNet(nn.Module):
     """Input [B, K*2] (model k's points in columns 2k, 2k+1), output [B, K, classes]."""
 
     def __init__(self, depth: int, h: float | Sequence[float], width: int = 2, hidden: int = 16,
-                 bn: bool = False, in_features: int = 2, num_classes: int = 2):
+                 bn: bool = False, in_features: int = 2, num_classes: int = 2, learned: bool = False):
         super().__init__()
         hs = _hs(h)
         self.k, self.num_classes = len(hs), num_classes
         # At the default width the points themselves are the features, so they can be plotted.
         self.stem = nn.Identity() if width == in_features else GroupedLinear(self.k, in_features, width)
-        self.blocks = nn.ModuleList(MlpBlock(width, hidden, hs, bn) for _ in range(depth))
+        self.blocks = nn.ModuleList(MlpBlock(width, hidden, hs, bn, learned) for _ in range(depth))
         self.head = GroupedLinear(self.k, width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,12 +338,13 @@ def build_model(spec: RunSpec, num_classes: int, input_shape: tuple[int, ...],
     """The model of `spec` (or K such models with step factors `hs`), initialised from torch's
     current random state."""
     h = list(hs) if hs is not None else spec.effective_h
+    learned = spec.h_rule == "learned"  # the scales are parameters, starting at h
     if spec.model == "resnet":
-        return CifarResNet(spec.depth, h, spec.bn, num_classes, in_channels=input_shape[0])
+        return CifarResNet(spec.depth, h, spec.bn, num_classes, in_channels=input_shape[0], learned=learned)
     if spec.model == "vdcnn":
-        return TextResNet(spec.depth, h, spec.bn, num_classes)
+        return TextResNet(spec.depth, h, spec.bn, num_classes, learned=learned)
     if spec.model == "mlp":
-        return MlpResNet(spec.depth, h, spec.width, spec.hidden, spec.bn, input_shape[0], num_classes)
+        return MlpResNet(spec.depth, h, spec.width, spec.hidden, spec.bn, input_shape[0], num_classes, learned)
     raise ValueError(f"unknown model family {spec.model!r}")
 
 
@@ -366,6 +389,17 @@ def unfuse(pack: nn.Module, specs: Sequence[RunSpec], k: int, num_classes: int,
         single = build_model(specs[k], num_classes, input_shape).to(like.dtype)
     single.load_state_dict(split_state(pack.state_dict(), k, len(specs)))
     return single.to(like.device)
+
+
+def learned_scales(model: nn.Module) -> list[nn.Parameter]:
+    """The learned step scales of a network ([K, 1, ...] each), one per residual block in forward order
+    (the order the blocks are registered in); empty unless its h rule is learned."""
+    return [m.scale for m in model.modules() if isinstance(m, StepScale) and m.learned]
+
+
+def scales_in(state: dict) -> list[float]:
+    """A single model's learned scales, block by block, from its state dict (a checkpoint's)."""
+    return [float(v) for key, v in state.items() if key.endswith(".h.scale")]
 
 
 def steps_per_epoch(spec: RunSpec, n: int) -> int:

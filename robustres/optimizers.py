@@ -21,7 +21,8 @@ initial lr times it (`lr_at`).
 
 Checkpoints stay torch's format, per model: `state_for(k)` is what torch.optim.SGD or Adam's
 `state_dict()` holds for model k alone (momentum buffers, or exp_avg, exp_avg_sq and a 0-d step,
-and one param group with the run's own hyperparameters), which is also what checkpoints written by
+and one param group with the run's own hyperparameters, plus one without weight decay for learned
+step scales when the model has them), which is also what checkpoints written by
 torch's optimizers hold, split per model; `load` takes a list of those.
 """
 
@@ -56,7 +57,9 @@ def torch_group(spec: RunSpec, lr: float, capturable: bool) -> dict:
 class PackOptimizer:
     """One optimizer for K fused models whose lr, momentum and weight decay may all differ."""
 
-    def __init__(self, params, specs: Sequence[RunSpec]):
+    def __init__(self, params, specs: Sequence[RunSpec], no_decay: Sequence[torch.Tensor] = ()):
+        """`no_decay`: parameters that never get weight decay (learned step scales: decaying them
+        would pull every block's h towards 0, a rule of its own)."""
         self.params = list(params)
         self.specs = list(specs)
         self.kind = specs[0].optimizer
@@ -83,6 +86,10 @@ class PackOptimizer:
             return [t.view(k, *[1] * (w.dim() - 1)) for w in self.w]
 
         self.lr_v, self.decay_v = views(self.lr), views(decay)
+        exempt = {id(p) for p in no_decay}
+        self.decayed = [id(p) not in exempt for p in self.params]
+        zero = torch.zeros_like(decay)  # g + w * 0 is g exactly: no decay, inside the same foreach call
+        self.decay_v = [v if keep else zero.view(v.shape) for v, keep in zip(self.decay_v, self.decayed)]
         if self.kind == "adam":
             self.steps = per_model([0.0] * k, torch.float32)  # torch keeps Adam's step as float32
             self.step_size, self.bc2_sqrt = per_model([0.0] * k), per_model([1.0] * k)
@@ -162,7 +169,11 @@ class PackOptimizer:
         elif spec.momentum != 0:
             state = {i: {"momentum_buffer": buf[position].clone()} for i, buf in enumerate(self.buf)}
         group = torch_group(spec, float(self.lr64[position]), self.params[0].is_cuda)
-        return {"state": state, "param_groups": [{**group, "params": list(range(len(self.w)))}]}
+        groups = [{**group, "params": [i for i, keep in enumerate(self.decayed) if keep]}]
+        if not all(self.decayed):  # torch's way to exempt parameters: a group of their own
+            groups.append({**group, "weight_decay": 0.0,
+                           "params": [i for i, keep in enumerate(self.decayed) if not keep]})
+        return {"state": state, "param_groups": groups}
 
     @torch.no_grad()
     def load(self, states: Sequence[dict]) -> None:

@@ -315,8 +315,6 @@ def _check_schedule(v: dict) -> None:
     v["weight_decay"] = _finite("weight decay", v["weight_decay"], minimum=0.0)
     if v["h_rule"] not in H_RULES:
         raise SpecError(f"unknown h rule {v['h_rule']!r}; choose one of: {', '.join(H_RULES)}")
-    if v["h_rule"] == "learned":  # until the engine trains the scales (models.StepScale)
-        raise SpecError("--h-rule learned is not built yet; choose fixed, sqrt or linear")
     if v["h"] == 0 and v["h_rule"] in ("sqrt", "linear"):
         raise SpecError(f"h = 0 with --h-rule {v['h_rule']} is h = 0 at every depth: give h > 0 (0 starts learned)")
     if v["optimizer"] not in OPTIMIZERS:

@@ -7,6 +7,7 @@ Layout under the store root:
     checkpoints/<run_id>.pt       the latest end-of-epoch training state (written by the engine)
     claims/<run_id>.json          which live process is training the run now (claims.py)
     searches/<id>.json            a search's decisions, round by round (written by search.py)
+    learned_scales/<run_id>.parquet   h rule learned: each block's final scale (one row a block)
 
 One file per run keeps writers independent (no shared file to rewrite), and every write goes to a
 temporary name in the same folder followed by an atomic rename, so a reader sees the old file or the
@@ -82,7 +83,6 @@ EPOCHS_SCHEMA = pa.schema(
     ]
 )
 
-
 NOISE_EVALS_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("kind", pa.string()), ("level", pa.float64()), ("accuracy", pa.float64()),
     ("n_test", pa.int64()), ("created_at", pa.string()),
@@ -92,11 +92,13 @@ PROPAGATION_SCHEMA = pa.schema([
     ("value", pa.float64()), ("created_at", pa.string()),
 ])
 
-
 LAYER_STATS_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("step", pa.int64()), ("layer", pa.int64()), ("weight_norm", pa.float64()),
     ("grad_norm", pa.float64()),
 ])
+# h rule learned: each residual block's scale (block 0-based, in forward order) at the run's end
+LEARNED_SCALES_SCHEMA = pa.schema([("run_id", pa.string()), ("block", pa.int64()), ("scale", pa.float64())])
+RUN_TABLES = ("noise_evals", "layer_stats", "propagation", "learned_scales")
 
 
 def _raise(exc: OSError) -> None:
@@ -125,7 +127,7 @@ class ForeignFile(ValueError):
 # The columns a file must have to be read as one of ours; others may be missing (read as nulls).
 _KEYS = {"runs": ("run_id", "dataset", "depth", "h", "seed", "status"), "epochs": ("run_id", "epoch", "test_acc"),
          "noise_evals": ("run_id", "kind", "level", "accuracy"), "propagation": ("run_id", "kind", "level", "block"),
-         "layer_stats": ("run_id", "step", "layer")}
+         "layer_stats": ("run_id", "step", "layer"), "learned_scales": ("run_id", "block", "scale")}
 
 
 def read_run_file(path: Path, schema: pa.Schema) -> pa.Table:
@@ -154,7 +156,6 @@ def file_name(run_id: str, suffix: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
         raise StoreError(f"not a run id: {run_id!r}")
     return run_id + suffix
-
 
 
 def stale_temporary(path: Path) -> bool:
@@ -274,13 +275,25 @@ class Store:
         """Relative feature perturbation per block: rows of kind, level, block, value."""
         self._put_merged(self.root / "propagation", PROPAGATION_SCHEMA, run_id, rows, ["kind", "level", "block"])
 
+    def _put_all(self, name: str, schema: pa.Schema, run_id: str, rows: list[dict]) -> None:
+        """All of a run's rows of one table, replacing its file there."""
+        folder = self.root / name
+        self.make_folder(folder)
+        table = pa.Table.from_pylist([{**{k: r.get(k) for k in schema.names}, "run_id": run_id} for r in rows],
+                                     schema=schema)
+        self._write(table, folder / file_name(run_id, ".parquet"))
+
     def put_layer_stats(self, run_id: str, rows: list[dict]) -> None:
         """Weight and gradient norms of tracked layers (`--track-layers`), all of a run's rows."""
-        folder = self.root / "layer_stats"
-        self.make_folder(folder)
-        table = pa.Table.from_pylist([{**{k: r.get(k) for k in LAYER_STATS_SCHEMA.names}, "run_id": run_id}
-                                      for r in rows], schema=LAYER_STATS_SCHEMA)
-        self._write(table, folder / file_name(run_id, ".parquet"))
+        self._put_all("layer_stats", LAYER_STATS_SCHEMA, run_id, rows)
+
+    def put_learned_scales(self, run_id: str, scales: list[float]) -> None:
+        """A learned run's final step scales, block by block (h rule learned)."""
+        self._put_all("learned_scales", LEARNED_SCALES_SCHEMA, run_id,
+                      [{"block": b, "scale": v} for b, v in enumerate(scales)])
+
+    def learned_scales(self) -> pd.DataFrame:
+        return self._read_all(self.root / "learned_scales", LEARNED_SCALES_SCHEMA, None)
 
     def layer_stats(self) -> pd.DataFrame:
         return self._read_all(self.root / "layer_stats", LAYER_STATS_SCHEMA, None)
@@ -294,9 +307,7 @@ class Store:
     def delete_run(self, run_id: str) -> None:
         for path in (self.runs_dir / file_name(run_id, ".parquet"), self.epochs_dir / file_name(run_id, ".parquet"),
                      self.checkpoint_path(run_id), self.checkpoints_dir / file_name(run_id, ".pt.prev"),  # a cut save's
-                     self.root / "noise_evals" / file_name(run_id, ".parquet"),
-                     self.root / "layer_stats" / file_name(run_id, ".parquet"),
-                     self.root / "propagation" / file_name(run_id, ".parquet")):
+                     *(self.root / name / file_name(run_id, ".parquet") for name in RUN_TABLES)):
             path.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
@@ -380,7 +391,6 @@ class Store:
             self._write(table.replace_schema_metadata(meta), snap_path)
         except StoreError:
             pass  # a cache that cannot be written is only slower next time
-
 
     def _listing(self, folder: Path) -> dict[str, tuple[int, int, int]]:
         """The folder's `*.parquet` files: name -> (size, inode, mtime), KEYS' order."""

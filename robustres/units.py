@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import data as D
 from . import transforms as T
-from .models import build_pack, split_state, stack_states, steps_per_epoch
+from .models import build_pack, learned_scales, split_state, stack_states, steps_per_epoch
 from .optimizers import PackOptimizer, lr_at
 from .spec import RunSpec
 
@@ -105,7 +105,8 @@ class Unit:
         model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.model = model
         self.forward = torch.compile(model) if options.compile else model
-        self.optimizer = PackOptimizer(model.parameters(), self.specs)
+        self.scales = learned_scales(model)  # [K, 1, ...] each, one per block; empty unless h is learned
+        self.optimizer = PackOptimizer(model.parameters(), self.specs, no_decay=self.scales)
         if states is not None:
             self.optimizer.load([s["optimizer"] for s in states])
         k = len(members)
@@ -262,6 +263,10 @@ class Unit:
             correct += (out.argmax(2) == y).sum(0)
         self.model.train()
         return (loss_sum / n).tolist(), (correct.double() / n).tolist()
+
+    def scale_values(self, position: int) -> list[float]:
+        """Model `position`'s learned scales now, block by block (empty unless h is learned)."""
+        return torch.cat([s.detach()[position].reshape(1) for s in self.scales]).tolist() if self.scales else []
 
     def checkpoint_state(self, position: int) -> tuple[dict, dict]:
         model = split_state(self.model.state_dict(), position, self.k)

@@ -185,6 +185,8 @@ class PackRunner:
             self.store.put_epochs(spec.run_id, [asdict(r) for r in outcome.history])
             if outcome.layer_stats:
                 self.store.put_layer_stats(spec.run_id, outcome.layer_stats)
+            if outcome.scales:  # h rule learned (a Ray task's outcomes carry them too)
+                self.store.put_learned_scales(spec.run_id, outcome.scales)
             rows.append(self._put(spec, row))
         return rows
 
