@@ -223,14 +223,15 @@ RULE_H = {"fixed": "h = c", "sqrt": "h = c / sqrt(L)", "linear": "h = c / L", "l
 
 def plot_transfer(groups: pd.DataFrame, folder) -> list:
     """The depth-muP papers' figure: accuracy against c, one curve per depth, one panel per h rule
-    (groups from law.annotate). Optima that line up across depths mean the rule's c transfers."""
+    (groups from law.annotate). Optima that line up across depths mean the rule's c transfers. Drawn
+    where rules and depths both vary: with one rule it would be Fig. 6 again."""
     done = groups[groups.completed > 0]
     if "h_rule" not in done or done.empty:
         return []
     rest = [tuple(sorted((k, v) for k, v in a.items() if k != "h_rule")) for a in done["axes"]]
     done = done.assign(_rest=rest)
     families = [(key, g) for key, g in done.groupby(["dataset", "train_noise", "_rest"], sort=False)
-                if g.depth.nunique() > 1]
+                if g.depth.nunique() > 1 and g.h_rule.nunique() > 1]
     if not families:
         return []
     figures = _Figures(folder)

@@ -192,13 +192,13 @@ def line(x: np.ndarray, y: np.ndarray) -> tuple:
     return slope, y.mean(axis=0) - slope * x.mean()
 
 
-def _optimum(matrix: np.ndarray, log_h: np.ndarray, idx) -> np.ndarray:
+def optimum_target(matrix: np.ndarray, log_h: np.ndarray, idx) -> np.ndarray:
     """log h of the highest median over the seeds `idx` (ties: the first, the smaller h)."""
     medians = np.median(matrix[:, idx.astype(int)], axis=-1)  # (H,) or (H, resamples)
     return log_h[np.argmax(medians, axis=0)]
 
 
-def _edge(matrix: np.ndarray, log_h: np.ndarray, idx) -> np.ndarray:
+def edge_target(matrix: np.ndarray, log_h: np.ndarray, idx) -> np.ndarray:
     """log h of the largest h below the first at which one of the seeds `idx` diverged (NaN: the
     smallest did; none diverged: the largest h tested, a lower bound)."""
     bad = matrix[:, idx.astype(int)].max(axis=-1) > 0  # (H,) or (H, resamples)
@@ -206,7 +206,7 @@ def _edge(matrix: np.ndarray, log_h: np.ndarray, idx) -> np.ndarray:
     return np.where(first > 0, log_h[np.maximum(first - 1, 0)], np.nan)
 
 
-def fit_law(blocks, matrices, log_hs, target=_optimum, predict_blocks=(), level: float = 0.95,
+def fit_law(blocks, matrices, log_hs, target=optimum_target, predict_blocks=(), level: float = 0.95,
             resamples: int = RESAMPLES) -> dict:
     """Fit log h = log a - alpha log L across depths. Per depth: L, a matrix (h x seeds) of its
     scores (or divergences, for the edge) and the log h of its rows; `target` picks a depth's h
@@ -322,8 +322,8 @@ def _law_entry(fixed: pd.DataFrame, rec_of: dict, scores, diverged, level: float
             for part, value in zip(edge, (int(depth), int(d.blocks.iloc[0]), _matrix(diverged, keys),
                                           np.log(finished.h.values.astype(float)))):
                 part.append(value)
-    return {"optimum": _fit(depths, blocks, matrices, log_hs, _optimum, level, predict_blocks),
-            "edge": _fit(*edge, _edge, level, predict_blocks)}
+    return {"optimum": _fit(depths, blocks, matrices, log_hs, optimum_target, level, predict_blocks),
+            "edge": _fit(*edge, edge_target, level, predict_blocks)}
 
 
 def _fit(depths, blocks, matrices, log_hs, target, level, predict_blocks) -> dict:
