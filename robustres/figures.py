@@ -218,6 +218,49 @@ def _side_by_side(figures: _Figures, done: pd.DataFrame, y_label: str) -> None:
                                                          f"noise{noise:g}" if noise else ""))
 
 
+RULE_H = {"fixed": "h = c", "sqrt": "h = c / sqrt(L)", "linear": "h = c / L", "learned": "h starts at c"}
+
+
+def plot_transfer(groups: pd.DataFrame, folder) -> list:
+    """The depth-muP papers' figure: accuracy against c, one curve per depth, one panel per h rule
+    (groups from law.annotate). Optima that line up across depths mean the rule's c transfers. Drawn
+    where rules and depths both vary: with one rule it would be Fig. 6 again."""
+    done = groups[groups.completed > 0]
+    if "h_rule" not in done or done.empty:
+        return []
+    rest = [tuple(sorted((k, v) for k, v in a.items() if k != "h_rule")) for a in done["axes"]]
+    done = done.assign(_rest=rest)
+    families = [(key, g) for key, g in done.groupby(["dataset", "train_noise", "_rest"], sort=False)
+                if g.depth.nunique() > 1 and g.h_rule.nunique() > 1]
+    if not families:
+        return []
+    figures = _Figures(folder)
+    plt, y_label = figures.plt, _y_label(done)
+    order = ("fixed", "sqrt", "linear", "learned")
+    for (dataset, noise, other), g in families:
+        rules = sorted(g.h_rule.unique(), key=lambda r: (order.index(r) if r in order else 9, r))
+        fig, panels = plt.subplots(1, len(rules), figsize=(4.4 * len(rules), 3.8), squeeze=False, sharey=True)
+        for ax, rule in zip(panels[0], rules):
+            for depth, d in g[g.h_rule == rule].groupby("depth"):
+                d = d.sort_values("h")
+                (line,) = ax.plot(d.h, 100 * d["median"], marker="o", label=f"depth {depth}")
+                ax.fill_between(d.h, 100 * d.ci_low, 100 * d.ci_high, color=line.get_color(), alpha=0.2, linewidth=0)
+                top = d.loc[d["median"].idxmax()]  # the optimum: aligned stars mean transfer
+                ax.plot([top.h], [100 * top["median"]], marker="*", markersize=13, color=line.get_color())
+            ax.set_xscale("log")
+            ax.set_xlabel("c, the grid's value (log scale)")
+            ax.set_title(f"{rule}: {RULE_H.get(rule, rule)}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize="small")
+        panels[0][0].set_ylabel(y_label)
+        where = _where(other, noise)
+        fig.suptitle(f"{dataset}: accuracy against c per h rule (stars: each depth's best)"
+                     + (f" ({where})" if where else ""), y=1.02)
+        noisy = f"noise{noise:g}" if noise else ""
+        figures.save(fig, "transfer-acc-vs-c-" + slug(dataset, axes_text(dict(other)), noisy))
+    return figures.written
+
+
 def _where(rest: tuple, noise: float) -> str:
     """The other axes and the training noise, as a title names them."""
     return ", ".join(x for x in (axes_text(dict(rest)), f"training noise {noise:g}" if noise else "") if x)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import html
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_atomic
 from .figures import heatmap_stem
+from .law import law_text, prediction_text
 from .region import axes_text
 
 STYLE = """
@@ -35,6 +37,36 @@ figure { margin: 12px 0; } figure svg { max-width: 100%; height: auto; }
 
 # The figures a page holds, in this order (the per-depth feature plots and instruments stay files).
 PAGE_FIGURES = ("fig6-", "fig3-", "fig5-", "curves-")
+TRANSFER = "transfer-"  # accuracy against c per rule: in the depth-law section
+
+
+@dataclass(frozen=True)
+class Law:
+    """law.analyse's results for the page: the rules, the laws, the predictions."""
+
+    rules: list = field(default_factory=list)
+    laws: list = field(default_factory=list)
+    predictions: list = field(default_factory=list)
+    level: float = 0.95
+
+
+def _depth_law(law: Law | None, figures: list[Path]) -> list[str]:
+    """The h rules side by side, their transfer (with the accuracy-against-c figure), the law of
+    depth and the predictions; nothing when report found a single depth and rule."""
+    if law is None or not (law.rules or law.predictions):
+        return []
+    parts = ["<h2>h as a law of depth</h2>", "<p class=\"note\">c is the grid's value; a block's h is c (fixed), "
+             "c / sqrt(L) (sqrt) or c / L (linear), L its residual blocks. A rule transfers when one c lies in every "
+             "depth's indistinguishable set.</p>"]
+    for entry in law.rules:
+        lines = [s["text"] for s in entry["side_by_side"]] + [t["text"] for t in entry["transfer"]]
+        parts += [f"<p class=\"answer\">{html.escape(line)}</p>" for line in lines]
+    for entry in law.laws:
+        parts += [f"<p class=\"answer\">{html.escape(line)}</p>" for line in law_text(entry, law.level)]
+    parts += [f"<p class=\"answer\">{html.escape(prediction_text(p))}</p>" for p in law.predictions]
+    parts += [f"<figure>{_svg(Path(p))}<figcaption class=\"note\">{html.escape(Path(p).stem)}</figcaption></figure>"
+              for p in figures if Path(p).suffix == ".svg" and Path(p).stem.startswith(TRANSFER)]
+    return parts
 
 
 def _pct(x) -> str:
@@ -80,14 +112,16 @@ def _region(verdicts: list[dict], figures: list[Path]) -> list[str]:
 
 
 def render(groups, recommendations: list[dict], warnings: list[str], figures: list[Path], title: str,
-           verdicts: list[dict] | None = None) -> str:
-    """The page's HTML; `verdicts` (region.verdicts) open it with the stable region and its heatmaps."""
+           verdicts: list[dict] | None = None, depth_law: Law | None = None) -> str:
+    """The page's HTML; `verdicts` (region.verdicts) open it with the stable region and its heatmaps,
+    `depth_law` (law.py) adds the rules, their transfer, the law and its predictions."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              "<p class=\"note\">The answer per depth is the set of h the evidence cannot tell from the best "
              "(intervals over seeds with the test set's binomial noise) and one point in it: the smallest h of "
              "the set whose interval holds the best's median.</p>"]
     parts += [f"<p class=\"warning\">warning: {html.escape(w)}</p>" for w in warnings]
     parts += _region(verdicts or [], figures)
+    parts += _depth_law(depth_law, figures)
     by_block = {(r["dataset"], r["protocol"], r["depth"], r["train_noise"]): r for r in recommendations}
     for block, rows in groups.groupby(["dataset", "protocol", "depth", "train_noise"], sort=False):
         dataset, protocol, depth, noise = block

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import region
+from . import law, region
 from .datasets import official_sizes
 from .recommend import BLOCK, LABELS, recommend  # noqa: F401  (report.recommend, report.LABELS)
 from .rows import spec_from_row
@@ -196,15 +196,21 @@ class Report:
     summaries: list[str]
     edges: list[dict] = field(default_factory=list)  # the stable region along ordered axes (region.py)
     verdicts: list[dict] = field(default_factory=list)  # "the edge grows as h shrinks?" per depth
+    rules: list[dict] = field(default_factory=list)  # the h rules side by side and their transfer (law.py)
+    laws: list[dict] = field(default_factory=list)  # h*(L) = a * L^-alpha per family (law.py)
+    predictions: list[dict] = field(default_factory=list)  # report --predict-depth
 
 
 def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, source: str | None = None,
-          plot_dir=None, statistic: Statistic = Statistic(), html_path=None) -> Report | None:
+          plot_dir=None, statistic: Statistic = Statistic(), html_path=None, predict: tuple[int, ...] = ()
+          ) -> Report | None:
     """Select the runs (those of a preset's `slots`, see grid.preset_slots), recommend h, check the
-    gates, draw the figures; None when no run matches."""
+    gates, fit the law of depth, draw the figures; None when no run matches."""
     runs = select(store.runs(columns=RUN_COLUMNS), filters)
     if runs.empty:
         return None
+    for depth in predict:  # bad input, before anything is written
+        law.check_predict_depth(depth, runs.model.unique())
     min_seeds = gates.min_seeds or MIN_SEEDS
     groups, recs, warnings = recommend(aggregate(runs, statistic.metric, statistic.level), runs, min_seeds)
     failures = []
@@ -223,27 +229,34 @@ def build(store, filters: Filters, slots: list[tuple] | None, gates: Gates, sour
         failures.append(f"{len(short)} ({names}) groups have fewer than {min_seeds} completed runs"
                         + (f" ({cut} more were cut by a search: their runs are stopped)" if cut else ""))
     edges, verdicts = region.edges(groups), region.verdicts(groups)
+    rules, laws, predictions = law.analyse(groups, recs, runs, METRICS[statistic.metric], statistic.level, predict)
     figures, summaries = [], []
     if plot_dir is not None:
         figures, summaries = draw(store, groups, runs, plot_dir)
+    result = Report(groups, recs, warnings, failures, figures, summaries, edges, verdicts, rules, laws, predictions)
     if html_path is not None:
-        write_html(html_path, store, groups, recs, warnings + failures, runs, figures, source, verdicts)
-    return Report(groups, recs, warnings, failures, figures, summaries, edges, verdicts)
+        write_html(html_path, store, result, runs, source)
+    return result
 
 
-def write_html(path, store, groups, recs, warnings, runs, figures, source, verdicts=()) -> None:
+def write_html(path, store, result: Report, runs, source) -> None:
     """report --html: one self-contained page (page.py), its figures drawn for it unless --plot drew them."""
     import tempfile
 
-    from .page import render, write_page
+    from .page import Law, render, write_page
 
     title = "robustres report" + (f": {source}" if source else "")
-    if figures:
-        write_page(path, render(groups, recs, warnings, figures, title, list(verdicts)))
+    level = float(result.groups.level.iloc[0]) if len(result.groups) else LEVEL
+    depth_law = Law(result.rules, result.laws, result.predictions, level)
+    warnings = result.warnings + result.failures
+    if result.figures:
+        write_page(path, render(result.groups, result.recommendations, warnings, result.figures, title,
+                                list(result.verdicts), depth_law))
         return
     with tempfile.TemporaryDirectory() as folder:
-        drawn, _ = draw(store, groups, runs, folder)
-        write_page(path, render(groups, recs, warnings, drawn, title, list(verdicts)))
+        drawn, _ = draw(store, result.groups, runs, folder)
+        write_page(path, render(result.groups, result.recommendations, warnings, drawn, title,
+                                list(result.verdicts), depth_law))
 
 
 def missing_slots(runs: pd.DataFrame, slots: list[tuple]) -> int:
@@ -254,10 +267,11 @@ def missing_slots(runs: pd.DataFrame, slots: list[tuple]) -> int:
 
 
 def draw(store, groups: pd.DataFrame, runs: pd.DataFrame, folder) -> tuple[list, list[str]]:
-    from .figures import plot, plot_instruments, plot_moons_features
+    from .figures import plot, plot_instruments, plot_moons_features, plot_transfer
     from .instruments import moons_models
 
     files = plot(groups, store.epochs(), runs, folder)
+    files += plot_transfer(law.annotate(groups, runs), folder)  # accuracy against c per rule (law.py)
     ids = set(runs.run_id)
 
     def pick(df):

@@ -137,7 +137,7 @@ def test_report_table_json_csv_markdown(cli, quick_store):
     code, out, _ = cli("report", "--format", "json")
     doc = json.loads(out)
     assert set(doc) == {"schema_version", "groups", "recommendations", "edges", "edge_verdicts", "warnings",
-                        "figures"}
+                        "figures", "rules", "law", "predictions"}
     assert doc["schema_version"] == 3 and doc["edges"] == [] and doc["edge_verdicts"] == []
     assert len(doc["groups"]) == 4 and len(doc["recommendations"]) == 2
     assert set(doc["groups"][0]) >= {"dataset", "depth", "train_noise", "h", "runs", "completed", "diverged",

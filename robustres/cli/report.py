@@ -7,13 +7,15 @@ import typer
 
 from ..grid import merge_preset, parse_filters, preset_slots
 from ..spec import MIN_SEEDS, SpecError, default_store
-from . import render
+from . import render, render_law
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import check_outputs, check_store
 from .options import Config, execution_options, with_options
 from .paths import STDOUT, page_target, write_failed
 
 FORMATS = ("table", "json", "csv", "markdown")
+PREDICT = ("Predict h at these depths (not run), comma-separated: from the fixed rule's law of depth and from the rule "
+           "that transfers best; flagged when outside the measured depths.")
 HELP = ("Which h to use at each depth, and how sure: tables, JSON, CSV or markdown, the paper's figures, and gates "
         "for CI. Exit codes: 0 fine, 1 a gate failed or no run matched, 2 bad input.")
 
@@ -55,8 +57,10 @@ def report(
         "--html", metavar="FILE", show_default=False,
         help="Write the report as one self-contained HTML page (figures inline, no network); - writes it to "
              "stdout. A symlink is written through; a device or FIFO is refused.")] = None,
+    predict_depth: Annotated[Optional[str], typer.Option(metavar="LIST", show_default=False, help=PREDICT)] = None,
 ) -> None:
     _check(format_, min_seeds, max_failures, require_complete, config, metric, level, html)
+    predict = _depths(predict_depth)
     slots = preset_slots(merge_preset(config, {}), str(config)) if config is not None else None
     store_root = check_store(options["store"] if "store" in options else default_store())
     check_outputs(plot, html)
@@ -64,19 +68,18 @@ def report(
     from .. import report as R  # pandas and pyarrow: imported once the input is checked
     from ..store import Store
 
-    store = Store(store_root)
-    gates = R.Gates(min_seeds, max_failures, require_complete)
+    store, gates = Store(store_root), R.Gates(min_seeds, max_failures, require_complete)
     try:
         with page_target(html) as page:
             result = R.build(store, R.Filters(**filters), slots, gates, None if config is None else str(config),
-                             plot, R.Statistic(metric, level), page)
+                             plot, R.Statistic(metric, level), page, predict)
     except OSError as exc:  # a figure or the page could not be written (the store is read before they are)
         raise write_failed(exc) from None
+    if result is None and slots is not None and require_complete:
+        print(f"gate failed: 0 of {len(slots)} runs of {config} are in the store (not finished)", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED)
     if result is None:
-        if slots is not None and require_complete:
-            print(f"gate failed: 0 of {len(slots)} runs of {config} are in the store (not finished)", file=sys.stderr)
-        else:
-            print(f"error: no runs in {store.root} match", file=sys.stderr)
+        print(f"error: no runs in {store.root} match", file=sys.stderr)
         raise typer.Exit(EXIT_FAILED)
     if html != STDOUT:  # with --html -, stdout holds the page alone
         _print(result, format_)
@@ -93,8 +96,9 @@ def _filters(dataset, depths, h, train_noise, slots) -> dict:
 
 def _print(result, format_: str) -> None:
     if format_ == "json":
-        print(render.dumps(render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
-                                               result.figures, result.edges, result.verdicts)))
+        base = render.report_json(result.groups, result.recommendations, result.warnings + result.failures,
+                                  result.figures, result.edges, result.verdicts)
+        print(render.dumps({**base, **render_law.law_json(result)}))
     elif format_ == "csv":
         print(render.report_csv(result.groups), end="")
     elif format_ == "markdown":
@@ -102,8 +106,23 @@ def _print(result, format_: str) -> None:
                                      result.verdicts))
     else:
         render.print_report(result.groups, result.recommendations, result.warnings, result.verdicts)
+        render_law.print_law(result)
         for line in result.summaries + [f"wrote {path}" for path in result.figures]:
             print(line)
+
+
+def _depths(text: str | None) -> tuple[int, ...]:
+    """--predict-depth's depths, each > 0 (whether the network takes it is known once the store is read)."""
+    if text is None:
+        return ()
+    try:
+        depths = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise SpecError(f"--predict-depth takes whole depths, comma-separated, got {text!r}") from None
+    bad = [d for d in depths if d <= 0]
+    if bad:
+        raise SpecError(f"--predict-depth must be a depth > 0, got {bad[0]}")
+    return depths
 
 
 def _check(format_, min_seeds, max_failures, require_complete, config, metric, level, html) -> None:
