@@ -159,3 +159,37 @@ def test_a_flop_budget_too_small_or_malformed_is_refused_on_one_line_and_writes_
     runs = [make_run_spec(dataset="two-moons", depth=12, h=h, seed=s, epochs=8, milestones=(), n_train=300,
                           n_test=300) for h in (0.01, 0.03, 0.1, 0.3, 1, 3) for s in range(5)]
     H.check_budget(runs, H.make_options({"budget": f"{least}flop"}), block_flops(runs))
+
+
+def _flop_search(store: Path, budget: int):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ROBUSTRES_STORE=str(store), ROBUSTRES_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "robustres", "search", *TWO, "--budget", f"{budget}flop", "--json",
+                             "--checkpoint-every", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+def test_a_flop_budget_search_killed_with_sigkill_resumes_with_the_same_decisions_and_cost(tmp_path):
+    import signal
+    import time
+
+    budget = sum(4 * 5 * 4 * 3 * _fpi(d) * 200 for d in (4, 16)) * 6 // 10
+    clean = _flop_search(tmp_path / "clean", budget)
+    expected, err = clean.communicate(timeout=600)
+    assert clean.returncode == 0, err
+    store = tmp_path / "killed"
+    proc = _flop_search(store, budget)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((store / "searches").glob("*.json")) and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    resumed = _flop_search(store, budget)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert json.loads(out) == json.loads(expected)  # decisions, answer and cost in both units
