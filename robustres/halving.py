@@ -17,7 +17,8 @@ of the scores the store holds (so a resumed search makes the same decisions).
 - Budget: a candidate that passed a rung trains on to the next rung only while the budget, after
   that, still holds the way to the end for the best `least` of them; otherwise the lowest-ranked
   are paused (stopped, reason "budget", with their rung's evidence). The search never spends more
-  than its budget, and pauses as late as it can, where the ranking knows the most.
+  than its budget, and pauses as late as it can, where the ranking knows the most. A budget in
+  training FLOPs is shared by what each depth's grid costs and charged in FLOPs (check_budget).
 """
 
 from __future__ import annotations

@@ -152,6 +152,11 @@ def test_a_flop_budget_too_small_or_malformed_is_refused_on_one_line_and_writes_
         code, out, err = cli("search", *ONE, "--budget", budget, "--json")
         assert code == 2 and message in err and err.startswith("error:") and err.count("\n") == 1, err
         assert not (tmp_path / "store").exists() and not out
+    preset = tmp_path / "p.yaml"  # a preset's search: section takes the same budget
+    preset.write_text("dataset: two-moons\ndepths: [12]\nh: 0.01,0.03,0.1,0.3,1,3\nseeds: 5\nepochs: 8\n"
+                      "milestones: []\nn_train: 300\nn_test: 300\nsearch:\n  budget: 1Mflop\n")
+    code, _, err = cli("search", "--config", preset)
+    assert code == 2 and "1,000,000 FLOPs for depth 12" in err and not (tmp_path / "store").exists(), err
     code, _, err = cli("search", *ONE, "--budget", "1Mflop")
     least = err.split("--budget ")[-1].split("flop")[0]
     # The least named is in FLOPs, and it is enough: the check passes with it.
