@@ -17,12 +17,14 @@ of the scores the store holds (so a resumed search makes the same decisions).
 - Budget: a candidate that passed a rung trains on to the next rung only while the budget, after
   that, still holds the way to the end for the best `least` of them; otherwise the lowest-ranked
   are paused (stopped, reason "budget", with their rung's evidence). The search never spends more
-  than its budget, and pauses as late as it can, where the ranking knows the most.
+  than its budget, and pauses as late as it can, where the ranking knows the most. A budget in
+  training FLOPs is shared by what each depth's grid costs and charged in FLOPs (check_budget).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -30,6 +32,11 @@ from .errors import SpecError
 from .spec import MIN_SEEDS
 
 MAX_BUDGET = 1e15  # model-epochs: more than any grid could hold
+MAX_FLOP_BUDGET = 1e30  # FLOPs: likewise
+MODEL_EPOCHS, FLOP = "model_epochs", "flop"
+# A FLOP budget: a number, an optional SI prefix, then "flop" in any case: 2e15flop, 500Tflop, 2PFLOP.
+FLOP_BUDGET = re.compile(r"\s*(?P<number>[^a-zA-Z]*(?:e[-+]?\d+)?)\s*(?P<prefix>[kMGTPE]?)flop\s*", re.IGNORECASE)
+PREFIXES = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 TOL = 1e-12  # of a budget's float arithmetic (h values are compared exactly: they are the grid's floats)
 
 
@@ -37,7 +44,7 @@ TOL = 1e-12  # of a budget's float arithmetic (h values are compared exactly: th
 class SearchOptions:
     """What `search --budget/--rungs/--stride/--margin/--keep` and a preset's `search:` set."""
 
-    budget: float = 0.3  # <= 1: a fraction of the full grid's model-epochs; > 1: model-epochs
+    budget: float = 0.3  # <= 1: a fraction of the full grid's model-epochs; > 1: model-epochs; or FLOPs (below)
     rungs: tuple[int, ...] = ()  # epochs where h values are compared; (): from the schedule
     stride: int = 2  # start with every stride-th h of the grid (both ends)
     # Cut only h worse than the leader by more than this (accuracy, 0..1). 0.02: on the benchmark's
@@ -46,13 +53,16 @@ class SearchOptions:
     margin: float = 0.02
     keep: float = 0.25  # always keep at least this fraction of the starting h values alive
     level: float = 0.95  # confidence of a cut: p <= 1 - level (stats.LEVEL; scipy loads only to judge)
+    budget_unit: str = MODEL_EPOCHS  # or FLOP: `budget` is training FLOPs, and candidates are charged in them
 
     def to_dict(self) -> dict:
-        return {"budget": self.budget, "rungs": list(self.rungs), "stride": self.stride, "margin": self.margin,
-                "keep": self.keep, "level": self.level}
+        out = {"budget": self.budget, "rungs": list(self.rungs), "stride": self.stride, "margin": self.margin,
+               "keep": self.keep, "level": self.level}
+        # Named only when FLOPs, so that a model-epoch search keeps the id (and state file) it had.
+        return {**out, "budget_unit": FLOP} if self.budget_unit == FLOP else out
 
 
-KEYS = tuple(SearchOptions.__dataclass_fields__)
+KEYS = tuple(k for k in SearchOptions.__dataclass_fields__ if k != "budget_unit")  # the unit is said in the budget
 
 
 def _number(name: str, value, low: float, high: float, whole: bool = False):
@@ -80,6 +90,8 @@ def make_options(values: dict) -> SearchOptions:
         raise SpecError(f"search: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
     v = {k: x for k, x in values.items() if x is not None}
     out = {}
+    if isinstance(v.get("budget"), str) and re.search("flop", v["budget"], re.IGNORECASE):
+        out["budget"], out["budget_unit"] = flop_budget(v.pop("budget")), FLOP
     if "budget" in v:
         out["budget"] = _number("budget", v["budget"], -math.inf, math.inf)  # the range is said below, once
         if not 0 < out["budget"] <= MAX_BUDGET or (out["budget"] > 1 and out["budget"] != int(out["budget"])):
@@ -102,6 +114,22 @@ def make_options(values: dict) -> SearchOptions:
     if "level" in v:
         out["level"] = _number("level", v["level"], 0.5, 0.999)
     return SearchOptions(**out)
+
+
+def flop_budget(text: str) -> float:
+    """A budget in training FLOPs, read from FLOP_BUDGET's grammar: a whole number of FLOPs."""
+    match = FLOP_BUDGET.fullmatch(text)
+    # The prefix is matched case-insensitively with "flop"; M and m (or E and e) must not be confused.
+    prefix = match["prefix"] if match else ""
+    try:
+        number = float(match["number"]) if match and prefix in PREFIXES else math.nan
+    except ValueError:
+        number = math.nan
+    flops = number * PREFIXES.get(prefix, 1) if math.isfinite(number) else math.nan
+    if not (math.isfinite(flops) and 1 <= flops <= MAX_FLOP_BUDGET):
+        raise SpecError(f"search budget: {text!r} is not a budget in FLOPs: give a number of at least 1, an optional "
+                        f"prefix k, M, G, T, P or E and 'flop', e.g. 2e15flop or 500Tflop")
+    return float(math.floor(flops))
 
 
 def rungs_for(options: SearchOptions, epochs: int, milestones: tuple[int, ...]) -> tuple[int, ...]:
@@ -134,26 +162,53 @@ def grid_blocks(runs: list) -> dict:
     return grouped
 
 
-def check_budget(runs: list, options: SearchOptions) -> tuple[int, int]:
-    """(the grid's model-epochs, the budget's); refused, naming the least that would do, when a
-    depth's share cannot pay for the first rung and the least kept candidates to the end."""
+def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = None) -> tuple[int, int, dict]:
+    """(the grid's model-epochs, the budget in its unit, each block's budget in that unit); refused,
+    naming the least that would do in the same unit, when a depth's budget cannot pay for the first
+    rung and the least kept candidates to the end. `epoch_flops`: {block: training FLOPs of one of
+    its model-epochs}, needed for a FLOP budget. A model-epoch budget is split evenly between the
+    blocks; a FLOP budget in proportion to each block's grid FLOPs, so that every depth gets the same
+    share of its own grid and a deep depth's budget pays for what its epochs cost."""
     grouped = grid_blocks(runs)
     seeds = min(len(s) for by_h in grouped.values() for s in by_h.values())
     if seeds < MIN_SEEDS:
         raise SpecError(f"--seeds: a search needs at least {MIN_SEEDS} seeds, got {seeds} (report recommends only an "
                         f"h with {MIN_SEEDS} completed runs; at level 0.95 a rung cuts a worse h only with 5 or more)")
     grid_epochs = sum(spec.epochs for spec in runs)
-    budget = budget_epochs(options, grid_epochs)
+    flop = options.budget_unit == FLOP
+    weight = {key: epoch_flops[key] if flop else 1 for key in grouped}  # the unit's cost of one model-epoch
+    grid = {key: weight[key] * sum(spec.epochs for specs in by_h.values() for spec in specs)
+            for key, by_h in grouped.items()}
+    total = sum(grid.values())
+    budget = int(options.budget) if flop else budget_epochs(options, grid_epochs)
+    shares = {key: budget * grid[key] // total if flop else budget // len(grouped) for key in grouped}
     for key, by_h in grouped.items():
-        first = rungs_for(options, key.epochs, key.milestones)[0]
-        start, seeds = len(coarse(list(by_h), options.stride)), len(next(iter(by_h.values())))
-        least = seeds * (start * first + least_kept(start, options.keep) * (key.epochs - first))
-        if least > budget // len(grouped):
-            need = math.ceil(least * len(grouped) / grid_epochs * 1000) / 1000
-            raise SpecError(f"--budget: {budget // len(grouped):,} model-epochs per depth cannot pay for the first "
-                            f"rung (epoch {first}) and {least_kept(start, options.keep)} h values to the end "
-                            f"({least:,}); give at least --budget {need:g} (or {least * len(grouped):,} model-epochs)")
-    return grid_epochs, budget
+        least = weight[key] * least_of(key, by_h, options)
+        if least <= shares[key]:
+            continue
+        first, start = rungs_for(options, key.epochs, key.milestones)[0], len(coarse(list(by_h), options.stride))
+        what = f"rung (epoch {first}) and {least_kept(start, options.keep)} h values to the end ({least:,}"
+        if flop:  # the least budget whose every block's share pays its least
+            need = max(-(-weight[k] * least_of(k, by, options) * total // grid[k]) for k, by in grouped.items())
+            raise SpecError(f"--budget: {shares[key]:,} FLOPs for depth {key.depth} cannot pay for the first {what} "
+                            f"FLOPs); give at least --budget {round_up(need)}flop")
+        need = math.ceil(least * len(grouped) / grid_epochs * 1000) / 1000
+        raise SpecError(f"--budget: {shares[key]:,} model-epochs per depth cannot pay for the first {what}); "
+                        f"give at least --budget {need:g} (or {least * len(grouped):,} model-epochs)")
+    return grid_epochs, budget, shares
+
+
+def least_of(key, by_h: dict, options: SearchOptions) -> int:
+    """Model-epochs a block needs at least: every coarse h to the first rung, the least kept to the end."""
+    first = rungs_for(options, key.epochs, key.milestones)[0]
+    start, seeds = len(coarse(list(by_h), options.stride)), len(next(iter(by_h.values())))
+    return seeds * (start * first + least_kept(start, options.keep) * (key.epochs - first))
+
+
+def round_up(number: int) -> str:
+    """A whole number in 4 significant digits, rounded up (a budget named so still suffices)."""
+    text = f"{number:.3e}"
+    return text if float(text) >= number else f"{float(text) + 10 ** (len(str(number)) - 4):.3e}"
 
 
 def budget_epochs(options: SearchOptions, grid_model_epochs: int) -> int:

@@ -56,8 +56,10 @@ class Block:
     runs: dict[float, list[RunSpec]]  # h -> its runs, one per seed, by seed
     epochs: int
     rungs: tuple[int, ...]
-    budget: int  # model-epochs this block may spend
+    budget: int  # what this block may spend, in the budget's unit (model-epochs or FLOPs)
     least: int  # candidates always kept alive
+    unit_cost: int = 1  # one model-epoch in the budget's unit: 1, or its training FLOPs for a FLOP budget
+    epoch_flops: int = 0  # training FLOPs of one model-epoch (for the cost shown, whatever the unit)
     candidates: dict[float, Candidate] = field(default_factory=dict)
     rows: dict[tuple[float, int], dict] = field(default_factory=dict)  # (h, seed) -> its latest store row
     axes: dict = field(default_factory=dict)  # the other sweep axes that vary between blocks: {"lr": 0.2}
@@ -79,6 +81,13 @@ class Block:
                 total += min(c.epoch, int(stop)) if stop is not None and not pd.isna(stop) else c.epoch
         return total
 
+    def charged(self) -> int:
+        """What its runs took, in the budget's unit."""
+        return self.spent() * self.unit_cost
+
+    def grid_epochs(self) -> int:
+        return sum(spec.epochs for specs in self.runs.values() for spec in specs)
+
 
 @dataclass
 class SearchResult:
@@ -90,6 +99,7 @@ class SearchResult:
     grid_model_epochs: int
     budget_model_epochs: int
     warnings: list[str]
+    cost: dict = field(default_factory=dict)  # spent, grid's and budget in model-epochs and FLOPs (cost_of)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,10 +107,27 @@ class SearchResult:
 # ---------------------------------------------------------------------------------------------
 
 
+def epoch_flops(spec: RunSpec) -> int:
+    """Training FLOPs of one model-epoch of a run: 3x its model's forward multiply-adds per example
+    (the engine counts them, as the planner does) times its training examples, on its family's
+    input shape and classes (known before the data is read)."""
+    from .datasets import family_of, train_examples
+    from .execution.plan import flops_per_image
+
+    family = family_of(spec.dataset, spec.synthetic_like)
+    return 3 * int(flops_per_image(spec, family.input_shape, family.classes)) * train_examples(spec)
+
+
+def block_flops(runs: list[RunSpec]) -> dict[RunSpec, int]:
+    """{block: training FLOPs of one of its model-epochs} (H.grid_blocks' keys)."""
+    return {key: epoch_flops(next(iter(by_h.values()))[0]) for key, by_h in H.grid_blocks(runs).items()}
+
+
 def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Block], int, int]:
     """The blocks of a grid's runs, with their coarse candidates; (blocks, grid's model-epochs,
-    budget in model-epochs). A budget too small is refused first (H.check_budget)."""
-    grid_epochs, budget = H.check_budget(runs, options)
+    budget in its unit). A budget too small is refused first (H.check_budget)."""
+    flops = block_flops(runs)
+    grid_epochs, budget, shares = H.check_budget(runs, options, flops)
     grouped = H.grid_blocks(runs)
     varying = [f.name for f in AXES if f.name not in ("depth", "h", "seed", "train_noise")
                and len({getattr(key, f.name) for key in grouped}) > 1]
@@ -108,8 +135,9 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
     for key, by_h in grouped.items():
         start = H.coarse(list(by_h), options.stride)
         block = Block(key.depth, key.train_noise, {h: sorted(s, key=lambda r: r.seed) for h, s in sorted(by_h.items())},
-                      key.epochs, H.rungs_for(options, key.epochs, key.milestones), budget // len(grouped),
-                      H.least_kept(len(start), options.keep))
+                      key.epochs, H.rungs_for(options, key.epochs, key.milestones), shares[key],
+                      H.least_kept(len(start), options.keep), flops[key] if options.budget_unit == H.FLOP else 1,
+                      flops[key])
         block.candidates = {h: Candidate(h, "coarse") for h in start}
         block.axes = {name: getattr(key, name) for name in varying}
         blocks.append(block)
@@ -181,6 +209,10 @@ def stop_runs(block: Block, store: Store, h: float) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def unit(block: Block) -> str:
+    return "model-epochs" if block.unit_cost == 1 else "FLOPs"
+
+
 def live(block: Block) -> list[Candidate]:
     return [c for c in block.candidates.values() if c.state == "live"]
 
@@ -195,18 +227,18 @@ def refine(block: Block, store: Store) -> list[dict]:
     if best is None:
         return []
     decisions = []
-    spare = block.budget - block.spent()
+    spare = block.budget - block.charged()
     tried = [h for h, c in block.candidates.items() if c.state != "skipped"]
     skipped = tuple(h for h, c in block.candidates.items() if c.state == "skipped")
     for h in H.refinements(list(block.runs), tried, best, skipped):
-        cost = block.seeds * block.epochs
+        cost = block.seeds * block.epochs * block.unit_cost
         joins = cost <= spare
         spare -= cost if joins else 0
         # A skipped value is remembered as tried, so that it is proposed once.
         block.candidates[h] = Candidate(h, "refine", state="live" if joins else "skipped")
         decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if joins else "skip",
                           "why": f"refine: between the best h={best:g} and its neighbour" + ("" if joins else
-                                 f"; the budget's {spare:,} model-epochs left cannot pay its {cost:,}"),
+                                 f"; the budget's {spare:,} {unit(block)} left cannot pay its {cost:,}"),
                           "origin": "refine"})
     return decisions
 
@@ -216,12 +248,13 @@ def pause(block: Block, store: Store) -> list[dict]:
     holds the way to the end for the least kept of them (H.pause_for_budget); pause the others."""
     started = [c for c in live(block) if c.epoch > 0]
     fresh = [c for c in live(block) if c.epoch == 0]
-    spare = block.budget - block.spent() - sum(block.seeds * block.rungs[0] for _ in fresh)
+    spare = block.budget - block.charged() - sum(block.seeds * block.rungs[0] * block.unit_cost for _ in fresh)
     ranked = []
     for c in started:
         scores = scores_at(block, store, c.h, c.epoch)
         step = next_rung(block, c)
-        ranked.append((H.median(scores), c.h, block.seeds * (step - c.epoch), block.seeds * (block.epochs - step)))
+        ranked.append((H.median(scores), c.h, block.seeds * (step - c.epoch) * block.unit_cost,
+                       block.seeds * (block.epochs - step) * block.unit_cost))
     ranked.sort(key=lambda t: (-t[0], t[1]))
     _, paused = H.pause_for_budget([(h, seg, rest) for _, h, seg, rest in ranked], spare, block.least)
     decisions = []
@@ -304,7 +337,26 @@ def run_search(runs: list[RunSpec], options: H.SearchOptions, execution: Executi
     warnings = [] if previous is None or same_start(previous, decisions) else [
         f"search {ident}: its decisions differ from those an earlier run of it stored (the store's runs changed)"]
     groups, recs, more = answer(blocks, store)
-    return SearchResult(ident, recs, groups, decisions, spent, grid_epochs, budget, warnings + more)
+    cost = cost_of(blocks, options, budget)
+    return SearchResult(ident, recs, groups, decisions, spent, grid_epochs, cost["model_epochs"]["budget"],
+                        warnings + more, cost)
+
+
+def cost_of(blocks: list[Block], options: H.SearchOptions, budget: int) -> dict:
+    """Spent, the grid's and the budget, in model-epochs and in training FLOPs, per block and in all.
+    A block's budget in the other unit is what it pays for: a FLOP budget's share in whole model-epochs."""
+    flop = options.budget_unit == H.FLOP
+    per_block = []
+    for b in blocks:
+        epochs = b.budget // b.unit_cost
+        per_block.append({**b.tag(), "flops_per_model_epoch": b.epoch_flops,
+                          "model_epochs": {"spent": b.spent(), "grid": b.grid_epochs(), "budget": epochs},
+                          "flops": {"spent": b.spent() * b.epoch_flops, "grid": b.grid_epochs() * b.epoch_flops,
+                                    "budget": b.budget if flop else b.budget * b.epoch_flops}})
+    total = {u: {k: sum(p[u][k] for p in per_block) for k in ("spent", "grid", "budget")}
+             for u in ("model_epochs", "flops")}
+    total["flops" if flop else "model_epochs"]["budget"] = budget  # the budget as given (a share's rounding)
+    return {"unit": H.FLOP if flop else H.MODEL_EPOCHS, **total, "per_block": per_block}
 
 
 def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict], list[str]]:

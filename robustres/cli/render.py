@@ -471,7 +471,7 @@ def search_json(result) -> dict:
     return {"search_id": result.search_id,
             "recommendations": [{k: json_value(v) for k, v in r.items()} for r in result.recommendations],
             "model_epochs": result.model_epochs, "grid_model_epochs": result.grid_model_epochs,
-            "budget_model_epochs": result.budget_model_epochs,
+            "budget_model_epochs": result.budget_model_epochs, "cost": result.cost,
             "decisions": [{k: json_value(v) for k, v in d.items()} for d in result.decisions],
             "warnings": result.warnings}
 
@@ -480,6 +480,9 @@ def print_search(out: Console, result, store: Path) -> None:
     """The answer as report gives it (stopped runs labelled as such), then the cost."""
     print_report(result.groups, result.recommendations, [])
     share = result.model_epochs / result.grid_model_epochs
+    flops = result.cost["flops"]
     out.print(f"robustres search {result.search_id}: {result.model_epochs:,} model-epochs of the full grid's "
               f"{result.grid_model_epochs:,} ({100 * share:.0f} %; budget {result.budget_model_epochs:,}), "
+              f"{flops['spent']:.3g} training FLOPs of its {flops['grid']:.3g} "
+              f"({100 * flops['spent'] / flops['grid']:.0f} %; budget {flops['budget']:.3g}), "
               f"{len(result.decisions)} decisions; store {store} (robustres report reads it)")

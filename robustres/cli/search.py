@@ -34,7 +34,8 @@ def search(
     options: dict,
     budget: Annotated[Optional[str], _option(
         "At most this share of the full grid's model-epochs (0.3: 30 %, the default), or, above 1, this many "
-        "model-epochs.", "B")] = None,
+        "model-epochs, or this many training FLOPs: a number, an optional prefix k, M, G, T, P or E, and 'flop' "
+        "(2e15flop, 500Tflop), shared between the depths by what their grids cost.", "B")] = None,
     rungs: Annotated[Optional[str], _option(
         "Epochs where h values are compared, e.g. 4,8,20 (default: 1/8, 1/4 and 1/2 of the schedule, the epoch "
         "before each lr drop, and the end).", "LIST")] = None,
@@ -49,7 +50,7 @@ def search(
     config = options.pop("config", None)
     values = merge_preset(config, options)
     given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep}
-    from ..halving import check_budget, make_options
+    from ..halving import FLOP, check_budget, make_options
 
     search_options = make_options({**values.pop(SEARCH_KEY, {}), **{k: v for k, v in given.items() if v is not None}})
     execution = execution_of(values)
@@ -57,9 +58,12 @@ def search(
     if len({spec.dataset for spec in runs}) > 1:
         raise SpecError("search takes one dataset")
 
-    check_budget(runs, search_options)  # a budget too small is bad input, refused before torch starts
-    runs = resolve_precisions(runs, values, execution)
     from .. import search as S
+
+    # A budget too small is bad input, refused before training starts (a FLOP budget needs the
+    # engine's count of each depth's FLOPs, which builds its model once).
+    check_budget(runs, search_options, S.block_flops(runs) if search_options.budget_unit == FLOP else None)
+    runs = resolve_precisions(runs, values, execution)
 
     out = render.console()
     live = sys.stdout.isatty() and not as_json
