@@ -195,3 +195,13 @@ def test_the_dry_runs_table_shows_the_lrs_of_each_pack_and_why_packs_split(cli):
     rows = [line for line in out.splitlines() if "two-moons" in line and "│" in line]
     assert len(rows) == 2 and all("0.02,0.2" in r for r in rows) and "sgd" in rows[0] and "adam" in rows[1]
     assert "runs that differ in optimizer (adam, sgd) train in separate packs" in " ".join(out.split())
+
+
+def test_json_runs_name_the_axes_that_vary(cli, tmp_path):
+    code, out, err = cli("train", "--depth", "3", *SMALL, "--h", "0.1", "--lr", "0.02,0.2", "--json",
+                         "--store", tmp_path / "a")
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    assert sorted(r["lr"] for r in runs) == [0.02, 0.2] and all("optimizer" not in r for r in runs)
+    code, out, err = cli("train", "--depth", "3", *SMALL, "--h", "0.1", "--json", "--store", tmp_path / "b")
+    assert code == 0 and "lr" not in json.loads(out)["runs"][0], err

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..hardware import wall_time
 from ..region import axes_text
+from ..spec import AXES
 from ..stats import level_label
 from .progress import status_text
 
@@ -31,7 +32,11 @@ def counts(rows: list[dict]) -> dict:
 
 
 def json_runs(rows: list[dict], extra: tuple[str, ...] = ()) -> list[dict]:
-    keys = ("run_id", "dataset", "depth", "h", "seed", *extra, "status", "final_test_acc",
+    """The runs as --json lists them; the other sweep axes (lr, optimizer, bn, h_rule, ...) too,
+    where they vary among these runs, so a script can tell the runs apart."""
+    axes = tuple(f.name for f in AXES if f.name not in ("depth", "h", "seed", *extra)
+                 and len({json_value(r.get(f.name)) for r in rows}) > 1)
+    keys = ("run_id", "dataset", "depth", "h", "seed", *extra, *axes, "status", "final_test_acc",
             "best_test_acc", "epochs_done", "params", "seconds")
     return [{k: json_value(r.get(k)) for k in keys} for r in rows]
 
