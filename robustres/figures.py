@@ -376,7 +376,8 @@ def _named(dataset: str, protocol: str, sep: str = " ") -> str:
     return f"{dataset}{sep}{protocol}" if protocol else dataset
 
 
-def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int) -> list:
+def plot_moons_features(models: list[tuple[float, object]], points, labels, folder, depth: int,
+                        protocol: str = "") -> list:
     """The paper's Fig. 4: two-moons test points as they move through the blocks of width-2 models,
     one row per h, columns at blocks 0, D/4, D/2, 3D/4 and D."""
     import torch
@@ -399,6 +400,6 @@ def plot_moons_features(models: list[tuple[float, object]], points, labels, fold
                 ax.set_title(f"block {block}")
             if c == 0:
                 ax.set_ylabel(f"h = {h:g}")
-    fig.suptitle(f"two-moons, {depth} blocks of width 2: the test points block by block")
-    figures.save(fig, f"fig4-moons-features-depth{depth}")
+    fig.suptitle(f"{_named('two-moons', protocol, ', ')}, {depth} blocks of width 2: the test points block by block")
+    figures.save(fig, f"fig4-moons-features-depth{depth}" + (f"-{protocol}" if protocol else ""))
     return figures.written

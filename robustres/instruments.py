@@ -165,14 +165,16 @@ def _evaluate_run(store: Store, spec: RunSpec, model, data: D.Data, levels: list
         store.put_propagation(spec.run_id, props)
 
 
-def moons_models(store: Store, runs: pd.DataFrame) -> list[tuple[int, list[tuple[float, torch.nn.Module]], D.Data]]:
-    """Fig. 4's inputs: per depth, the trained two-moons models of width 2 (first seed of each h)."""
+def moons_models(store: Store, runs: pd.DataFrame) -> list[tuple[int, str, list, D.Data]]:
+    """Fig. 4's inputs: per depth and protocol (report's string: runs of another lr, optimizer, ...
+    are never drawn together), the trained two-moons models of width 2 (first seed of each h)."""
     done = runs[(runs.dataset == "two-moons") & (runs.status == "completed") & (runs.width == 2)]
     if done.empty:
         return []
     full = store.runs().set_index("run_id")
     out = []
-    for depth, g in done.groupby("depth"):
+    protocol = done["protocol"] if "protocol" in done else pd.Series("", index=done.index)
+    for (depth, name), g in done.assign(protocol=protocol).groupby(["depth", "protocol"]):
         chosen = g.sort_values("seed").groupby("h").head(1).sort_values("h")
         models, data = [], None
         for run_id in chosen.run_id:
@@ -183,5 +185,5 @@ def moons_models(store: Store, runs: pd.DataFrame) -> list[tuple[int, list[tuple
             except FileNotFoundError:
                 continue
         if models:
-            out.append((int(depth), models, data))
+            out.append((int(depth), name, models, data))
     return out

@@ -280,6 +280,6 @@ def draw(store, groups: pd.DataFrame, runs: pd.DataFrame, folder) -> tuple[list,
     more, summaries = plot_instruments(pick(store.noise_evals()), pick(store.propagation()),
                                        pick(store.layer_stats()), runs, folder)
     files += more
-    for depth, models, data in moons_models(store, runs):
-        files += plot_moons_features(models, data.test_x[:500], data.test_y[:500], folder, depth)
+    for depth, protocol, models, data in moons_models(store, runs):
+        files += plot_moons_features(models, data.test_x[:500], data.test_y[:500], folder, depth, protocol)
     return files, summaries

@@ -237,3 +237,12 @@ def test_noise_eval_never_pools_runs_of_other_protocols(cli, tmp_path):
     assert {r["seeds"] for r in got["propagation"]} == {2}
     code, out, err = cli("noise-eval", "--levels", "0.3")
     assert code == 0 and "protocol" in out and "two-moons lr=0.2 depth 3 gaussian 0.3: h=0.1 against h=1" in out, err
+
+
+def test_fig4_is_drawn_per_protocol_never_mixing_runs_of_other_lrs(cli, tmp_path):
+    code, _, err = cli("train", "--depth", "3", "--h", "0.1,1", "--lr", "0.02,0.2", "--epochs", "2")
+    assert code == 0, err
+    code, _, err = cli("report", "--min-seeds", "1", "--plot", tmp_path / "figs")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "figs").iterdir() if p.name.startswith("fig4")}
+    assert names == {f"fig4-moons-features-depth3-lr={lr}.{ext}" for lr in ("0.02", "0.2") for ext in ("png", "svg")}
