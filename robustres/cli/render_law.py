@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ..law import law_text, prediction_text
 from ..stats import level_label
 from .render import console, interval, json_value, pct
 
@@ -17,6 +16,8 @@ def law_json(result) -> dict:
 
 
 def print_law(result) -> None:
+    from .. import law  # pandas: imported when a report prints, never for --help or bad input
+
     out = console()
     level = float(result.groups.level.iloc[0]) if len(result.groups) else 0.95
     for entry in result.rules:
@@ -38,7 +39,7 @@ def print_law(result) -> None:
         for t in entry["transfer"]:
             out.print(f"transfer, {entry['dataset']}: {t['text']}")
     for entry in result.laws:
-        for line in law_text(entry, level):
+        for line in law.law_text(entry, level):
             out.print(line)
     for p in result.predictions:
-        out.print(prediction_text(p))
+        out.print(law.prediction_text(p))
