@@ -76,7 +76,8 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
         ax.set_xscale("log")
         ax.set_xlabel("step factor h (log scale)")
         ax.set_ylabel(y_label)
-        ax.set_title(f"{dataset}: accuracy against h" + (f", training noise {noise:g}" if noise else ""))
+        ax.set_title(f"{_named(dataset, protocol, ', ')}: accuracy against h"
+                     + (f", training noise {noise:g}" if noise else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(title="ResNet")
         save(fig, f"fig6-acc-vs-h-{tag}")
@@ -90,7 +91,7 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
                 ax.errorbar(d.depth, 100 * d["median"], yerr=ci(d), marker="o", capsize=3, label=f"h = {h:g}")
             ax.set_xlabel("depth")
             ax.set_ylabel(y_label)
-            ax.set_title(f"{dataset}: accuracy against depth")
+            ax.set_title(f"{_named(dataset, protocol, ', ')}: accuracy against depth")
             ax.grid(True, alpha=0.3)
             ax.legend(ncol=2, fontsize="small", title="step factor")
             save(fig, f"fig3-acc-vs-depth-{tag}")
@@ -105,7 +106,7 @@ def plot(groups: pd.DataFrame, epochs: pd.DataFrame | None, runs: pd.DataFrame, 
                         label=f"depth {depth}, h = {h:g}")
         ax.set_xlabel("training-noise level")
         ax.set_ylabel(y_label)
-        ax.set_title(f"{dataset}: training on noisy inputs")
+        ax.set_title(f"{_named(dataset, protocol, ', ')}: training on noisy inputs")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
         save(fig, f"fig5-acc-vs-noise-{slug(dataset, protocol)}")
@@ -285,7 +286,7 @@ def _learning_curves(figures: _Figures, epochs: pd.DataFrame, runs: pd.DataFrame
         axes[0][0].set_ylabel("test accuracy, % (median over seeds)")
         handles = [plt.Line2D([], [], color=colors[h], label=f"h = {h:g}") for h in hs]
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
-        fig.suptitle(f"{dataset}: learning curves (a curve stops where its runs diverged)"
+        fig.suptitle(f"{_named(dataset, protocol, ', ')}: learning curves (a curve stops where its runs diverged)"
                      + (f", training noise {noise:g}" if noise else ""), y=1.03)
         save(fig, "curves-" + slug(dataset, protocol, f"noise{noise:g}" if noise else ""))
 
