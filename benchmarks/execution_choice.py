@@ -51,8 +51,12 @@ def seconds_per_step(specs, data, fuse: bool, steps: int) -> float:
     order = T.order(torch.tensor([s.seed for s in specs]), 0, len(data.train_y))
     for unit in units:
         unit.start_epoch()
-    batch, times = specs[0].batch_size, []
-    per_epoch = max(1, len(data.train_y) // batch)
+    return median_step(units, data, order, specs[0].batch_size, steps)
+
+
+def median_step(units, data, order, batch: int, steps: int) -> float:
+    """Median seconds of one step of these units over `steps` steps, after one warm-up step."""
+    times, per_epoch = [], max(1, len(data.train_y) // batch)
     for i in range(steps + 1):
         started = time.perf_counter()
         step_all(units, data, order, 0, i % per_epoch, batch)

@@ -23,6 +23,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from benchmarks.execution_choice import median_step
 from robustres import data as D
 from robustres import transforms as T
 from robustres.models import count_flops, init_model
@@ -84,13 +85,7 @@ def count_step(options, lrs, per_lr, fused) -> tuple[dict, dict]:
 
 def seconds_per_step(options, lrs, per_lr, fused, steps) -> float:
     specs, data, units, order = setup(options, lrs, per_lr, fused)
-    batch, times = specs[0].batch_size, []
-    per_epoch = max(1, len(data.train_y) // batch)
-    for i in range(steps + 1):
-        started = time.perf_counter()
-        step_all(units, data, order, 0, i % per_epoch, batch)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[1:])
+    return median_step(units, data, order, specs[0].batch_size, steps)
 
 
 def optimizer_alone(options: dict, k: int, repeats: int = 20) -> tuple[float, float]:

@@ -126,23 +126,11 @@ def test_a_diverged_learned_model_has_its_scales_and_their_state_zeroed():
             assert dead == 0 and live != 0
 
 
-def test_a_learned_pack_resumes_bitwise(tmp_path):
+def test_a_learned_pack_resumes_bitwise(tmp_path, train_cut_and_resumed):
     specs = [make_run_spec(**IMAGES, h=h, seed=s) for s, h in enumerate((0.1, 1.0))]
     specs = [s.with_(epochs=4) for s in specs]
     data = D.load(specs[0], ".")
-    whole = engine.train(specs, data, CPU, [tmp_path / f"w{i}.pt" for i in range(2)], options=EVERY_EPOCH)
-
-    class Stop(Exception):
-        pass
-
-    def stop(i, record, saved):
-        if record.epoch == 2 and i == 1:
-            raise Stop
-
-    cut = [tmp_path / f"c{i}.pt" for i in range(2)]
-    with pytest.raises(Stop):
-        engine.train(specs, data, CPU, cut, on_epoch=stop, options=EVERY_EPOCH)
-    resumed = engine.train(specs, data, CPU, cut, options=EVERY_EPOCH)
+    whole, resumed, _, cut = train_cut_and_resumed(specs, data)
     for a, b in zip(whole, resumed):
         assert _strip(a.history) == _strip(b.history) and a.scales == b.scales
     for i in range(2):

@@ -209,23 +209,11 @@ def test_fused_and_in_turn_execution_agree(fuse):
             assert a.test_loss == pytest.approx(b.test_loss, rel=1e-4)
 
 
-def test_pack_resumes_bitwise_after_an_interruption(tmp_path):
+def test_pack_resumes_bitwise_after_an_interruption(tmp_path, train_cut_and_resumed):
     specs = [make_run_spec(dataset="synthetic", depth=8, n_train=96, n_test=32, batch_size=32, epochs=4,
                            h=h, seed=s, train_noise=noise) for h, s, noise in ((0.1, 0, 0.0), (1.0, 1, 0.1))]
     data = D.load(specs[0], ".")
-    whole = engine.train(specs, data, CPU, [tmp_path / f"w{i}.pt" for i in range(2)], options=EVERY_EPOCH)
-
-    class Stop(Exception):
-        pass
-
-    def stop(i, record, saved):
-        if record.epoch == 2 and i == 1:
-            raise Stop
-
-    cut = [tmp_path / f"c{i}.pt" for i in range(2)]
-    with pytest.raises(Stop):
-        engine.train(specs, data, CPU, cut, on_epoch=stop, options=EVERY_EPOCH)
-    resumed = engine.train(specs, data, CPU, cut, options=EVERY_EPOCH)
+    whole, resumed, _, cut = train_cut_and_resumed(specs, data)
     for a, b in zip(whole, resumed):
         assert [(r.train_loss, r.test_acc) for r in a.history] == [(r.train_loss, r.test_acc) for r in b.history]
     for i in range(2):
