@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import SpecError
 from .spec import MIN_SEEDS
@@ -37,7 +37,18 @@ MODEL_EPOCHS, FLOP = "model_epochs", "flop"
 # A FLOP budget: a number, an optional SI prefix, then "flop" in any case: 2e15flop, 500Tflop, 2PFLOP.
 FLOP_BUDGET = re.compile(r"\s*(?P<number>[^a-zA-Z]*(?:e[-+]?\d+)?)\s*(?P<prefix>[kMGTPE]?)flop\s*", re.IGNORECASE)
 PREFIXES = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+# --transfer's default budget: issue 26's target share of the grid's model-epochs. The shallowest depth
+# gets most of it (its whole search); a deeper one its band (H.transfer_shares).
+TRANSFER_BUDGET = 0.2
 TOL = 1e-12  # of a budget's float arithmetic (h values are compared exactly: they are the grid's floats)
+
+
+class BudgetShort(SpecError):
+    """--transfer's budget cannot pay for the least search; `least`: a budget that can, as given."""
+
+    def __init__(self, least: str, message: str):
+        super().__init__(message)
+        self.least = least
 
 
 @dataclass(frozen=True)
@@ -54,15 +65,24 @@ class SearchOptions:
     keep: float = 0.25  # always keep at least this fraction of the starting h values alive
     level: float = 0.95  # confidence of a cut: p <= 1 - level (stats.LEVEL; scipy loads only to judge)
     budget_unit: str = MODEL_EPOCHS  # or FLOP: `budget` is training FLOPs, and candidates are charged in them
+    # --transfer (transfer.py): deeper depths start from a band around the h the shallower ones predict.
+    transfer: bool = False
+    anchors: int = 1  # the shallowest depths of a family searched whole (1 or 2)
+    # The predicted interval widened by this factor on h at each end: 1.5 takes in about one more value
+    # of a 1-2-5 grid where the interval's end falls between two of them.
+    widen: float = 1.5
+    budget_given: bool = True  # False: --transfer's default, raised to the least that pays when 0.2 cannot
 
     def to_dict(self) -> dict:
         out = {"budget": self.budget, "rungs": list(self.rungs), "stride": self.stride, "margin": self.margin,
                "keep": self.keep, "level": self.level}
-        # Named only when FLOPs, so that a model-epoch search keeps the id (and state file) it had.
-        return {**out, "budget_unit": FLOP} if self.budget_unit == FLOP else out
+        # Named only when FLOPs (or transfer), so that a search without them keeps the id (and state file) it had.
+        out = {**out, "budget_unit": FLOP} if self.budget_unit == FLOP else out
+        return {**out, "transfer": True, "anchors": self.anchors, "widen": self.widen} if self.transfer else out
 
 
-KEYS = tuple(k for k in SearchOptions.__dataclass_fields__ if k != "budget_unit")  # the unit is said in the budget
+# The unit is said in the budget; whether it was given, by its presence.
+KEYS = tuple(k for k in SearchOptions.__dataclass_fields__ if k not in ("budget_unit", "budget_given"))
 
 
 def _number(name: str, value, low: float, high: float, whole: bool = False):
@@ -113,6 +133,19 @@ def make_options(values: dict) -> SearchOptions:
         out["keep"] = _number("keep", v["keep"], 0, 1)
     if "level" in v:
         out["level"] = _number("level", v["level"], 0.5, 0.999)
+    if "transfer" in v:
+        if not isinstance(v["transfer"], bool):
+            raise SpecError(f"search transfer: {v['transfer']!r} is not true or false")
+        out["transfer"] = v["transfer"]
+    if "anchors" in v:
+        out["anchors"] = _number("anchors", v["anchors"], 1, 2, whole=True)
+    if "widen" in v:
+        out["widen"] = _number("widen", v["widen"], 1, 100)
+    if out.get("transfer") and "budget" not in out:
+        out["budget"], out["budget_given"] = TRANSFER_BUDGET, False
+    lone = [k for k in ("anchors", "widen") if k in out and not out.get("transfer")]
+    if lone:
+        raise SpecError(f"search {lone[0]}: only with transfer (--transfer, or `transfer: true` in `search:`)")
     return SearchOptions(**out)
 
 
@@ -182,6 +215,16 @@ def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = 
     total = sum(grid.values())
     budget = int(options.budget) if flop else budget_epochs(options, grid_epochs)
     shares = {key: budget * grid[key] // total if flop else budget // len(grouped) for key in grouped}
+    if options.transfer:
+        try:
+            return grid_epochs, budget, transfer_shares(grouped, shares, weight, options, budget)
+        except BudgetShort as short:
+            if options.budget_given:
+                raise
+            # --transfer's default cannot pay for this grid: the least budget that does.
+            given = make_options({"budget": short.least})
+            return check_budget(runs, replace(options, budget=given.budget, budget_unit=given.budget_unit,
+                                              budget_given=True), epoch_flops)
     for key, by_h in grouped.items():
         least = weight[key] * least_of(key, by_h, options)
         if least <= shares[key]:
@@ -196,6 +239,47 @@ def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = 
         raise SpecError(f"--budget: {shares[key]:,} model-epochs per depth cannot pay for the first {what}); "
                         f"give at least --budget {need:g} (or {least * len(grouped):,} model-epochs)")
     return grid_epochs, budget, shares
+
+
+def transfer_shares(grouped: dict, shares: dict, weight: dict, options: SearchOptions, budget: int) -> dict:
+    """--transfer: a family's shares (everything but depth) are one pool, spent shallowest first. Each
+    deeper depth has its band's least reserved (band_least); the anchors share the rest evenly, and a
+    deeper depth gets, when it starts, what the pool holds less what the depths after it reserve.
+    Refused, naming the least budget that would do, when the anchors' part cannot pay their least."""
+    from .transfer import anchors_of
+
+    families: dict = {}
+    for key in grouped:
+        families.setdefault(key.with_(depth=0), []).append(key)
+    out, need, short = {}, 0.0, False
+    for members in families.values():
+        pool = sum(shares[k] for k in members)
+        anchors = anchors_of([k.depth for k in members], options.anchors)
+        deep = [k for k in members if k.depth not in anchors]
+        out.update({k: weight[k] * band_least(k, grouped[k], options) for k in deep})
+        least = max(weight[k] * least_of(k, grouped[k], options) for k in members if k.depth in anchors)
+        part = (pool - sum(out[k] for k in deep)) // len(anchors)
+        out.update({k: part for k in members if k.depth in anchors})
+        short = short or part < least
+        need = max(need, (least * len(anchors) + sum(out[k] for k in deep)) * budget / max(pool, 1))
+    if short:
+        grid_epochs = sum(s.epochs for by_h in grouped.values() for specs in by_h.values() for s in specs)
+        given = f"{round_up(math.ceil(need))}flop" if options.budget_unit == FLOP else \
+            f"{math.ceil(need / grid_epochs * 1000) / 1000:g}"
+        raise BudgetShort(given, f"--budget: with --transfer it cannot pay for the shallowest depths' first rung and "
+                                 f"least kept h values to the end and every deeper depth's band; give at least "
+                                 f"--budget {given}")
+    return out
+
+
+def band_least(key, by_h: dict, options: SearchOptions) -> int:
+    """Model-epochs a deeper depth's band needs at least (--transfer): every value of a band of
+    transfer.MIN_BAND to the first rung, one to the end."""
+    from .transfer import MIN_BAND
+
+    first = rungs_for(options, key.epochs, key.milestones)[0]
+    n, seeds = min(MIN_BAND, sum(h > 0 for h in by_h)), len(next(iter(by_h.values())))
+    return seeds * (n * first + (key.epochs - first))
 
 
 def least_of(key, by_h: dict, options: SearchOptions) -> int:

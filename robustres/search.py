@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from . import halving as H
-from .atomic import write_bytes_atomic
-from .errors import StoreError
+from . import transfer as T
+from .datasets import residual_blocks
+from .search_state import read_state, same_start, write_state
 from .spec import AXES, Execution, RunSpec
 from .store import Store
 
@@ -63,6 +64,12 @@ class Block:
     candidates: dict[float, Candidate] = field(default_factory=dict)
     rows: dict[tuple[float, int], dict] = field(default_factory=dict)  # (h, seed) -> its latest store row
     axes: dict = field(default_factory=dict)  # the other sweep axes that vary between blocks: {"lr": 0.2}
+    family: RunSpec | None = None  # --transfer: its block spec but depth (None: searched whole from the start)
+    blocks: int = 0  # L, its network's residual blocks
+    rule: str = "fixed"
+    waiting: bool = False  # --transfer: a deeper depth whose shallower ones have not all settled
+    band: list[float] | None = None  # --transfer: the values it started from
+    pool: int = 0  # --transfer: its family's budget, spent shallowest depth first (H.transfer_shares)
 
     @property
     def seeds(self) -> int:
@@ -140,7 +147,16 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
                       flops[key])
         block.candidates = {h: Candidate(h, "coarse") for h in start}
         block.axes = {name: getattr(key, name) for name in varying}
+        block.blocks, block.rule = residual_blocks(key.model, key.depth), key.h_rule or "fixed"
+        block.family = key.with_(depth=0) if options.transfer else None
         blocks.append(block)
+    for family in {b.family for b in blocks if b.family is not None}:
+        members = [b for b in blocks if b.family == family]
+        anchors = T.anchors_of([b.depth for b in members], options.anchors)
+        for b in members:
+            b.pool = sum(m.budget for m in members)
+            if b.depth not in anchors:
+                b.waiting, b.candidates = True, {}
     return blocks, grid_epochs, budget
 
 
@@ -217,30 +233,112 @@ def live(block: Block) -> list[Candidate]:
     return [c for c in block.candidates.values() if c.state == "live"]
 
 
-def refine(block: Block, store: Store) -> list[dict]:
-    """With nothing left in training: grid values between the best finished h and its tried
-    neighbours join from epoch 0, if the budget can carry each one to the end."""
-    if live(block):
-        return []
-    pool = {h: s for h, s in pool_at(block, store, block.epochs).items() if block.candidates[h].state == "done"}
-    best = H.leader(pool)
-    if best is None:
-        return []
-    decisions = []
-    spare = block.budget - block.charged()
-    tried = [h for h, c in block.candidates.items() if c.state != "skipped"]
-    skipped = tuple(h for h, c in block.candidates.items() if c.state == "skipped")
-    for h in H.refinements(list(block.runs), tried, best, skipped):
+def join(block: Block, hs: list[float], origin: str, why: str, extra: dict | None = None) -> list[dict]:
+    """Candidates that join from epoch 0, each only if the budget can carry it to the end; one it
+    cannot is remembered as skipped (tried), so that it is proposed once."""
+    decisions, spare = [], block.budget - block.charged()
+    for h in hs:
         cost = block.seeds * block.epochs * block.unit_cost
         joins = cost <= spare
         spare -= cost if joins else 0
-        # A skipped value is remembered as tried, so that it is proposed once.
-        block.candidates[h] = Candidate(h, "refine", state="live" if joins else "skipped")
-        decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if joins else "skip",
-                          "why": f"refine: between the best h={best:g} and its neighbour" + ("" if joins else
-                                 f"; the budget's {spare:,} {unit(block)} left cannot pay its {cost:,}"),
-                          "origin": "refine"})
+        block.candidates[h] = Candidate(h, origin, state="live" if joins else "skipped")
+        decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if joins else "skip", "origin": origin,
+                          "why": why + ("" if joins else f"; the budget's {spare:,} {unit(block)} left cannot pay "
+                                                         f"its {cost:,}"), **(extra or {})})
     return decisions
+
+
+def refine(block: Block, store: Store) -> list[dict]:
+    """With nothing left in training: grid values between the best finished h and its tried
+    neighbours join from epoch 0, if the budget can carry each one to the end. A band (--transfer)
+    first widens where its best is an edge or all of it diverged (transfer.widening)."""
+    if live(block) or block.waiting:
+        return []
+    pool = {h: s for h, s in pool_at(block, store, block.epochs).items() if block.candidates[h].state == "done"}
+    best = H.leader(pool)
+    tried = [h for h, c in block.candidates.items() if c.state != "skipped"]
+    skipped = tuple(h for h, c in block.candidates.items() if c.state == "skipped")
+    if block.band is not None and tried:
+        diverged = all((c.verdict or {}).get("why") == "diverged" for c in block.candidates.values() if c.h in tried)
+        wider = [h for h in T.widening(list(block.runs), tried, best, diverged) if h not in skipped]
+        if wider:
+            why = ("widen: every h of the band diverged" if diverged else
+                   f"widen: the best h={best:g} is the edge of the h tried")
+            return join(block, wider, "widen", why)
+    if best is None:
+        return []
+    return join(block, H.refinements(list(block.runs), tried, best, skipped), "refine",
+                f"refine: between the best h={best:g} and its neighbour")
+
+
+def settled(block: Block) -> bool:
+    return not block.waiting and not live(block)
+
+
+def start_bands(blocks: list[Block], store: Store, options: H.SearchOptions) -> list[dict]:
+    """--transfer: each waiting depth whose shallower depths (same family) have all settled starts
+    from the band their answers predict (transfer.py), or from the coarse grid when none has one."""
+    decisions = []
+    for block in sorted((b for b in blocks if b.waiting), key=lambda b: b.depth):
+        shallower = [b for b in blocks if b.family == block.family and b.depth < block.depth]
+        if not all(settled(b) for b in shallower):
+            continue
+        known = settled_answers(shallower, store)
+        block.waiting = False
+        if not known:
+            start = H.coarse(list(block.runs), options.stride)
+            decisions += join(block, start, "coarse", "transfer: no shallower depth has an answer with h > 0; "
+                                                      "the search starts from the coarse grid")
+            continue
+        # The family's pool, less what the others spent (settled and started ones spend no more) or
+        # reserve (those still waiting): a shallower depth's savings are this one's to widen with.
+        family = [b for b in blocks if b.family == block.family and b is not block]
+        block.budget = block.pool - sum(b.budget if b.waiting else b.charged() for b in family)
+        prediction = T.predict(known, block.blocks, block.rule, options.level)
+        block.band = T.band(list(block.runs), prediction, options.widen)
+        block.least = 1  # the band is the prediction's evidence: one h with all seeds to the end suffices
+        decisions += start_band(block, prediction, options.widen)
+    return decisions
+
+
+def start_band(block: Block, prediction: dict, widen: float) -> list[dict]:
+    """The band's values join, nearest the prediction first, while the budget pays for all of them to
+    the first rung and the least kept to the end (as the coarse start is checked); the rest are skipped."""
+    centre, first = math.log(prediction["h"]), block.rungs[0]
+    order = sorted(block.band, key=lambda h: (round(abs(math.log(h) - centre), 9), h))
+    spare, taken = block.budget - block.charged(), []
+    for h in order:
+        n = len(taken) + 1
+        if block.seeds * block.unit_cost * (n * first + min(n, block.least) * (block.epochs - first)) <= spare:
+            taken.append(h)
+    why, extra = T.band_text(prediction, block.band, widen), {"prediction": prediction, "band": block.band}
+    decisions = []
+    for h in block.band:
+        block.candidates[h] = Candidate(h, "band", state="live" if h in taken else "skipped")
+        decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if h in taken else "skip",
+                          "origin": "band", **extra, "why": why if h in taken else
+                          why + f"; the budget's {spare:,} {unit(block)} cannot take it to the first rung too"})
+    return decisions
+
+
+def settled_answers(shallower: list[Block], store: Store) -> list[T.Settled]:
+    """The settled depths' answers (report's, over the search's runs): each one's set and scores."""
+    from .report import METRICS
+
+    _, recs, _ = answer(shallower, store)
+    known = []
+    for rec in recs:
+        block = next(b for b in shallower if b.depth == rec["depth"])
+        hs = sorted(h for h in (rec["indistinguishable"] or []) if h > 0) if rec["h"] is not None else []
+        if not hs:
+            continue
+        matrix = np.array([[float(block.rows[(h, s.seed)].get(METRICS["final"]) or math.nan)
+                            if block.rows[(h, s.seed)]["status"] == "completed" else math.nan
+                            for s in block.runs[h]] for h in hs])
+        matrix = matrix[:, ~np.isnan(matrix).any(axis=0)]  # the seeds every h of the set has
+        if matrix.shape[1]:
+            known.append(T.Settled(block.depth, block.blocks, tuple(hs), matrix))
+    return sorted(known, key=lambda k: k.depth)
 
 
 def pause(block: Block, store: Store) -> list[dict]:
@@ -322,6 +420,7 @@ def run_search(runs: list[RunSpec], options: H.SearchOptions, execution: Executi
     decisions: list[dict] = []
     while True:
         made = [d for b in blocks for d in refine(b, store)]
+        made += start_bands(blocks, store, options) if options.transfer else []
         made += [d for b in blocks for d in pause(b, store)]
         trained = train_round(blocks, execution, train)
         if not trained and not made:
@@ -386,59 +485,3 @@ def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict],
                         "command, or by an earlier run of a search with other options): counted here as stopped "
                         "at the search's rung; robustres report counts them as they are now")
     return groups, recs, warnings
-
-
-# ---------------------------------------------------------------------------------------------
-# The state file
-# ---------------------------------------------------------------------------------------------
-
-
-def state_path(store: Store, ident: str):
-    return store.root / "searches" / f"{ident}.json"
-
-
-def read_state(store: Store, ident: str) -> dict | None:
-    try:
-        return json.loads(state_path(store, ident).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_state(store: Store, ident: str, options: H.SearchOptions, decisions: list[dict], spent: int,
-                finished: bool) -> None:
-    """The state file, written atomically when it changes (a replay that changes nothing writes
-    nothing, so a finished search reads back from a read-only store)."""
-    path = state_path(store, ident)
-    state = {"search_id": ident, "options": options.to_dict(), "finished": finished, "model_epochs": spent,
-             "decisions": plain(decisions)}
-    stored = read_state(store, ident)
-    if stored == state:
-        return
-    if stored is not None and not finished and stored.get("model_epochs", 0) >= spent and \
-            stored.get("decisions", [])[:len(state["decisions"])] == state["decisions"]:
-        return  # replaying rounds the file already holds (a resumed or repeated search)
-    store.make_folder(path.parent)
-    try:
-        write_bytes_atomic(path, json.dumps(state, indent=1, allow_nan=False).encode())
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def same_start(previous: dict, decisions: list[dict]) -> bool:
-    """The decisions an earlier (perhaps killed) run of this search stored begin those made now."""
-    old, new = previous.get("decisions", []), plain(decisions)
-    n = min(len(old), len(new))
-    return old[:n] == new[:n]
-
-
-def plain(value):
-    """JSON's values: NaN (a diverged h's median) as null, numpy numbers as Python's."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

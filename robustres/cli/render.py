@@ -80,7 +80,7 @@ def print_plan(plan: dict) -> None:
         epochs = f"{p['start_epoch']}->{p['epochs']}" if p["start_epoch"] else str(p["epochs"])
         table.add_row(str(i), p["dataset"], str(p["depth"]), str(p["k"]), short_list(p["h"]), short_list(p["seeds"]),
                       short_list(p["train_noise"]), *[short_list(p[name]) for name in extra],
-                      *[_axis_value(p["split_by"].get(name, "")) for name in split], epochs, p["device"],
+                      *[axis_value(p["split_by"].get(name, "")) for name in split], epochs, p["device"],
                       flop_text(p["tflop"] * 1e12))
     out.print(table)
     for line in plan.get("splits") or []:
@@ -403,91 +403,7 @@ def print_presets(presets: list[tuple[str, str]]) -> None:
         print(f"{name:<{width}}  {description}")
 
 
-# ---------------------------------------------------------------------------------------------
-# robustres search: its decisions as they are made, and its answer
-# ---------------------------------------------------------------------------------------------
-
-
-def _p(d: dict) -> str:
-    return "" if d.get("p") is None else f", one-sided p={d['p']:.3f}"
-
-
-def decision_text(d: dict) -> str:
-    """One decision of a search, with its evidence."""
-    h, action, why = f"h={d['h']:g}", d["action"], d["why"]
-    if action in ("add", "skip"):
-        return f"{h} {'added' if action == 'add' else 'not added'}: {why}"
-    if action == "pause":
-        evidence = f" (median {pct(d['median'])} % vs {pct(d['leader_median'])} % of h={d['leader']:g}{_p(d)})" \
-            if d.get("leader") is not None and d.get("median") is not None and d["leader"] != d["h"] else ""
-        return f"{h} paused (stopped): {why}{evidence}"
-    if action == "end":
-        return f"{h} finished: " + decision_text({**d, "action": "keep" if why != "diverged" else "cut"}).split(
-            ": ", 1)[1] + ("" if why in ("leader", "not shown worse") else " (report judges the finished runs)")
-    seeds = f"{d['seeds']} seed{'s' if d['seeds'] != 1 else ''}"
-    if why == "diverged":
-        return f"{h} cut: diverged ({d['diverged']}/{d['seeds']} seeds)"
-    versus = f"median {pct(d['median'])} % vs {pct(d['leader_median'])} % of h={d['leader']:g}"
-    margin = f"margin {100 * d['margin']:g} point(s)"
-    if why == "leader":
-        return f"{h} kept: the rung's leader (median {pct(d['median'])} %, {seeds})"
-    if why == "worse":
-        return f"{h} cut: worse than h={d['leader']:g} by more than the {margin} ({versus}{_p(d)}, {seeds})"
-    if why == "minimum kept":
-        return f"{h} kept: worse ({versus}{_p(d)}), but the least-bad of the cut, to keep the minimum alive"
-    return f"{h} kept: not shown worse ({versus}{_p(d)}, {margin}, {seeds})"
-
-
-def _where(d: dict) -> str:
-    noise = f", training noise {d['train_noise']:g}" if d.get("train_noise") else ""
-    axes = "".join(f", {name} {_axis_value(value)}" for name, value in (d.get("axes") or {}).items())
-    return f"depth {d['depth']}{noise}{axes}, " + ("refine" if d["epoch"] == 0 else f"rung epoch {d['epoch']}")
-
-
-def _axis_value(value) -> str:
+def axis_value(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def print_decision_lines(decisions: list[dict], stream) -> None:
-    for d in decisions:
-        print(f"{_where(d)}: {decision_text(d)}", file=stream, flush=True)
-
-
-def print_rung_tables(out: Console, decisions: list[dict]) -> None:
-    """A round's decisions on a terminal: one small table per depth and rung."""
-    groups: dict[str, list[dict]] = {}
-    for d in decisions:
-        groups.setdefault(_where(d), []).append(d)
-    for where, ds in groups.items():
-        table = Table(title=where, title_justify="left")
-        for col in ("h", "median %", "decision", "evidence"):
-            table.add_column(col, justify="left" if col in ("decision", "evidence") else "right")
-        for d in sorted(ds, key=lambda d: d["h"]):
-            text = decision_text(d).split(": ", 1)
-            style = "red" if d["action"] in ("cut", "pause") else "bold" if d.get("why") == "leader" else None
-            table.add_row(f"{d['h']:g}", pct(d.get("median")), text[0].split(" ", 1)[1], text[1], style=style)
-        out.print(table)
-
-
-def search_json(result) -> dict:
-    """search --json: report's recommendation objects, the cost and every decision (docs/json.md)."""
-    return {"search_id": result.search_id,
-            "recommendations": [{k: json_value(v) for k, v in r.items()} for r in result.recommendations],
-            "model_epochs": result.model_epochs, "grid_model_epochs": result.grid_model_epochs,
-            "budget_model_epochs": result.budget_model_epochs, "cost": result.cost,
-            "decisions": [{k: json_value(v) for k, v in d.items()} for d in result.decisions],
-            "warnings": result.warnings}
-
-
-def print_search(out: Console, result, store: Path) -> None:
-    """The answer as report gives it (stopped runs labelled as such), then the cost."""
-    print_report(result.groups, result.recommendations, [])
-    share = result.model_epochs / result.grid_model_epochs
-    flops = result.cost["flops"]
-    out.print(f"robustres search {result.search_id}: {result.model_epochs:,} model-epochs of the full grid's "
-              f"{result.grid_model_epochs:,} ({100 * share:.0f} %; budget {result.budget_model_epochs:,}), "
-              f"{flops['spent']:.3g} training FLOPs of its {flops['grid']:.3g} "
-              f"({100 * flops['spent'] / flops['grid']:.0f} %; budget {flops['budget']:.3g}), "
-              f"{len(result.decisions)} decisions; store {store} (robustres report reads it)")

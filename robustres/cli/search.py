@@ -8,7 +8,7 @@ import typer
 
 from ..grid import SEARCH_KEY, merge_preset, sweep_runs
 from ..spec import SpecError
-from . import render
+from . import render, render_search
 from .app import EXIT_FAILED, EXIT_OK, app, examples
 from .common import execution_of, given_precision, resolve_precisions, train_quietly
 from .options import AsJson, AxisCommand, execution_options, grid_options, run_options, with_options
@@ -28,6 +28,7 @@ def _option(help_text: str, metavar: str):
              cls=AxisCommand,
              epilog=examples("robustres search --dataset two-moons --depths 10,30 --h 0.01..2 --seeds 5",
                              "robustres search --config fig6-cifar10 --budget 0.25",
+                             "robustres search --config fig6-cifar10 --transfer --dry-run",
                              "robustres search --dataset two-moons --depths 30 --h 0.001..10 --seeds 5 --json"))
 @with_options(run_options(), execution_options(sweep=True), lead=grid_options())
 def search(
@@ -45,11 +46,22 @@ def search(
         "(default 0.02: two points, against late bloomers).", "ACC")] = None,
     keep: Annotated[Optional[str], _option(
         "Always keep at least this share of the starting h values (and 2) alive (default 0.25).", "SHARE")] = None,
+    transfer: Annotated[bool, typer.Option(
+        "--transfer", help="Search the shallowest depth (--anchors 2: the two shallowest) whole; start each deeper one "
+        "from a band of h around what the shallower ones predict (their law of depth), widened when its best lands on "
+        "an edge.")] = False,
+    anchors: Annotated[Optional[str], _option("With --transfer: the shallowest depths searched whole, 1 or 2 "
+                                              "(default 1).", "N")] = None,
+    widen: Annotated[Optional[str], _option(
+        "With --transfer: widen the predicted interval by this factor on h at each end (default 1.5).", "F")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan per depth and its projected cost; train and write nothing.")] = False,
     as_json: AsJson = False,
 ) -> None:
     config = options.pop("config", None)
     values = merge_preset(config, options)
-    given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep}
+    given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep,
+             "transfer": transfer or None, "anchors": anchors, "widen": widen}
     from ..halving import FLOP, check_budget, make_options
 
     search_options = make_options({**values.pop(SEARCH_KEY, {}), **{k: v for k, v in given.items() if v is not None}})
@@ -63,29 +75,40 @@ def search(
     # A budget too small is bad input, refused before training starts (a FLOP budget needs the
     # engine's count of each depth's FLOPs, which builds its model once).
     check_budget(runs, search_options, S.block_flops(runs) if search_options.budget_unit == FLOP else None)
-    runs = resolve_precisions(runs, values, execution)
+    if dry_run:
+        from ..search_plan import plan
+
+        projected = plan(runs, search_options, execution)
+        print(render.dumps(projected)) if as_json else render_search.print_search_plan(projected)
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(_run(resolve_precisions(runs, values, execution), search_options, execution, as_json))
+
+
+def _run(runs, search_options, execution, as_json: bool) -> int:
+    """Train the search round by round, its decisions shown as they are made; then its answer."""
+    from .. import search as S
 
     out = render.console()
     live = sys.stdout.isatty() and not as_json
 
     def on_round(decisions: list[dict]) -> None:
         if as_json:
-            render.print_decision_lines(decisions, sys.stderr)
+            render_search.print_decision_lines(decisions, sys.stderr)
         elif live:
-            render.print_rung_tables(out, decisions)
+            render_search.print_rung_tables(out, decisions)
         else:
-            render.print_decision_lines(decisions, sys.stdout)
+            render_search.print_decision_lines(decisions, sys.stdout)
 
     try:
         result = S.run_search(runs, search_options, execution, lambda specs, ex: train_quietly(specs, ex, as_json),
                               on_round)
     except S.SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILED) from None
+        return EXIT_FAILED
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if as_json:
-        print(render.dumps(render.search_json(result)))
+        print(render.dumps(render_search.search_json(result)))
     else:
-        render.print_search(out, result, Path(execution.store))
-    raise typer.Exit(EXIT_OK)
+        render_search.print_search(out, result, Path(execution.store))
+    return EXIT_OK
