@@ -71,6 +71,9 @@ class SearchOptions:
     # The predicted interval widened by this factor on h at each end: 1.5 takes in about one more value
     # of a 1-2-5 grid where the interval's end falls between two of them.
     widen: float = 1.5
+    # Seeds as a budget: rungs compare the first `early_seeds` seeds of every h (0: all of them); an h
+    # that reaches the end on them gets the others, to the end, before it is judged there and answered.
+    early_seeds: int = 0
     budget_given: bool = True  # False: --transfer's default, raised to the least that pays when 0.2 cannot
 
     def to_dict(self) -> dict:
@@ -78,6 +81,7 @@ class SearchOptions:
                "keep": self.keep, "level": self.level}
         # Named only when FLOPs (or transfer), so that a search without them keeps the id (and state file) it had.
         out = {**out, "budget_unit": FLOP} if self.budget_unit == FLOP else out
+        out = {**out, "early_seeds": self.early_seeds} if self.early_seeds else out
         return {**out, "transfer": True, "anchors": self.anchors, "widen": self.widen} if self.transfer else out
 
 
@@ -141,6 +145,8 @@ def make_options(values: dict) -> SearchOptions:
         out["anchors"] = _number("anchors", v["anchors"], 1, 2, whole=True)
     if "widen" in v:
         out["widen"] = _number("widen", v["widen"], 1, 100)
+    if "early_seeds" in v:
+        out["early_seeds"] = _number("early_seeds", v["early_seeds"], MIN_SEEDS, 10**6, whole=True)
     if out.get("transfer") and "budget" not in out:
         out["budget"], out["budget_given"] = TRANSFER_BUDGET, False
     lone = [k for k in ("anchors", "widen") if k in out and not out.get("transfer")]
@@ -207,6 +213,9 @@ def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = 
     if seeds < MIN_SEEDS:
         raise SpecError(f"--seeds: a search needs at least {MIN_SEEDS} seeds, got {seeds} (report recommends only an "
                         f"h with {MIN_SEEDS} completed runs; at level 0.95 a rung cuts a worse h only with 5 or more)")
+    if options.early_seeds >= seeds:
+        raise SpecError(f"--early-seeds: {options.early_seeds} must be fewer than the grid's {seeds} seeds (the rest "
+                        f"join the h that reach the end)")
     grid_epochs = sum(spec.epochs for spec in runs)
     flop = options.budget_unit == FLOP
     weight = {key: epoch_flops[key] if flop else 1 for key in grouped}  # the unit's cost of one model-epoch
@@ -279,14 +288,16 @@ def band_least(key, by_h: dict, options: SearchOptions) -> int:
 
     first = rungs_for(options, key.epochs, key.milestones)[0]
     n, seeds = min(MIN_BAND, sum(h > 0 for h in by_h)), len(next(iter(by_h.values())))
-    return seeds * (n * first + (key.epochs - first))
+    k = options.early_seeds or seeds
+    return k * n * first + k * (key.epochs - first) + (seeds - k) * key.epochs
 
 
 def least_of(key, by_h: dict, options: SearchOptions) -> int:
     """Model-epochs a block needs at least: every coarse h to the first rung, the least kept to the end."""
     first = rungs_for(options, key.epochs, key.milestones)[0]
     start, seeds = len(coarse(list(by_h), options.stride)), len(next(iter(by_h.values())))
-    return seeds * (start * first + least_kept(start, options.keep) * (key.epochs - first))
+    k = options.early_seeds or seeds
+    return k * start * first + least_kept(start, options.keep) * (k * (key.epochs - first) + (seeds - k) * key.epochs)
 
 
 def round_up(number: int) -> str:

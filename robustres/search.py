@@ -27,6 +27,7 @@ import pandas as pd
 from . import halving as H
 from . import transfer as T
 from .datasets import residual_blocks
+from .search_answer import answer, cost_of
 from .search_state import read_state, same_start, write_state
 from .spec import AXES, Execution, RunSpec
 from .store import Store
@@ -44,8 +45,11 @@ class Candidate:
     h: float
     origin: str  # coarse | refine
     epoch: int = 0  # the rung its runs reached
-    state: str = "live"  # live | done (reached the end) | cut | paused | skipped (a refinement, no budget)
+    # live | done (reached the end) | cut | paused | skipped (a refinement, no budget) | more (--early-seeds:
+    # reached the end on the first seeds; its other seeds train to the end before it is judged there)
+    state: str = "live"
     verdict: dict | None = None  # its last rung's judgement (a pause carries its evidence)
+    full: bool = True  # all its seeds are trained (False: --early-seeds, only the first ones so far)
 
 
 @dataclass
@@ -70,10 +74,24 @@ class Block:
     waiting: bool = False  # --transfer: a deeper depth whose shallower ones have not all settled
     band: list[float] | None = None  # --transfer: the values it started from
     pool: int = 0  # --transfer: its family's budget, spent shallowest depth first (H.transfer_shares)
+    early: int = 0  # --early-seeds: the seeds its rungs compare (0: all)
 
     @property
     def seeds(self) -> int:
         return len(next(iter(self.runs.values())))
+
+    @property
+    def k(self) -> int:
+        """The seeds a rung compares: the first k of every h (the same seeds for every h)."""
+        return self.early or self.seeds
+
+    def fresh(self, h: float, origin: str, state: str = "live") -> Candidate:
+        return Candidate(h, origin, state=state, full=self.k == self.seeds)
+
+    def to_end(self, epoch: int) -> int:
+        """Model-epochs from `epoch` (on the first k seeds) to an answer: the first k seeds to the end,
+        then the others from the start."""
+        return self.k * (self.epochs - epoch) + (self.seeds - self.k) * self.epochs
 
     def tag(self) -> dict:
         return {"depth": self.depth, "train_noise": self.train_noise, **({"axes": self.axes} if self.axes else {})}
@@ -82,10 +100,11 @@ class Block:
         """Model-epochs its runs took (a diverged run up to its divergence)."""
         total = 0
         for c in self.candidates.values():
-            for spec in self.runs[c.h]:
+            for i, spec in enumerate(self.runs[c.h]):
+                reached = c.epoch if i < self.k else self.epochs if c.full else 0
                 row = self.rows.get((c.h, spec.seed)) or {}
                 stop = row.get("diverged_epoch") if row.get("status") == "diverged" else None
-                total += min(c.epoch, int(stop)) if stop is not None and not pd.isna(stop) else c.epoch
+                total += min(reached, int(stop)) if stop is not None and not pd.isna(stop) else reached
         return total
 
     def charged(self) -> int:
@@ -145,7 +164,8 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
                       key.epochs, H.rungs_for(options, key.epochs, key.milestones), shares[key],
                       H.least_kept(len(start), options.keep), flops[key] if options.budget_unit == H.FLOP else 1,
                       flops[key])
-        block.candidates = {h: Candidate(h, "coarse") for h in start}
+        block.early = options.early_seeds
+        block.candidates = {h: block.fresh(h, "coarse") for h in start}
         block.axes = {name: getattr(key, name) for name in varying}
         block.blocks, block.rule = residual_blocks(key.model, key.depth), key.h_rule or "fixed"
         block.family = key.with_(depth=0) if options.transfer else None
@@ -170,13 +190,14 @@ def search_id(runs: list[RunSpec], options: H.SearchOptions) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def scores_at(block: Block, store: Store, h: float, epoch: int) -> np.ndarray:
-    """Test accuracy of h's runs at `epoch`, seed by seed; NaN where a run diverged by then, or by
-    the epoch the search has taken h to (a candidate known to diverge later never leads a rung).
-    Both are part of the replayed state, so a resumed search sees the same."""
+def scores_at(block: Block, store: Store, h: float, epoch: int, n: int = 0) -> np.ndarray:
+    """Test accuracy of h's first `n` runs (0: the k a rung compares) at `epoch`, seed by seed; NaN
+    where a run diverged by then, or by the epoch the search has taken h to (a candidate known to
+    diverge later never leads a rung). Both are part of the replayed state, so a resumed search sees
+    the same."""
     out = []
     horizon = max(epoch, block.candidates[h].epoch)
-    for spec in block.runs[h]:
+    for spec in block.runs[h][:n or block.k]:
         row = block.rows[(h, spec.seed)]
         if row["status"] == "diverged" and int(row["diverged_epoch"]) <= horizon:
             out.append(math.nan)
@@ -192,9 +213,12 @@ def scores_at(block: Block, store: Store, h: float, epoch: int) -> np.ndarray:
     return np.array(out)
 
 
-def pool_at(block: Block, store: Store, epoch: int) -> dict[float, np.ndarray]:
-    """Every candidate whose runs reached `epoch`, with its scores there."""
-    return {h: scores_at(block, store, h, epoch) for h, c in block.candidates.items() if c.epoch >= epoch}
+def pool_at(block: Block, store: Store, epoch: int, n: int = 0) -> dict[float, np.ndarray]:
+    """Every candidate whose runs reached `epoch`, with its first `n` seeds' scores there (0: the k a
+    rung compares; more: only candidates with all their seeds trained)."""
+    n = n or block.k
+    return {h: scores_at(block, store, h, epoch, n) for h, c in block.candidates.items()
+            if c.epoch >= epoch and (c.full or n <= block.k)}
 
 
 def stop_runs(block: Block, store: Store, h: float) -> None:
@@ -233,6 +257,11 @@ def live(block: Block) -> list[Candidate]:
     return [c for c in block.candidates.values() if c.state == "live"]
 
 
+def busy(block: Block) -> bool:
+    """Something of it is still in training (live, or waiting for its other seeds)."""
+    return any(c.state in ("live", "more") for c in block.candidates.values())
+
+
 def join(block: Block, hs: list[float], origin: str, why: str, extra: dict | None = None) -> list[dict]:
     """Candidates that join from epoch 0, each only if the budget can carry it to the end; one it
     cannot is remembered as skipped (tried), so that it is proposed once."""
@@ -241,7 +270,7 @@ def join(block: Block, hs: list[float], origin: str, why: str, extra: dict | Non
         cost = block.seeds * block.epochs * block.unit_cost
         joins = cost <= spare
         spare -= cost if joins else 0
-        block.candidates[h] = Candidate(h, origin, state="live" if joins else "skipped")
+        block.candidates[h] = block.fresh(h, origin, "live" if joins else "skipped")
         decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if joins else "skip", "origin": origin,
                           "why": why + ("" if joins else f"; the budget's {spare:,} {unit(block)} left cannot pay "
                                                          f"its {cost:,}"), **(extra or {})})
@@ -252,9 +281,10 @@ def refine(block: Block, store: Store) -> list[dict]:
     """With nothing left in training: grid values between the best finished h and its tried
     neighbours join from epoch 0, if the budget can carry each one to the end. A band (--transfer)
     first widens where its best is an edge or all of it diverged (transfer.widening)."""
-    if live(block) or block.waiting:
+    if busy(block) or block.waiting:
         return []
-    pool = {h: s for h, s in pool_at(block, store, block.epochs).items() if block.candidates[h].state == "done"}
+    pool = {h: s for h, s in pool_at(block, store, block.epochs, block.seeds).items()
+            if block.candidates[h].state == "done"}
     best = H.leader(pool)
     tried = [h for h, c in block.candidates.items() if c.state != "skipped"]
     skipped = tuple(h for h, c in block.candidates.items() if c.state == "skipped")
@@ -272,7 +302,7 @@ def refine(block: Block, store: Store) -> list[dict]:
 
 
 def settled(block: Block) -> bool:
-    return not block.waiting and not live(block)
+    return not block.waiting and not busy(block)
 
 
 def start_bands(blocks: list[Block], store: Store, options: H.SearchOptions) -> list[dict]:
@@ -309,12 +339,12 @@ def start_band(block: Block, prediction: dict, widen: float) -> list[dict]:
     spare, taken = block.budget - block.charged(), []
     for h in order:
         n = len(taken) + 1
-        if block.seeds * block.unit_cost * (n * first + min(n, block.least) * (block.epochs - first)) <= spare:
+        if block.unit_cost * (n * block.k * first + min(n, block.least) * block.to_end(first)) <= spare:
             taken.append(h)
     why, extra = T.band_text(prediction, block.band, widen), {"prediction": prediction, "band": block.band}
     decisions = []
     for h in block.band:
-        block.candidates[h] = Candidate(h, "band", state="live" if h in taken else "skipped")
+        block.candidates[h] = block.fresh(h, "band", "live" if h in taken else "skipped")
         decisions.append({**block.tag(), "epoch": 0, "h": h, "action": "add" if h in taken else "skip",
                           "origin": "band", **extra, "why": why if h in taken else
                           why + f"; the budget's {spare:,} {unit(block)} cannot take it to the first rung too"})
@@ -346,13 +376,15 @@ def pause(block: Block, store: Store) -> list[dict]:
     holds the way to the end for the least kept of them (H.pause_for_budget); pause the others."""
     started = [c for c in live(block) if c.epoch > 0]
     fresh = [c for c in live(block) if c.epoch == 0]
-    spare = block.budget - block.charged() - sum(block.seeds * block.rungs[0] * block.unit_cost for _ in fresh)
+    more = [c for c in block.candidates.values() if c.state == "more"]  # their other seeds, to the end
+    spare = block.budget - block.charged() - block.unit_cost * (
+        len(fresh) * block.k * block.rungs[0] + len(more) * (block.seeds - block.k) * block.epochs)
     ranked = []
     for c in started:
         scores = scores_at(block, store, c.h, c.epoch)
         step = next_rung(block, c)
-        ranked.append((H.median(scores), c.h, block.seeds * (step - c.epoch) * block.unit_cost,
-                       block.seeds * (block.epochs - step) * block.unit_cost))
+        ranked.append((H.median(scores), c.h, block.k * (step - c.epoch) * block.unit_cost,
+                       block.to_end(step) * block.unit_cost))
     ranked.sort(key=lambda t: (-t[0], t[1]))
     _, paused = H.pause_for_budget([(h, seg, rest) for _, h, seg, rest in ranked], spare, block.least)
     decisions = []
@@ -370,13 +402,19 @@ def pause(block: Block, store: Store) -> list[dict]:
 def judge(block: Block, store: Store, options: H.SearchOptions, trained: list[Candidate]) -> list[dict]:
     """The candidates that just reached a rung, judged there against every candidate that reached it."""
     decisions = []
-    for epoch in sorted({c.epoch for c in trained}):
-        here = [c for c in trained if c.epoch == epoch]
-        pool = pool_at(block, store, epoch)
+    # At the end, --early-seeds: the first k seeds judged among the first k of all; all seeds among all.
+    for epoch, n in sorted({(c.epoch, block.seeds if c.full and c.epoch >= block.epochs else block.k)
+                            for c in trained}):
+        here = [c for c in trained if c.epoch == epoch and (block.seeds if c.full and epoch >= block.epochs
+                                                           else block.k) == n]
+        pool = pool_at(block, store, epoch, n)
         verdicts = [H.judge(c.h, pool, options) for c in here]
-        others = sum(c.state in ("live", "done") for c in block.candidates.values() if c not in here)
+        others = sum(c.state in ("live", "done", "more") for c in block.candidates.values() if c not in here)
         for c, verdict in zip(here, H.keep_least(verdicts, others, block.least)):
-            if epoch >= block.epochs:  # at the end nothing is cut: the runs are finished, report judges them
+            if epoch >= block.epochs and not c.full and verdict["why"] != "diverged":
+                c.state, verdict = "more", {**verdict, "action": "more",
+                                            "why_kept": verdict["why"], "why": "seeds"}
+            elif epoch >= block.epochs:  # at the end nothing is cut: the runs are finished, report judges them
                 c.state, verdict = "done", {**verdict, "action": "end"}
             elif verdict["action"] == "cut":
                 c.state = "cut"
@@ -401,13 +439,18 @@ def train_round(blocks: list[Block], execution: Execution, train: Train) -> list
     for block in blocks:
         for c in live(block):
             targets.setdefault(next_rung(block, c), []).append((block, c))
+        for c in (c for c in block.candidates.values() if c.state == "more"):  # its other seeds, to the end
+            targets.setdefault(block.epochs, []).append((block, c))
     for epoch, members in sorted(targets.items()):
-        owned = [(block, spec) for block, c in members for spec in block.runs[c.h]]
+        owned = [(block, spec) for block, c in members
+                 for spec in (block.runs[c.h][block.k:] if c.state == "more" else block.runs[c.h][:block.k])]
         rows = train([spec for _, spec in owned], replace(execution, stop_at=epoch))
         for (block, spec), row in zip(owned, rows):
             block.rows[(spec.h, spec.seed)] = row
         for _, c in members:
             c.epoch = epoch
+            if c.state == "more":
+                c.state, c.full = "live", True
     return [m for members in targets.values() for m in members]
 
 
@@ -439,49 +482,3 @@ def run_search(runs: list[RunSpec], options: H.SearchOptions, execution: Executi
     cost = cost_of(blocks, options, budget)
     return SearchResult(ident, recs, groups, decisions, spent, grid_epochs, cost["model_epochs"]["budget"],
                         warnings + more, cost)
-
-
-def cost_of(blocks: list[Block], options: H.SearchOptions, budget: int) -> dict:
-    """Spent, the grid's and the budget, in model-epochs and in training FLOPs, per block and in all.
-    A block's budget in the other unit is what it pays for: a FLOP budget's share in whole model-epochs."""
-    flop = options.budget_unit == H.FLOP
-    per_block = []
-    for b in blocks:
-        epochs = b.budget // b.unit_cost
-        per_block.append({**b.tag(), "flops_per_model_epoch": b.epoch_flops,
-                          "model_epochs": {"spent": b.spent(), "grid": b.grid_epochs(), "budget": epochs},
-                          "flops": {"spent": b.spent() * b.epoch_flops, "grid": b.grid_epochs() * b.epoch_flops,
-                                    "budget": b.budget if flop else b.budget * b.epoch_flops}})
-    total = {u: {k: sum(p[u][k] for p in per_block) for k in ("spent", "grid", "budget")}
-             for u in ("model_epochs", "flops")}
-    total["flops" if flop else "model_epochs"]["budget"] = budget  # the budget as given (a share's rounding)
-    return {"unit": H.FLOP if flop else H.MODEL_EPOCHS, **total, "per_block": per_block}
-
-
-def answer(blocks: list[Block], store: Store) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """report's recommendation over the search's runs as the search left them: the runs of a cut or
-    paused h count as stopped even if another command (a sweep) has finished them since, so the
-    answer is a function of the search's decisions (report over the store counts them finished)."""
-    from . import report as R
-
-    ids, left = set(), {}
-    for block in blocks:
-        for (h, _), row in block.rows.items():
-            ids.add(row["run_id"])
-            c = block.candidates[h]
-            seen_diverged = row["status"] == "diverged" and int(row["diverged_epoch"]) <= c.epoch
-            if c.state in ("cut", "paused") and not seen_diverged:
-                left[row["run_id"]] = row["status"]
-    table = R.select(store.runs(columns=R.RUN_COLUMNS), R.Filters())
-    table = table[table.run_id.isin(ids)].copy()
-    mine = table.run_id.isin(left)
-    # Finished past the search's rung: by another command, or before, by a killed run of this search
-    # with other options (its rows are the same bits; only the decisions differ).
-    moved = int((mine & table.status.isin(["completed", "diverged"])).sum())
-    table.loc[mine, "status"] = "stopped"
-    groups, recs, warnings = R.recommend(R.aggregate(table), table, R.MIN_SEEDS)
-    if moved:
-        warnings.append(f"{moved} run(s) of the h this search cut or paused were trained to the end (by another "
-                        "command, or by an earlier run of a search with other options): counted here as stopped "
-                        "at the search's rung; robustres report counts them as they are now")
-    return groups, recs, warnings

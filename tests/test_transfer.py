@@ -131,12 +131,43 @@ def test_a_deep_optimum_outside_the_predicted_band_makes_it_widen_and_is_still_f
 
 def test_a_deeper_depth_starts_only_once_every_shallower_one_has_settled(tmp_path):
     runs, trainer = _grid((4, 8, 16)), _Trainer()
-    S.run_search(runs, H.make_options({"transfer": True, "budget": 0.4}), make_execution({"store": str(tmp_path)}), trainer)
+    options = H.make_options({"transfer": True, "budget": 0.4})
+    S.run_search(runs, options, make_execution({"store": str(tmp_path)}), trainer)
     first = {}
     for i, (_, depth, _) in enumerate(trainer.trained):
         first.setdefault(depth, i)
     last = {d: max(i for i, (_, depth, _) in enumerate(trainer.trained) if depth == d) for d in (4, 8, 16)}
     assert last[4] < first[8] and last[8] < first[16]
+
+
+def test_early_seeds_compare_the_first_seeds_at_rungs_and_answer_only_on_all_of_them(tmp_path):
+    runs, trainer = _grid((4, 8)), _Trainer()
+    options = H.make_options({"early_seeds": 3, "budget": 0.4})
+    result = S.run_search(runs, options, make_execution({"store": str(tmp_path)}), trainer)
+    assert all(r["h"] is not None for r in result.recommendations) and len(result.recommendations) == 2
+    rungs = [d for d in result.decisions if d["epoch"] < 8 and d["action"] in ("keep", "cut")]
+    assert rungs and {d["seeds"] for d in rungs} == {3}
+    # Every h that reached the end got its other two seeds first, and was judged there on all five.
+    more = {(d["depth"], d["h"]) for d in result.decisions if d["action"] == "more"}
+    ends = {(d["depth"], d["h"]): d["seeds"] for d in result.decisions if d["action"] == "end"}
+    assert more and set(ends) == more and set(ends.values()) == {5}
+    # An answer never rests on fewer seeds than asked; the h stopped early trained only the first 3.
+    store = Store(tmp_path)
+    for rec in result.recommendations:
+        rows = [store.get_run(s.run_id) for s in runs if (s.depth, s.h) == (rec["depth"], rec["h"])]
+        assert [r["status"] for r in rows] == ["completed"] * 5
+    stopped = [d for d in result.decisions if d["action"] in ("pause", "cut")]
+    assert stopped
+    for d in stopped:
+        rows = [store.get_run(s.run_id) for s in runs if (s.depth, s.h) == (d["depth"], d["h"])]
+        assert sum(r is not None for r in rows) == 3
+    # What it spent is what it trained: every run's last epoch, summed.
+    assert result.model_epochs == sum(int(store.get_run(s.run_id)["epochs_done"]) for s in runs
+                                      if store.get_run(s.run_id) is not None)
+    with pytest.raises(SpecError, match="fewer than the grid's 5 seeds"):
+        H.check_budget(runs, H.make_options({"early_seeds": 5}))
+    with pytest.raises(SpecError, match="early_seeds"):
+        H.make_options({"early_seeds": 2})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +176,7 @@ def test_a_deeper_depth_starts_only_once_every_shallower_one_has_settled(tmp_pat
 
 COMMAND = [sys.executable, "-m", "robustres", "search", "--dataset", "two-moons", "--depths", "4,8,16",
            "--h", "0.05,0.1,0.2,0.5,1,2", "--seeds", "5", "--epochs", "6", "--milestones", "", "--n-train", "200",
-           "--n-test", "300", "--transfer", "--json"]
+           "--n-test", "300", "--transfer", "--early-seeds", "3", "--json"]
 
 
 def _decisions(store: Path) -> list[dict]:
@@ -154,7 +185,7 @@ def _decisions(store: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_transfer_search_killed_mid_band_resumes_with_the_same_decisions_and_answer(tmp_path):
+def test_a_transfer_search_on_early_seeds_killed_mid_band_resumes_with_the_same_decisions_and_answer(tmp_path):
     whole = subprocess.run(COMMAND + ["--store", str(tmp_path / "whole")], capture_output=True, text=True,
                            cwd=ROOT, timeout=600)
     assert whole.returncode == 0, whole.stderr

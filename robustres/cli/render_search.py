@@ -22,6 +22,10 @@ def decision_text(d: dict) -> str:
         evidence = f" (median {pct(d['median'])} % vs {pct(d['leader_median'])} % of h={d['leader']:g}{_p(d)})" \
             if d.get("leader") is not None and d.get("median") is not None and d["leader"] != d["h"] else ""
         return f"{h} paused (stopped): {why}{evidence}"
+    if action == "more":
+        kept = decision_text({**d, "action": "keep", "why": d["why_kept"]}).split(": ", 1)[1]
+        return (f"{h} reached the end on {d['seeds']} seeds: {kept}; its other seeds train to the end before it is "
+                f"judged there")
     if action == "end":
         return f"{h} finished: " + decision_text({**d, "action": "keep" if why != "diverged" else "cut"}).split(
             ": ", 1)[1] + ("" if why in ("leader", "not shown worse") else " (report judges the finished runs)")

@@ -54,6 +54,9 @@ def search(
                                               "(default 1).", "N")] = None,
     widen: Annotated[Optional[str], _option(
         "With --transfer: widen the predicted interval by this factor on h at each end (default 1.5).", "F")] = None,
+    early_seeds: Annotated[Optional[str], _option(
+        "Compare h values at the rungs on their first N seeds only (the same seeds for every h); an h that reaches the "
+        "end gets the other seeds, to the end, before it is answered (default: all seeds).", "N")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plan per depth and its projected cost; train and write nothing.")] = False,
     as_json: AsJson = False,
@@ -61,7 +64,7 @@ def search(
     config = options.pop("config", None)
     values = merge_preset(config, options)
     given = {"budget": budget, "rungs": rungs, "stride": stride, "margin": margin, "keep": keep,
-             "transfer": transfer or None, "anchors": anchors, "widen": widen}
+             "transfer": transfer or None, "anchors": anchors, "widen": widen, "early_seeds": early_seeds}
     from ..halving import FLOP, check_budget, make_options
 
     search_options = make_options({**values.pop(SEARCH_KEY, {}), **{k: v for k, v in given.items() if v is not None}})
