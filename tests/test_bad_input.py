@@ -224,6 +224,15 @@ CASES = [
     (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch: 0.3\n", "key 'search' takes a mapping"),
     (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch:\n  budjet: 0.3\n", "unknown key 'budjet'"),
     (["sweep", "--config", "{yaml}"], YAML_OK + "search:\n  rungs: [4, 2]\n", "strictly increasing"),
+    # issue 26: --transfer, --anchors, --widen, --early-seeds
+    (Q + ["--anchors", "2"], None, "search anchors: only with transfer"),
+    (Q + ["--transfer", "--anchors", "3"], None, "search anchors: '3' must lie in [1, 2]"),
+    (Q + ["--transfer", "--widen", "0.5"], None, "search widen: '0.5' must lie in [1, 100]"),
+    (Q + ["--early-seeds", "5"], None, "--early-seeds: 5 must be fewer than the grid's 5 seeds"),
+    (Q + ["--early-seeds", "2"], None, "search early_seeds: '2' must lie in [3, 1e+06]"),
+    (["search", "--config", "{yaml}"], YAML_OK + "seeds: 5\nsearch:\n  transfer: yes please\n",
+     "search transfer: 'yes please' is not true or false"),
+    (Q + ["--transfer", "--budget", "0.01"], None, "with --transfer it cannot pay"),
     # issue 24: the protocol fields as axes: a value out of range, an unknown optimizer, an odd boolean
     (S + ["--lr", "0.1,0"], None, "lr must be > 0, got 0"),
     (S + ["--lr", "0..1"], None, "--lr: a range needs A and B > 0"),

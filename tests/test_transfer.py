@@ -210,3 +210,43 @@ def test_a_transfer_search_on_early_seeds_killed_mid_band_resumes_with_the_same_
     assert resumed["decisions"] == expected["decisions"]
     assert [(r["depth"], r["h"]) for r in resumed["recommendations"]] == \
         [(r["depth"], r["h"]) for r in expected["recommendations"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command: its plan (--dry-run) from a preset's search section, and its bands on a terminal
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_presets_transfer_section_plans_a_band_per_deeper_depth_and_writes_nothing(cli, tmp_path):
+    config = tmp_path / "law.yaml"
+    config.write_text("dataset: two-moons\ndepths: [4, 8, 16, 32]\nh: 0.01..10\nseeds: 5\nepochs: 8\n"
+                      "milestones: []\nsearch:\n  transfer: true\n  early_seeds: 3\n")
+    store = tmp_path / "store"
+    code, out, err = cli("search", "--config", str(config), "--dry-run", "--json", "--store", str(store))
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["transfer"] and plan["options"]["early_seeds"] == 3
+    assert [(d["depth"], d["start"]) for d in plan["depths"]] == [(4, "coarse"), (8, "band"), (16, "band"),
+                                                                   (32, "band")]
+    # A band's least: 3 values x 3 seeds to the first rung (epoch 1), one h to the end on all 5 seeds.
+    assert {d["model_epochs"]["low"] for d in plan["depths"][1:]} == {3 * 3 * 1 + 3 * 7 + 2 * 8}
+    assert plan["model_epochs"]["high"] <= plan["budget"] and not store.exists()
+    code, out, _ = cli("search", "--config", str(config), "--dry-run", "--store", str(store))
+    assert code == 0 and "band" in out and "projected:" in out and not store.exists()
+
+
+def test_a_bands_decisions_show_as_one_table_naming_the_prediction():
+    from rich.console import Console
+
+    from robustres.cli.render_search import print_rung_tables
+
+    prediction = {"h": 0.2, "interval": [0.1, 0.5], "source": "law", "alpha": 0.8, "alpha_ci": [0.5, 1.1],
+                  "depths": [4, 8]}
+    why = T.band_text(prediction, [0.1, 0.2, 0.5], 1.5)
+    decisions = [{"depth": 16, "train_noise": 0.0, "epoch": 0, "h": h, "action": "add", "origin": "band",
+                  "why": why, "band": [0.1, 0.2, 0.5], "prediction": prediction} for h in (0.1, 0.2, 0.5)]
+    out = Console(record=True, width=200)
+    print_rung_tables(out, decisions)
+    shown = out.export_text()
+    assert "depth 16, transfer band" in shown and "the law of depths 4, 8 (alpha 0.80" in shown
+    assert shown.count("added") == 3
