@@ -201,13 +201,15 @@ def grid_blocks(runs: list) -> dict:
     return grouped
 
 
-def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = None) -> tuple[int, int, dict]:
+def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = None,
+                 pools: dict | None = None) -> tuple[int, int, dict]:
     """(the grid's model-epochs, the budget in its unit, each block's budget in that unit); refused,
     naming the least that would do in the same unit, when a depth's budget cannot pay for the first
     rung and the least kept candidates to the end. `epoch_flops`: {block: training FLOPs of one of
     its model-epochs}, needed for a FLOP budget. A model-epoch budget is split evenly between the
     blocks; a FLOP budget in proportion to each block's grid FLOPs, so that every depth gets the same
-    share of its own grid and a deep depth's budget pays for what its epochs cost."""
+    share of its own grid and a deep depth's budget pays for what its epochs cost. With --transfer
+    (transfer_shares) `pools`, when given, is filled with each block's family pool."""
     grouped = grid_blocks(runs)
     seeds = min(len(s) for by_h in grouped.values() for s in by_h.values())
     if seeds < MIN_SEEDS:
@@ -226,14 +228,18 @@ def check_budget(runs: list, options: SearchOptions, epoch_flops: dict | None = 
     shares = {key: budget * grid[key] // total if flop else budget // len(grouped) for key in grouped}
     if options.transfer:
         try:
-            return grid_epochs, budget, transfer_shares(grouped, shares, weight, options, budget)
+            out = transfer_shares(grouped, shares, weight, options, budget)
+            families = {key.with_(depth=0) for key in grouped}
+            pool = {f: sum(shares[k] for k in grouped if k.with_(depth=0) == f) for f in families}
+            (pools if pools is not None else {}).update({k: pool[k.with_(depth=0)] for k in grouped})
+            return grid_epochs, budget, out
         except BudgetShort as short:
             if options.budget_given:
                 raise
             # --transfer's default cannot pay for this grid: the least budget that does.
             given = make_options({"budget": short.least})
             return check_budget(runs, replace(options, budget=given.budget, budget_unit=given.budget_unit,
-                                              budget_given=True), epoch_flops)
+                                              budget_given=True), epoch_flops, pools)
     for key, by_h in grouped.items():
         least = weight[key] * least_of(key, by_h, options)
         if least <= shares[key]:
@@ -268,7 +274,12 @@ def transfer_shares(grouped: dict, shares: dict, weight: dict, options: SearchOp
         out.update({k: weight[k] * band_least(k, grouped[k], options) for k in deep})
         least = max(weight[k] * least_of(k, grouped[k], options) for k in members if k.depth in anchors)
         part = (pool - sum(out[k] for k in deep)) // len(anchors)
-        out.update({k: part for k in members if k.depth in anchors})
+        for k in (k for k in members if k.depth in anchors):
+            # At most what a search without --transfer would give it, the rest kept in the pool for
+            # widening a deeper depth's band (but never less than its least).
+            epochs = sum(spec.epochs for specs in grouped[k].values() for spec in specs)
+            usual = weight[k] * math.floor(SearchOptions().budget * epochs)
+            out[k] = min(part, max(least, usual))
         short = short or part < least
         need = max(need, (least * len(anchors) + sum(out[k] for k in deep)) * budget / max(pool, 1))
     if short:

@@ -153,7 +153,8 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
     """The blocks of a grid's runs, with their coarse candidates; (blocks, grid's model-epochs,
     budget in its unit). A budget too small is refused first (H.check_budget)."""
     flops = block_flops(runs)
-    grid_epochs, budget, shares = H.check_budget(runs, options, flops)
+    pools: dict = {}
+    grid_epochs, budget, shares = H.check_budget(runs, options, flops, pools)
     grouped = H.grid_blocks(runs)
     varying = [f.name for f in AXES if f.name not in ("depth", "h", "seed", "train_noise")
                and len({getattr(key, f.name) for key in grouped}) > 1]
@@ -168,13 +169,12 @@ def make_blocks(runs: list[RunSpec], options: H.SearchOptions) -> tuple[list[Blo
         block.candidates = {h: block.fresh(h, "coarse") for h in start}
         block.axes = {name: getattr(key, name) for name in varying}
         block.blocks, block.rule = residual_blocks(key.model, key.depth), key.h_rule or "fixed"
-        block.family = key.with_(depth=0) if options.transfer else None
+        block.family, block.pool = (key.with_(depth=0), pools[key]) if options.transfer else (None, 0)
         blocks.append(block)
     for family in {b.family for b in blocks if b.family is not None}:
         members = [b for b in blocks if b.family == family]
         anchors = T.anchors_of([b.depth for b in members], options.anchors)
         for b in members:
-            b.pool = sum(m.budget for m in members)
             if b.depth not in anchors:
                 b.waiting, b.candidates = True, {}
     return blocks, grid_epochs, budget
@@ -277,7 +277,7 @@ def join(block: Block, hs: list[float], origin: str, why: str, extra: dict | Non
     return decisions
 
 
-def refine(block: Block, store: Store) -> list[dict]:
+def refine(block: Block, store: Store, blocks: list[Block] = ()) -> list[dict]:
     """With nothing left in training: grid values between the best finished h and its tried
     neighbours join from epoch 0, if the budget can carry each one to the end. A band (--transfer)
     first widens where its best is an edge or all of it diverged (transfer.widening)."""
@@ -294,11 +294,20 @@ def refine(block: Block, store: Store) -> list[dict]:
         if wider:
             why = ("widen: every h of the band diverged" if diverged else
                    f"widen: the best h={best:g} is the edge of the h tried")
+            block.budget = max(block.budget, unspent(block, blocks))
             return join(block, wider, "widen", why)
     if best is None:
         return []
     return join(block, H.refinements(list(block.runs), tried, best, skipped), "refine",
                 f"refine: between the best h={best:g} and its neighbour")
+
+
+def unspent(block: Block, blocks: list[Block]) -> int:
+    """--transfer: what its family's pool holds for it now: less what the other depths spent
+    (settled ones spend no more) or reserve (those still waiting). What a shallower depth left is
+    what a deeper one widens with."""
+    family = [b for b in blocks if b.family == block.family and b is not block]
+    return block.pool - sum(b.budget if b.waiting else b.charged() for b in family)
 
 
 def settled(block: Block) -> bool:
@@ -320,10 +329,6 @@ def start_bands(blocks: list[Block], store: Store, options: H.SearchOptions) -> 
             decisions += join(block, start, "coarse", "transfer: no shallower depth has an answer with h > 0; "
                                                       "the search starts from the coarse grid")
             continue
-        # The family's pool, less what the others spent (settled and started ones spend no more) or
-        # reserve (those still waiting): a shallower depth's savings are this one's to widen with.
-        family = [b for b in blocks if b.family == block.family and b is not block]
-        block.budget = block.pool - sum(b.budget if b.waiting else b.charged() for b in family)
         prediction = T.predict(known, block.blocks, block.rule, options.level)
         block.band = T.band(list(block.runs), prediction, options.widen)
         block.least = 1  # the band is the prediction's evidence: one h with all seeds to the end suffices
@@ -462,7 +467,7 @@ def run_search(runs: list[RunSpec], options: H.SearchOptions, execution: Executi
     previous = read_state(store, ident)
     decisions: list[dict] = []
     while True:
-        made = [d for b in blocks for d in refine(b, store)]
+        made = [d for b in blocks for d in refine(b, store, blocks)]
         made += start_bands(blocks, store, options) if options.transfer else []
         made += [d for b in blocks for d in pause(b, store)]
         trained = train_round(blocks, execution, train)

@@ -25,7 +25,7 @@ def plan(runs: list[RunSpec], options: SearchOptions, execution: Execution) -> d
     rows = []
     for b in blocks:
         grid = b.grid_epochs()
-        if b.waiting:  # its least now; at most the pool less the others' least
+        if b.waiting:  # its least; at most that and what the pool keeps for widening
             low = b.budget // b.unit_cost
             high = (b.pool - sum(o.budget for o in blocks if o.family == b.family and o is not b)) // b.unit_cost
         else:
@@ -37,6 +37,10 @@ def plan(runs: list[RunSpec], options: SearchOptions, execution: Execution) -> d
                                "grid": grid * b.epoch_flops}})
     total = {unit: {k: sum(r[unit][k] for r in rows) for k in ("low", "high", "grid")}
              for unit in ("model_epochs", "flops")}
+    # What the pools keep for widening goes to one depth or another, not to all: the total is capped
+    # by the budget (in its own unit; the other unit's high stays the sum, an upper bound).
+    unit = "flops" if options.budget_unit == "flop" else "model_epochs"
+    total[unit]["high"] = min(total[unit]["high"], budget)
     return {"transfer": options.transfer, "options": options.to_dict(), "budget": budget,
             "budget_unit": "flop" if options.budget_unit == "flop" else "model_epochs", "depths": rows, **total,
             "wall_time": _wall_time(runs, execution, rows)}
