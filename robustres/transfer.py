@@ -110,8 +110,8 @@ def band_text(prediction: dict, hs: list[float], widen: float) -> str:
     low, high = prediction["interval"]
     where = ", ".join(map(str, prediction["depths"]))
     ci = prediction["alpha_ci"]
-    law = "" if prediction["alpha"] is None else f"the law of depths {where} (alpha {prediction['alpha']:.2f}" + (
-        f", interval {ci[0]:.2f} to {ci[1]:.2f})" if ci else ", no interval)")
+    law = "" if prediction["alpha"] is None else f"the law of depths {where} (alpha {_two(prediction['alpha'])}" + (
+        f", interval {_two(ci[0])} to {_two(ci[1])})" if ci else ", no interval)")
     prior = (f"depth {prediction['depths'][-1]}'s optimum moved by L^-alpha, alpha in [0, 1] for the effective h "
              f"(point: depth-muP's 1/2)")
     if prediction["source"] == "law":
@@ -120,3 +120,7 @@ def band_text(prediction: dict, hs: list[float], widen: float) -> str:
         source = f"{prior}{f' ({law} lies outside it)' if law else ''}"
     return (f"transfer: {source} predicts h={prediction['h']:.3g} ({low:.3g} to {high:.3g}); band x{widen:g}: "
             + ", ".join(f"{h:g}" for h in hs))
+
+
+def _two(x: float) -> str:
+    return f"{x:.2f}".replace("-0.00", "0.00")  # a slope of -1e-17 is 0
