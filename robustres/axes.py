@@ -113,8 +113,8 @@ def parse_h_grid(text: str, name: str = "--h", limit: int = MAX_RUNS) -> list[fl
     for v in values:
         if not math.isfinite(v):
             raise SpecError(f"{name}: {label} must be finite, got {v:g}")
-        if v < 0:
-            raise SpecError(f"{name}: {label} must be >= 0, got {v:g}")
+        if v < 0:  # the bound the field's own check states (spec.py: an lr of 0 is refused too)
+            raise SpecError(f"{name}: {label} must be {'> 0' if label == 'lr' else '>= 0'}, got {v:g}")
     return list(dict.fromkeys(values))
 
 

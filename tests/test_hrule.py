@@ -80,3 +80,13 @@ def test_a_store_written_before_h_rules_reads_its_runs_as_fixed(cli, tmp_path):
     code, out, err = cli("train", "--depth", "3", "--h", "0.1,1", *SMALL, "--store", tmp_path / "s", "--json")
     assert code == 0 and err.count("completed in the store, not retrained") == 2, err
     assert {r["run_id"] for r in json.loads(out)["runs"]} == set(runs.run_id)
+
+
+def test_the_dry_run_names_the_h_rules_a_pack_fuses(cli, tmp_path):
+    args = ["sweep", "--dataset", "two-moons", "--depths", "4", "--h", "1", "--seeds", "3", "--h-rule", "fixed,sqrt",
+            "--dry-run", "--store", str(tmp_path / "s")]
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    assert [p["h_rule"] for p in json.loads(out)["packs"]] == [["fixed", "sqrt"]]
+    code, out, _ = cli(*args)
+    assert code == 0 and "h_rule" in out and "fixed,sqrt" in out

@@ -71,7 +71,7 @@ def print_plan(plan: dict) -> None:
                         f"{plan['runs_todo']} to do, in {len(plan['packs'])} pack(s); nothing trained")
     # the per-model hyperparameters and the fields that split packs, where they vary: a column each
     packs = plan["packs"]
-    extra = [name for name in ("lr", "momentum", "weight_decay")
+    extra = [name for name in ("lr", "momentum", "weight_decay", "h_rule")
              if any(len(p.get(name) or ()) > 1 for p in packs) or len({tuple(p.get(name) or ()) for p in packs}) > 1]
     split = sorted({name for p in plan["packs"] for name in p.get("split_by") or {} if name != "depth"})
     for col in ("#", "dataset", "depth", "K", "h", "seeds", "noise", *extra, *split, "epochs", "device", "cost"):

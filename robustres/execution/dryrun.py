@@ -84,6 +84,7 @@ def plan_packs(group: list[RunSpec], source: D.Source, work: Survey, execution: 
                       "train_noise": sorted({s.train_noise for s in pack.runs}),
                       **{name: sorted({getattr(s, name) for s in pack.runs})
                          for name in ("lr", "momentum", "weight_decay")},
+                      "h_rule": sorted({s.h_rule or "fixed" for s in pack.runs}),
                       "split_by": {name: json_value(getattr(first, name)) for name in split},
                       "device": str(device),
                       "tflop": cost / 1e12, "estimate": estimate(first, device.type, cost),
